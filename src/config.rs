@@ -1,0 +1,1216 @@
+//! The JSON config of SPEC.md, in two stages: serde `Raw*` structs that reject unknown
+//! keys, then a validated [`Config`] whose every default and limit is written next to its
+//! field. Every error names the field (`s3.part_size`, `sources[1].name`) and the reason.
+//!
+//! This module reads the config file and the environment variables that stand in for
+//! config keys; it does no other IO except checking that source paths are directories.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::pattern::Pattern;
+use crate::schedule::{Schedule, Window};
+
+/// The smallest part S3 accepts (every part but the last).
+pub const MIN_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
+/// The largest part S3 accepts.
+pub const MAX_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// Uploads in flight at once; each holds one connection and a small read buffer.
+pub const MAX_CONCURRENCY: usize = 64;
+
+/// What went wrong with the config, naming the field.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    Syntax { path: PathBuf, message: String },
+    /// A field is missing, unknown or has a bad value.
+    Field { field: String, reason: String },
+}
+
+impl ConfigError {
+    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Field {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config {}: {source}", path.display())
+            }
+            ConfigError::Syntax { path, message } => {
+                write!(f, "config {} is not valid JSON: {message}", path.display())
+            }
+            ConfigError::Field { field, reason } => write!(f, "config field `{field}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration. Defaults are those of SPEC.md.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Safe as a key part: `[A-Za-z0-9._-]`, 1 to 64 characters, not `.` or `..`.
+    pub vehicle_id: String,
+    /// Default `/var/lib/tvm-upload`. Journal, lock and status files live here.
+    pub state_dir: PathBuf,
+    /// Default 60 s. How long size and mtime must stay unchanged before upload.
+    pub stability: Duration,
+    /// At least one; names unique and safe as key parts.
+    pub sources: Vec<Source>,
+    pub s3: S3Config,
+    /// `credentials.profile`, else `AWS_PROFILE`, else `default`.
+    pub credentials_profile: Option<String>,
+    pub retry: RetryConfig,
+    /// `None`: always allowed.
+    pub schedule: Option<Schedule>,
+    /// `None`: no deletion at all.
+    pub disk: Option<DiskConfig>,
+    /// `None`: absent or `enabled: false`; then no metrics request ever goes out.
+    pub metrics: Option<MetricsConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub path: PathBuf,
+    /// Default true: subdirectories are watched and their files keyed by relative path.
+    pub recursive: bool,
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+    /// Default 0; higher goes first.
+    pub priority: i32,
+    /// Default true; only acted on when `disk` is configured.
+    pub delete_after_upload: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `s3.region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub region: String,
+    /// `s3.endpoint`, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else AWS's.
+    pub endpoint: String,
+    /// Default false (virtual-host style).
+    pub path_style: bool,
+    /// Default empty. A non-empty prefix without a trailing `/` gets one, so that
+    /// `"fleet"` gives `fleet/v001/...` rather than `fleetv001/...`.
+    pub prefix: String,
+    /// Default 8 MiB. Files of this size or larger go multipart.
+    pub multipart_threshold_bytes: u64,
+    /// Default 8 MiB, 5 MiB to 5 GiB. Grown for files that would need over 10,000 parts.
+    pub part_size_bytes: u64,
+    /// Default 2, 1 to [`MAX_CONCURRENCY`]: requests with a body in flight at once.
+    pub concurrency: usize,
+    pub storage_class: Option<String>,
+    /// `s3.ca_bundle`, else `AWS_CA_BUNDLE`; else the built-in web PKI roots.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    /// Default 1 s: the first backoff.
+    pub initial: Duration,
+    /// Default 300 s: the cap, and the slow schedule after a fatal error.
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// Default: the source paths. Filesystems whose usage is measured.
+    pub paths: Vec<PathBuf>,
+    /// Default 24 h: how long an uploaded file is kept before deferred deletion.
+    pub keep_uploaded: Duration,
+    /// Default none: uploaded files older than this are deleted.
+    pub max_age: Option<Duration>,
+    /// Default 85.
+    pub cleanup_percent: f64,
+    /// Default 95; above `cleanup_percent`.
+    pub emergency_percent: f64,
+    /// Default false.
+    pub emergency_delete_unuploaded: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Default `TVM/Upload`.
+    pub namespace: String,
+    /// Default: the S3 region.
+    pub region: String,
+    /// `metrics.endpoint`, else `AWS_ENDPOINT_URL_CLOUDWATCH`, else AWS's.
+    pub endpoint: String,
+    /// Default 60 s, at least 1 s.
+    pub interval: Duration,
+    pub alarms: Vec<Alarm>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Alarm {
+    pub name: String,
+    pub metric: String,
+    pub statistic: String,
+    /// CloudWatch's name: `GreaterThanOrEqualToThreshold` and so on.
+    pub comparison: String,
+    pub threshold: f64,
+    pub period_seconds: u64,
+    pub evaluation_periods: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Default info.
+    pub level: log::LevelFilter,
+    /// Default: stderr.
+    pub file: Option<PathBuf>,
+}
+
+/// Metric names of SPEC.md, the only ones an alarm may name.
+pub const METRIC_NAMES: [&str; 9] = [
+    "BytesUploaded",
+    "FilesUploaded",
+    "FailedUploads",
+    "DiskUsagePercent",
+    "QueueDepth",
+    "QueueBytes",
+    "OldestPendingSeconds",
+    "FilesDeleted",
+    "UnuploadedFilesDeleted",
+];
+
+// ---------------------------------------------------------------------------------------
+// Raw stage: what serde reads. Sizes and durations accept a number or a string.
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Quantity {
+    Number(f64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    path: PathBuf,
+    recursive: Option<bool>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    priority: Option<i32>,
+    delete_after_upload: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    bucket: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    prefix: Option<String>,
+    multipart_threshold: Option<Quantity>,
+    part_size: Option<Quantity>,
+    concurrency: Option<i64>,
+    storage_class: Option<String>,
+    ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    profile: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_seconds: Option<Quantity>,
+    max_seconds: Option<Quantity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    utc_offset: Option<String>,
+    windows: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    days: Option<Vec<String>>,
+    start: String,
+    end: String,
+    max_bytes_per_second: Option<Quantity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    paths: Option<Vec<PathBuf>>,
+    keep_uploaded_hours: Option<f64>,
+    max_age_days: Option<f64>,
+    cleanup_percent: Option<f64>,
+    emergency_percent: Option<f64>,
+    emergency_delete_unuploaded: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    namespace: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    interval_seconds: Option<Quantity>,
+    alarms: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarm {
+    name: String,
+    metric: String,
+    statistic: Option<String>,
+    comparison: String,
+    threshold: f64,
+    period_seconds: Option<u64>,
+    evaluation_periods: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    file: Option<PathBuf>,
+}
+
+const TOP_LEVEL_KEYS: [&str; 11] = [
+    "vehicle_id",
+    "state_dir",
+    "stability_seconds",
+    "sources",
+    "s3",
+    "credentials",
+    "retry",
+    "schedule",
+    "disk",
+    "metrics",
+    "log",
+];
+
+/// Reads one value as `T`, turning serde's message into one that names the field.
+fn typed<T: DeserializeOwned>(field: &str, value: Value) -> Result<T, ConfigError> {
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        // serde says "unknown field `x`, expected ..."; name the full path of `x`.
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            if let Some(end) = rest.find('`') {
+                return ConfigError::field(format!("{field}.{}", &rest[..end]), "unknown key");
+            }
+        }
+        if let Some(rest) = msg.strip_prefix("missing field `") {
+            if let Some(end) = rest.find('`') {
+                return ConfigError::field(format!("{field}.{}", &rest[..end]), "missing");
+            }
+        }
+        ConfigError::field(field, msg)
+    })
+}
+
+fn section<T: DeserializeOwned>(
+    top: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    match top.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => typed(name, v).map(Some),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+
+impl Config {
+    /// Reads and validates the config at `path`, with the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Config::parse(&text, &env).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Validates config text; `env` stands in for the process environment.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let Value::Object(mut top) = value else {
+            return Err(ConfigError::field("(top level)", "must be a JSON object"));
+        };
+        for key in top.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::field(key.clone(), "unknown key"));
+            }
+        }
+
+        let vehicle_id: String = section(&mut top, "vehicle_id")?
+            .ok_or_else(|| ConfigError::field("vehicle_id", "missing"))?;
+        check_key_part("vehicle_id", &vehicle_id)?;
+        let state_dir: PathBuf =
+            section(&mut top, "state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/tvm-upload"));
+        if state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::field("state_dir", "must not be empty"));
+        }
+        let stability = match section::<Quantity>(&mut top, "stability_seconds")? {
+            None => Duration::from_secs(60),
+            Some(q) => duration("stability_seconds", q)?,
+        };
+
+        let raw_sources: Vec<Value> = section(&mut top, "sources")?
+            .ok_or_else(|| ConfigError::field("sources", "missing"))?;
+        if raw_sources.is_empty() {
+            return Err(ConfigError::field("sources", "needs at least one source"));
+        }
+        let mut sources = Vec::with_capacity(raw_sources.len());
+        let mut names = HashSet::new();
+        for (i, raw) in raw_sources.into_iter().enumerate() {
+            let field = format!("sources[{i}]");
+            let raw: RawSource = typed(&field, raw)?;
+            check_key_part(&format!("{field}.name"), &raw.name)?;
+            if !names.insert(raw.name.clone()) {
+                return Err(ConfigError::field(
+                    format!("{field}.name"),
+                    format!("duplicate source name {:?}", raw.name),
+                ));
+            }
+            match std::fs::metadata(&raw.path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(ConfigError::field(
+                        format!("{field}.path"),
+                        format!("{} is not a directory", raw.path.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Err(ConfigError::field(
+                        format!("{field}.path"),
+                        format!("{}: {e}", raw.path.display()),
+                    ));
+                }
+            }
+            let include = patterns(&format!("{field}.include"), raw.include)?;
+            let exclude = patterns(&format!("{field}.exclude"), raw.exclude)?;
+            sources.push(Source {
+                name: raw.name,
+                path: raw.path,
+                recursive: raw.recursive.unwrap_or(true),
+                include,
+                exclude,
+                priority: raw.priority.unwrap_or(0),
+                delete_after_upload: raw.delete_after_upload.unwrap_or(true),
+            });
+        }
+
+        let raw_s3: RawS3 =
+            section(&mut top, "s3")?.ok_or_else(|| ConfigError::field("s3", "missing"))?;
+        let s3 = s3_config(raw_s3, env)?;
+
+        let credentials_profile = section::<RawCredentials>(&mut top, "credentials")?
+            .and_then(|c| c.profile)
+            .filter(|p| !p.is_empty());
+
+        let retry = match section::<RawRetry>(&mut top, "retry")? {
+            None => RetryConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+            },
+            Some(r) => {
+                let initial = opt_duration("retry.initial_seconds", r.initial_seconds, 1)?;
+                let max = opt_duration("retry.max_seconds", r.max_seconds, 300)?;
+                if initial.is_zero() {
+                    return Err(ConfigError::field(
+                        "retry.initial_seconds",
+                        "must be above 0",
+                    ));
+                }
+                if max < initial {
+                    return Err(ConfigError::field(
+                        "retry.max_seconds",
+                        "must not be below retry.initial_seconds",
+                    ));
+                }
+                RetryConfig { initial, max }
+            }
+        };
+
+        let schedule = match section::<RawSchedule>(&mut top, "schedule")? {
+            None => None,
+            Some(raw) => Some(schedule_config(raw)?),
+        };
+
+        let disk = match section::<RawDisk>(&mut top, "disk")? {
+            None => None,
+            Some(raw) => Some(disk_config(raw, &sources)?),
+        };
+
+        let metrics = match section::<RawMetrics>(&mut top, "metrics")? {
+            None => None,
+            Some(raw) => metrics_config(raw, &s3.region, env)?,
+        };
+
+        let log = match section::<RawLog>(&mut top, "log")? {
+            None => LogConfig {
+                level: log::LevelFilter::Info,
+                file: None,
+            },
+            Some(raw) => {
+                let level = match raw.level.as_deref().unwrap_or("info") {
+                    "off" => log::LevelFilter::Off,
+                    "error" => log::LevelFilter::Error,
+                    "warn" => log::LevelFilter::Warn,
+                    "info" => log::LevelFilter::Info,
+                    "debug" => log::LevelFilter::Debug,
+                    "trace" => log::LevelFilter::Trace,
+                    other => {
+                        return Err(ConfigError::field(
+                            "log.level",
+                            format!("{other:?} is not one of off, error, warn, info, debug, trace"),
+                        ));
+                    }
+                };
+                LogConfig {
+                    level,
+                    file: raw.file,
+                }
+            }
+        };
+
+        Ok(Config {
+            vehicle_id,
+            state_dir,
+            stability,
+            sources,
+            s3,
+            credentials_profile,
+            retry,
+            schedule,
+            disk,
+            metrics,
+            log,
+        })
+    }
+
+    /// The effective config as JSON, for `check-config`. The config holds no secrets;
+    /// the credentials section says only where they come from.
+    pub fn to_json(&self, credentials_note: Value) -> Value {
+        let secs = |d: Duration| serde_json::json!(d.as_secs_f64());
+        let sources: Vec<Value> = self
+            .sources
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name, "path": s.path, "recursive": s.recursive,
+                    "include": s.include.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    "exclude": s.exclude.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                    "priority": s.priority, "delete_after_upload": s.delete_after_upload,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "vehicle_id": self.vehicle_id,
+            "state_dir": self.state_dir,
+            "stability_seconds": secs(self.stability),
+            "sources": sources,
+            "s3": {
+                "bucket": self.s3.bucket, "region": self.s3.region,
+                "endpoint": self.s3.endpoint, "path_style": self.s3.path_style,
+                "prefix": self.s3.prefix,
+                "multipart_threshold": self.s3.multipart_threshold_bytes,
+                "part_size": self.s3.part_size_bytes, "concurrency": self.s3.concurrency,
+                "storage_class": self.s3.storage_class, "ca_bundle": self.s3.ca_bundle,
+            },
+            "credentials": credentials_note,
+            "retry": { "initial_seconds": secs(self.retry.initial), "max_seconds": secs(self.retry.max) },
+            "schedule": self.schedule.as_ref().map(|s| s.to_json()),
+            "disk": self.disk.as_ref().map(|d| serde_json::json!({
+                "paths": d.paths, "keep_uploaded_hours": d.keep_uploaded.as_secs_f64() / 3600.0,
+                "max_age_days": d.max_age.map(|a| a.as_secs_f64() / 86400.0),
+                "cleanup_percent": d.cleanup_percent, "emergency_percent": d.emergency_percent,
+                "emergency_delete_unuploaded": d.emergency_delete_unuploaded,
+            })),
+            "metrics": match &self.metrics {
+                None => serde_json::json!({ "enabled": false }),
+                Some(m) => serde_json::json!({
+                    "enabled": true, "namespace": m.namespace, "region": m.region,
+                    "endpoint": m.endpoint, "interval_seconds": secs(m.interval),
+                    "alarms": m.alarms.iter().map(|a| serde_json::json!({
+                        "name": a.name, "metric": a.metric, "statistic": a.statistic,
+                        "comparison": a.comparison, "threshold": a.threshold,
+                        "period_seconds": a.period_seconds, "evaluation_periods": a.evaluation_periods,
+                    })).collect::<Vec<_>>(),
+                }),
+            },
+            "log": { "level": self.log.level.to_string().to_lowercase(), "file": self.log.file },
+        })
+    }
+}
+
+/// Vehicle ids, source and alarm names become key parts: keep them to a safe alphabet.
+fn check_key_part(field: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value != "."
+        && value != ".."
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::field(
+            field,
+            format!("{value:?} is not safe as a key part: use 1 to 64 of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+fn patterns(field: &str, raw: Option<Vec<String>>) -> Result<Vec<Pattern>, ConfigError> {
+    raw.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Pattern::new(&p).map_err(|why| ConfigError::field(format!("{field}[{i}]"), why))
+        })
+        .collect()
+}
+
+fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
+    let bucket = raw
+        .bucket
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| ConfigError::field("s3.bucket", "missing"))?;
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !bucket_ok {
+        return Err(ConfigError::field(
+            "s3.bucket",
+            format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
+        ));
+    }
+    let region = raw
+        .region
+        .filter(|r| !r.is_empty())
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .ok_or_else(|| ConfigError::field("s3.region", "missing (set it, or AWS_REGION)"))?;
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ConfigError::field(
+            "s3.region",
+            format!("{region:?} is not a region name"),
+        ));
+    }
+    let endpoint = raw
+        .endpoint
+        .filter(|e| !e.is_empty())
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| aws_endpoint("s3", &region));
+    check_endpoint("s3.endpoint", &endpoint)?;
+    let mut prefix = raw.prefix.unwrap_or_default();
+    if prefix.starts_with('/') {
+        return Err(ConfigError::field("s3.prefix", "must not start with /"));
+    }
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let multipart_threshold_bytes = opt_size(
+        "s3.multipart_threshold",
+        raw.multipart_threshold,
+        8 * 1024 * 1024,
+    )?;
+    let part_size_bytes = opt_size("s3.part_size", raw.part_size, 8 * 1024 * 1024)?;
+    if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&part_size_bytes) {
+        return Err(ConfigError::field(
+            "s3.part_size",
+            format!("{part_size_bytes} bytes is outside S3's 5 MiB to 5 GiB"),
+        ));
+    }
+    if multipart_threshold_bytes < MIN_PART_SIZE_BYTES {
+        return Err(ConfigError::field(
+            "s3.multipart_threshold",
+            "must be at least 5 MiB (S3's smallest part)",
+        ));
+    }
+    let concurrency = raw.concurrency.unwrap_or(2);
+    if concurrency < 1 || concurrency > MAX_CONCURRENCY as i64 {
+        return Err(ConfigError::field(
+            "s3.concurrency",
+            format!("{concurrency} is outside 1 to {MAX_CONCURRENCY}"),
+        ));
+    }
+    let storage_class = raw.storage_class.filter(|s| !s.is_empty());
+    if let Some(class) = &storage_class {
+        if !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            return Err(ConfigError::field(
+                "s3.storage_class",
+                format!("{class:?} is not a storage class such as STANDARD_IA"),
+            ));
+        }
+    }
+    let ca_bundle = raw
+        .ca_bundle
+        .or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from));
+    if let Some(ca) = &ca_bundle {
+        if !ca.is_file() {
+            return Err(ConfigError::field(
+                "s3.ca_bundle",
+                format!("{} is not a readable file", ca.display()),
+            ));
+        }
+    }
+    Ok(S3Config {
+        bucket,
+        region,
+        endpoint,
+        path_style: raw.path_style.unwrap_or(false),
+        prefix,
+        multipart_threshold_bytes,
+        part_size_bytes,
+        concurrency: concurrency as usize,
+        storage_class,
+        ca_bundle,
+    })
+}
+
+/// AWS's own endpoint for `service` in `region`; China regions live under `.com.cn`.
+pub fn aws_endpoint(service: &str, region: &str) -> String {
+    if region.starts_with("cn-") {
+        format!("https://{service}.{region}.amazonaws.com.cn")
+    } else {
+        format!("https://{service}.{region}.amazonaws.com")
+    }
+}
+
+fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ConfigError> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(|| {
+            ConfigError::field(
+                field,
+                format!("{endpoint:?} must start with http:// or https://"),
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(ConfigError::field(
+            field,
+            format!("{endpoint:?} has no host"),
+        ));
+    }
+    Ok(())
+}
+
+fn schedule_config(raw: RawSchedule) -> Result<Schedule, ConfigError> {
+    let utc_offset_seconds = match raw.utc_offset.as_deref() {
+        None => 0,
+        Some(text) => parse_utc_offset(text).ok_or_else(|| {
+            ConfigError::field(
+                "schedule.utc_offset",
+                format!("{text:?} is not like +08:00 or -05:30"),
+            )
+        })?,
+    };
+    let mut windows = Vec::new();
+    for (i, value) in raw.windows.unwrap_or_default().into_iter().enumerate() {
+        let field = format!("schedule.windows[{i}]");
+        let w: RawWindow = typed(&field, value)?;
+        let mut days = [false; 7];
+        match w.days {
+            None => days = [true; 7],
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(ConfigError::field(format!("{field}.days"), "is empty"));
+                }
+                for d in list {
+                    let idx = crate::schedule::weekday_index(&d).ok_or_else(|| {
+                        ConfigError::field(
+                            format!("{field}.days"),
+                            format!("{d:?} is not one of mon..sun"),
+                        )
+                    })?;
+                    days[idx] = true;
+                }
+            }
+        }
+        let start = parse_clock(&w.start)
+            .filter(|m| *m < 24 * 60)
+            .ok_or_else(|| {
+                ConfigError::field(
+                    format!("{field}.start"),
+                    format!("{:?} is not a time HH:MM", w.start),
+                )
+            })?;
+        let end = parse_clock(&w.end).ok_or_else(|| {
+            ConfigError::field(
+                format!("{field}.end"),
+                format!("{:?} is not a time HH:MM", w.end),
+            )
+        })?;
+        if start == end {
+            return Err(ConfigError::field(
+                format!("{field}.end"),
+                "equals start: an empty window (use 00:00 to 24:00 for all day)",
+            ));
+        }
+        let max_bytes_per_second = match w.max_bytes_per_second {
+            None => None,
+            Some(q) => {
+                let v = size(&format!("{field}.max_bytes_per_second"), q)?;
+                if v == 0 {
+                    return Err(ConfigError::field(
+                        format!("{field}.max_bytes_per_second"),
+                        "must be above 0",
+                    ));
+                }
+                Some(v)
+            }
+        };
+        windows.push(Window {
+            days,
+            start_minute: start,
+            end_minute: end,
+            max_bytes_per_second,
+        });
+    }
+    if windows.is_empty() {
+        return Err(ConfigError::field(
+            "schedule.windows",
+            "is empty: nothing would ever upload (leave out `schedule` to always upload)",
+        ));
+    }
+    Ok(Schedule {
+        utc_offset_seconds,
+        windows,
+    })
+}
+
+fn disk_config(raw: RawDisk, sources: &[Source]) -> Result<DiskConfig, ConfigError> {
+    let paths = raw
+        .paths
+        .unwrap_or_else(|| sources.iter().map(|s| s.path.clone()).collect());
+    let hours = raw.keep_uploaded_hours.unwrap_or(24.0);
+    if !(hours.is_finite() && hours >= 0.0) {
+        return Err(ConfigError::field(
+            "disk.keep_uploaded_hours",
+            "must be 0 or more",
+        ));
+    }
+    let max_age = match raw.max_age_days {
+        None => None,
+        Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d * 86400.0)),
+        Some(_) => return Err(ConfigError::field("disk.max_age_days", "must be above 0")),
+    };
+    let cleanup_percent = raw.cleanup_percent.unwrap_or(85.0);
+    let emergency_percent = raw.emergency_percent.unwrap_or(95.0);
+    if !(cleanup_percent > 0.0 && cleanup_percent <= 100.0) {
+        return Err(ConfigError::field(
+            "disk.cleanup_percent",
+            "must be above 0 and at most 100",
+        ));
+    }
+    if !(emergency_percent > 0.0 && emergency_percent <= 100.0) {
+        return Err(ConfigError::field(
+            "disk.emergency_percent",
+            "must be above 0 and at most 100",
+        ));
+    }
+    if emergency_percent < cleanup_percent {
+        return Err(ConfigError::field(
+            "disk.emergency_percent",
+            "must not be below disk.cleanup_percent",
+        ));
+    }
+    Ok(DiskConfig {
+        paths,
+        keep_uploaded: Duration::from_secs_f64(hours * 3600.0),
+        max_age,
+        cleanup_percent,
+        emergency_percent,
+        emergency_delete_unuploaded: raw.emergency_delete_unuploaded.unwrap_or(false),
+    })
+}
+
+fn metrics_config(
+    raw: RawMetrics,
+    s3_region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<MetricsConfig>, ConfigError> {
+    let namespace = raw.namespace.unwrap_or_else(|| "TVM/Upload".to_string());
+    if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
+        return Err(ConfigError::field(
+            "metrics.namespace",
+            "must be 1-255 characters and not start with AWS/",
+        ));
+    }
+    let region = raw
+        .region
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| s3_region.to_string());
+    let endpoint = raw
+        .endpoint
+        .filter(|e| !e.is_empty())
+        .or_else(|| env("AWS_ENDPOINT_URL_CLOUDWATCH"))
+        .unwrap_or_else(|| aws_endpoint("monitoring", &region));
+    check_endpoint("metrics.endpoint", &endpoint)?;
+    let interval = opt_duration("metrics.interval_seconds", raw.interval_seconds, 60)?;
+    if interval < Duration::from_secs(1) {
+        return Err(ConfigError::field(
+            "metrics.interval_seconds",
+            "must be at least 1",
+        ));
+    }
+    let mut alarms = Vec::new();
+    let mut names = HashSet::new();
+    for (i, value) in raw.alarms.unwrap_or_default().into_iter().enumerate() {
+        let field = format!("metrics.alarms[{i}]");
+        let a: RawAlarm = typed(&field, value)?;
+        check_key_part(&format!("{field}.name"), &a.name)?;
+        if !names.insert(a.name.clone()) {
+            return Err(ConfigError::field(
+                format!("{field}.name"),
+                format!("duplicate alarm name {:?}", a.name),
+            ));
+        }
+        if !METRIC_NAMES.contains(&a.metric.as_str()) {
+            return Err(ConfigError::field(
+                format!("{field}.metric"),
+                format!("{:?} is not one of {}", a.metric, METRIC_NAMES.join(", ")),
+            ));
+        }
+        let statistic = a.statistic.unwrap_or_else(|| "Sum".to_string());
+        if !["Sum", "Average", "Minimum", "Maximum", "SampleCount"].contains(&statistic.as_str()) {
+            return Err(ConfigError::field(
+                format!("{field}.statistic"),
+                format!("{statistic:?} is not one of Sum, Average, Minimum, Maximum, SampleCount"),
+            ));
+        }
+        let comparison = match a.comparison.as_str() {
+            ">=" => "GreaterThanOrEqualToThreshold",
+            ">" => "GreaterThanThreshold",
+            "<" => "LessThanThreshold",
+            "<=" => "LessThanOrEqualToThreshold",
+            other => {
+                return Err(ConfigError::field(
+                    format!("{field}.comparison"),
+                    format!("{other:?} is not one of >=, >, <, <="),
+                ));
+            }
+        };
+        if !a.threshold.is_finite() {
+            return Err(ConfigError::field(
+                format!("{field}.threshold"),
+                "must be a finite number",
+            ));
+        }
+        let period_seconds = a.period_seconds.unwrap_or(300);
+        if !(period_seconds == 10
+            || period_seconds == 30
+            || (period_seconds >= 60 && period_seconds % 60 == 0))
+        {
+            return Err(ConfigError::field(
+                format!("{field}.period_seconds"),
+                format!("{period_seconds} is not 10, 30 or a multiple of 60"),
+            ));
+        }
+        let evaluation_periods = a.evaluation_periods.unwrap_or(1);
+        if evaluation_periods == 0 {
+            return Err(ConfigError::field(
+                format!("{field}.evaluation_periods"),
+                "must be at least 1",
+            ));
+        }
+        alarms.push(Alarm {
+            name: a.name,
+            metric: a.metric,
+            statistic,
+            comparison: comparison.to_string(),
+            threshold: a.threshold,
+            period_seconds,
+            evaluation_periods,
+        });
+    }
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    Ok(Some(MetricsConfig {
+        namespace,
+        region,
+        endpoint,
+        interval,
+        alarms,
+    }))
+}
+
+fn opt_size(field: &str, q: Option<Quantity>, default: u64) -> Result<u64, ConfigError> {
+    q.map_or(Ok(default), |q| size(field, q))
+}
+
+fn opt_duration(
+    field: &str,
+    q: Option<Quantity>,
+    default_seconds: u64,
+) -> Result<Duration, ConfigError> {
+    q.map_or(Ok(Duration::from_secs(default_seconds)), |q| {
+        duration(field, q)
+    })
+}
+
+fn size(field: &str, q: Quantity) -> Result<u64, ConfigError> {
+    match q {
+        Quantity::Number(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Ok(n as u64),
+        Quantity::Number(n) => Err(ConfigError::field(
+            field,
+            format!("{n} is not a whole number of bytes"),
+        )),
+        Quantity::Text(t) => parse_size(&t).ok_or_else(|| {
+            ConfigError::field(
+                field,
+                format!("{t:?} is not a size such as 8388608, \"8MiB\" or \"500KB\""),
+            )
+        }),
+    }
+}
+
+fn duration(field: &str, q: Quantity) -> Result<Duration, ConfigError> {
+    match q {
+        Quantity::Number(n) if n.is_finite() && n >= 0.0 && n < 1.0e9 => {
+            Ok(Duration::from_secs_f64(n))
+        }
+        Quantity::Number(n) => Err(ConfigError::field(
+            field,
+            format!("{n} is not a duration in seconds"),
+        )),
+        Quantity::Text(t) => parse_duration(&t).ok_or_else(|| {
+            ConfigError::field(
+                field,
+                format!("{t:?} is not a duration such as 60, \"90s\", \"5m\" or \"2h\""),
+            )
+        }),
+    }
+}
+
+/// `"8MiB"`, `"500KB"`, `"1048576"`, `"1.5GiB"`: binary suffixes (K, KiB, ...) are 1024-based,
+/// decimal ones (KB, MB, GB) 1000-based.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KiB" => 1024.0,
+        "M" | "MiB" => 1024.0 * 1024.0,
+        "G" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 9.0e15).then_some(v as u64)
+}
+
+/// `"90"`, `"90s"`, `"5m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0 && v < 1.0e9).then(|| Duration::from_secs_f64(v))
+}
+
+/// `"HH:MM"` to minutes since midnight; `"24:00"` is allowed (as an end).
+fn parse_clock(text: &str) -> Option<u32> {
+    let (h, m) = text.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: u32 = h.parse().ok()?;
+    let m: u32 = m.parse().ok()?;
+    if m >= 60 || h > 24 || (h == 24 && m != 0) {
+        return None;
+    }
+    Some(h * 60 + m)
+}
+
+/// `"+08:00"`, `"-05:30"`, `"Z"` to seconds east of UTC.
+pub fn parse_utc_offset(text: &str) -> Option<i32> {
+    if text == "Z" || text == "UTC" {
+        return Some(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let minutes = parse_clock(rest)? as i32;
+    (minutes <= 14 * 60).then_some(sign * minutes * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn base(extra: &str) -> String {
+        let dir = std::env::temp_dir();
+        format!(
+            r#"{{"vehicle_id":"v001","state_dir":"/tmp/s",
+                "sources":[{{"name":"terminal","path":{dir:?}}}],
+                "s3":{{"bucket":"t01logs","region":"cn-north-1"}}{extra}}}"#
+        )
+    }
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, &no_env) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_spec_defaults() {
+        let c = Config::parse(&base(""), &no_env).expect("valid");
+        assert_eq!(c.stability, Duration::from_secs(60));
+        assert_eq!(c.s3.part_size_bytes, 8 << 20);
+        assert_eq!(c.s3.multipart_threshold_bytes, 8 << 20);
+        assert_eq!(c.s3.concurrency, 2);
+        assert_eq!(c.s3.endpoint, "https://s3.cn-north-1.amazonaws.com.cn");
+        assert!(c.schedule.is_none() && c.disk.is_none() && c.metrics.is_none());
+        assert!(c.sources[0].recursive);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(&base(r#","bogus":1"#)).contains("`bogus`: unknown key"));
+        assert!(err(&base(r#","retry":{"initial_seconds":1,"typo":2}"#)).contains("`retry.typo`"));
+        assert!(err(r#"{"sources":[],"s3":{}}"#).contains("`vehicle_id`: missing"));
+        let no_bucket = base("").replace(r#""bucket":"t01logs","#, "");
+        assert!(err(&no_bucket).contains("`s3.bucket`"));
+        let no_region = base("").replace(r#","region":"cn-north-1""#, "");
+        assert!(err(&no_region).contains("`s3.region`"));
+        let part = base("").replace(r#""region""#, r#""part_size":"4MiB","region""#);
+        assert!(err(&part).contains("`s3.part_size`"));
+        let part = base("").replace(r#""region""#, r#""part_size":"6GiB","region""#);
+        assert!(err(&part).contains("`s3.part_size`"));
+        let conc = base("").replace(r#""region""#, r#""concurrency":0,"region""#);
+        assert!(err(&conc).contains("`s3.concurrency`"));
+        let size = base("").replace(r#""region""#, r#""part_size":"8 potatoes","region""#);
+        assert!(err(&size).contains("`s3.part_size`"));
+        assert!(err(&base(r#","stability_seconds":"soon""#)).contains("`stability_seconds`"));
+        let win = r#","schedule":{"windows":[{"start":"25:00","end":"06:00"}]}"#;
+        assert!(err(&base(win)).contains("`schedule.windows[0].start`"));
+        let day = r#","schedule":{"windows":[{"days":["funday"],"start":"20:00","end":"06:00"}]}"#;
+        assert!(err(&base(day)).contains("`schedule.windows[0].days`"));
+        let alarm = r#","metrics":{"alarms":[{"name":"a","metric":"Nope","comparison":">","threshold":1}]}"#;
+        assert!(err(&base(alarm)).contains("`metrics.alarms[0].metric`"));
+    }
+
+    #[test]
+    fn source_names_must_be_unique_and_safe() {
+        let dir = std::env::temp_dir();
+        let dup = base("").replace(
+            r#"}],"#,
+            &format!(r#"}},{{"name":"terminal","path":{dir:?}}}],"#),
+        );
+        assert!(err(&dup).contains("`sources[1].name`: duplicate"));
+        let unsafe_name = base("").replace(r#""name":"terminal""#, r#""name":"../etc""#);
+        assert!(err(&unsafe_name).contains("`sources[0].name`"));
+        let not_dir = base("").replace(&format!("{dir:?}"), r#""/etc/passwd""#);
+        assert!(err(&not_dir).contains("`sources[0].path`: /etc/passwd is not a directory"));
+    }
+
+    #[test]
+    fn environment_fills_region_and_endpoint() {
+        let env = |k: &str| match k {
+            "AWS_REGION" => Some("eu-west-1".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9000".to_string()),
+            _ => None,
+        };
+        let text = base("").replace(r#","region":"cn-north-1""#, "");
+        let c = Config::parse(&text, &env).expect("valid");
+        assert_eq!(c.s3.region, "eu-west-1");
+        assert_eq!(c.s3.endpoint, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("500KB"), Some(500_000));
+        assert_eq!(parse_size("1.5K"), Some(1536));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_utc_offset("+08:00"), Some(8 * 3600));
+        assert_eq!(parse_utc_offset("-05:30"), Some(-(5 * 3600 + 1800)));
+        assert_eq!(parse_utc_offset("08:00"), None);
+    }
+
+    #[test]
+    fn prefix_gets_a_trailing_slash() {
+        let text = base("").replace(r#""region""#, r#""prefix":"fleet","region""#);
+        assert_eq!(
+            Config::parse(&text, &no_env).expect("valid").s3.prefix,
+            "fleet/"
+        );
+    }
+}

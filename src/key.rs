@@ -1,0 +1,94 @@
+//! Object keys and the dates in them: `{prefix}{vehicle_id}/{YYYY-MM-DD}/{source}/{rel}`,
+//! the date from the file's mtime at the schedule's UTC offset. Pure: no IO, no clock.
+//!
+//! Keys keep the file name's bytes (UTF-8, spaces, `+`, `%`); percent-encoding for the
+//! URL is rusty-s3's job, not this module's.
+
+/// S3's limit on a key's length in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The object key of a file, or why it cannot have one.
+pub fn object_key(
+    prefix: &str,
+    vehicle_id: &str,
+    mtime_unix_seconds: i64,
+    utc_offset_seconds: i32,
+    source: &str,
+    rel: &str,
+) -> Result<String, String> {
+    let (y, m, d) = civil_date(mtime_unix_seconds + utc_offset_seconds as i64);
+    let key = format!("{prefix}{vehicle_id}/{y:04}-{m:02}-{d:02}/{source}/{rel}");
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "key is {} bytes, over S3's {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// Year, month, day of the day containing unix time `t` (seconds, UTC). Howard Hinnant's
+/// days-to-civil algorithm, exact for every date a file can carry.
+pub fn civil_date(t: i64) -> (i64, u32, u32) {
+    let z = t.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m, d)
+}
+
+/// RFC 3339 in UTC to the second, e.g. `2026-11-22T08:15:00Z`.
+pub fn rfc3339_utc(t: i64) -> String {
+    let (y, m, d) = civil_date(t);
+    let s = t.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_known_days() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(-1), (1969, 12, 31));
+        assert_eq!(civil_date(951_782_400), (2000, 2, 29));
+        assert_eq!(civil_date(1_795_392_000), (2026, 11, 23));
+        assert_eq!(rfc3339_utc(1_795_392_000 + 3661), "2026-11-23T01:01:01Z");
+    }
+
+    #[test]
+    fn key_date_follows_the_utc_offset() {
+        // 2026-11-22T20:00:00Z is already the 23rd at +08:00, still the 22nd at UTC.
+        let t = 1_795_392_000 - 4 * 3600;
+        let k = object_key("", "v001", t, 8 * 3600, "ros", "a/b.log").expect("key");
+        assert_eq!(k, "v001/2026-11-23/ros/a/b.log");
+        let k = object_key("fleet/", "v001", t, 0, "ros", "a/b.log").expect("key");
+        assert_eq!(k, "fleet/v001/2026-11-22/ros/a/b.log");
+        let k = object_key("", "v001", t, -10 * 3600, "ros", "x").expect("key");
+        assert_eq!(k, "v001/2026-11-22/ros/x");
+    }
+
+    #[test]
+    fn names_keep_their_bytes() {
+        let rel = "dir with space/ünï+%20ç.log";
+        let k = object_key("", "v1", 0, 0, "terminal", rel).expect("key");
+        assert_eq!(k, format!("v1/1970-01-01/terminal/{rel}"));
+    }
+
+    #[test]
+    fn overlong_keys_are_refused() {
+        let rel = "x".repeat(MAX_KEY_BYTES);
+        assert!(object_key("", "v1", 0, 0, "s", &rel).is_err());
+    }
+}

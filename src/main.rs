@@ -1,0 +1,214 @@
+//! tvm-upload: ships vehicle log files to S3 exactly once, intact.
+//!
+//! This file is the command line only: it turns arguments into a validated config, sets
+//! up logging, runs a subcommand and maps its outcome to an exit code (SPEC.md: 0 done,
+//! 1 runtime failure, 2 bad usage or invalid config). The work is in the modules.
+
+mod config;
+mod credentials;
+mod daemon;
+mod key;
+mod pattern;
+mod queue;
+mod retry;
+mod s3;
+mod schedule;
+mod settle;
+mod status;
+mod upload;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use config::Config;
+
+const USAGE: &str = "\
+tvm-upload: ships vehicle log files to Amazon S3, exactly once, intact
+
+usage:
+  tvm-upload run          --config PATH   run the daemon in the foreground
+  tvm-upload once         --config PATH   upload everything stable now, exit when idle
+  tvm-upload check-config --config PATH   validate; print the effective config
+  tvm-upload status       --config PATH [--json]   what is pending, in flight, done
+  tvm-upload alarms       --config PATH   create or update the CloudWatch alarms
+  tvm-upload --version | --help
+
+--config may be left out when TVM_UPLOAD_CONFIG is set; the default is
+/etc/tvm-upload/config.json.
+exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid config";
+
+const DEFAULT_CONFIG: &str = "/etc/tvm-upload/config.json";
+
+enum Command {
+    Run,
+    Once,
+    CheckConfig,
+    Status { json: bool },
+    Alarms,
+}
+
+/// Exit codes of SPEC.md.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, config_path) = match parse_args(&args) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("tvm-upload: {msg}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::CheckConfig => check_config(&config),
+        Command::Status { json } => match status::show(&config, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tvm-upload: status: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Command::Alarms => {
+            eprintln!(
+                "tvm-upload: alarms: CloudWatch alarms are not built yet (issue: metrics and alarms)"
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Command::Run | Command::Once => {
+            if let Err(e) = init_logging(&config) {
+                eprintln!("tvm-upload: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            let mode = if matches!(command, Command::Run) {
+                daemon::Mode::Run
+            } else {
+                daemon::Mode::Once
+            };
+            log::info!(
+                "tvm-upload {} starting ({:?}) for vehicle {}",
+                env!("CARGO_PKG_VERSION"),
+                mode,
+                config.vehicle_id
+            );
+            match daemon::run(config, mode) {
+                Ok(summary) if mode == daemon::Mode::Once && summary.failed_files > 0 => {
+                    log::error!(
+                        "{} files could not be uploaded; they stay queued",
+                        summary.failed_files
+                    );
+                    ExitCode::from(EXIT_FAILURE)
+                }
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("tvm-upload: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+/// Parses the command line. `Ok(None)`: help or version was printed.
+fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
+    let mut command = None;
+    let mut config = None;
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-h" | "--help" | "help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("tvm-upload {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(it.next().ok_or("--config needs a path")?));
+            }
+            s if s.starts_with("--config=") => {
+                config = Some(PathBuf::from(&s["--config=".len()..]))
+            }
+            "--json" => json = true,
+            "run" | "once" | "check-config" | "status" | "alarms" if command.is_none() => {
+                command = Some(arg.clone());
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let command = match command.as_deref() {
+        None => return Err("a command is needed".to_string()),
+        Some("run") => Command::Run,
+        Some("once") => Command::Once,
+        Some("check-config") => Command::CheckConfig,
+        Some("status") => Command::Status { json },
+        Some(_) => Command::Alarms,
+    };
+    if json && !matches!(command, Command::Status { .. }) {
+        return Err("--json goes with status".to_string());
+    }
+    let config = config
+        .or_else(|| {
+            std::env::var_os("TVM_UPLOAD_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    Ok(Some((command, config)))
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let creds = match credentials::Credentials::resolve(config.credentials_profile.as_deref()) {
+        Ok(c) => c.describe(),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    match serde_json::to_string_pretty(&config.to_json(creds)) {
+        Ok(text) => {
+            println!("{text}");
+            eprintln!("config OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<(), String> {
+    use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
+    let log_config = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        // HTTP and TLS libraries log request URIs at debug level, and a presigned URI
+        // carries its signature: their logs never reach ours.
+        .add_filter_ignore_str("ureq")
+        .add_filter_ignore_str("rustls")
+        .build();
+    let result = match &config.log.file {
+        None => WriteLogger::init(config.log.level, log_config, std::io::stderr()),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log.file {}: {e}", path.display()))?;
+            WriteLogger::init(config.log.level, log_config, file)
+        }
+    };
+    result.map_err(|e| format!("logging: {e}"))
+}

@@ -1,0 +1,699 @@
+//! The S3 protocol: SigV4-presigned requests (rusty-s3) sent over one shared ureq
+//! [`Agent`] whose every timeout is set here, and the classification of what comes back
+//! into retryable and fatal errors.
+//!
+//! This module knows requests and answers, not files or the journal. It never logs or
+//! returns a presigned URL: error messages carry the operation and the key only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusty_s3::{Bucket, S3Action, UrlStyle};
+use ureq::Agent;
+use ureq::http::Response;
+
+use crate::config::S3Config;
+use crate::credentials::Credentials;
+
+/// How long a presigned URL is valid. Each request is signed just before it is sent, so
+/// this only has to cover one request's wait for a connection and its transfer.
+const PRESIGN_EXPIRY: Duration = Duration::from_secs(60 * 60);
+/// TCP connect, and DNS resolution, each.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sending the request line and headers.
+const SEND_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Any single read or write stalling this long fails the request: a blackholed link is
+/// noticed without capping how long a large part may take on a slow one.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Waiting for the status line after the body; CompleteMultipartUpload can take S3
+/// minutes on large objects.
+const RECV_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest response body read (ListParts of 1,000 parts is ~200 KiB).
+const MAX_RESPONSE_BYTES: u64 = 2 * 1024 * 1024;
+/// ListParts pages; 1,000 is S3's maximum.
+const LIST_PARTS_PAGE: u16 = 1000;
+
+/// What kind of failure, deciding what the caller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Network trouble, 5xx, RequestTimeout: back off and retry.
+    Transient,
+    /// 503 SlowDown or 429: back off harder, and everyone else too.
+    SlowDown,
+    /// The credentials are wrong or lack permission: nothing works until an operator
+    /// fixes them.
+    Credentials,
+    /// The bucket, region or endpoint is wrong: also an operator's fix.
+    Configuration,
+    /// The bytes sent did not match the checksum: the file changed under us.
+    ContentChanged,
+    /// The server no longer knows the multipart upload, or refused its parts: start
+    /// that upload over.
+    UploadLost,
+    /// The server refused this request for this object: retry on the slow schedule.
+    Rejected,
+}
+
+/// A failed S3 request.
+#[derive(Debug, Clone)]
+pub enum S3Error {
+    /// No answer: connect, DNS, reset, timeout, TLS. Always transient.
+    Transport {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+    /// An error status, or an `<Error>` body on a 200.
+    Status {
+        op: &'static str,
+        key: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// An answer that is not what S3 sends: unparseable XML, a missing ETag.
+    BadAnswer {
+        op: &'static str,
+        key: String,
+        why: String,
+    },
+}
+
+impl S3Error {
+    pub fn class(&self) -> Class {
+        match self {
+            S3Error::Transport { .. } | S3Error::BadAnswer { .. } => Class::Transient,
+            S3Error::Status { status, code, .. } => classify(*status, code),
+        }
+    }
+
+    /// The S3 error code, if the server gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            S3Error::Status { code, .. } if !code.is_empty() => Some(code),
+            _ => None,
+        }
+    }
+
+    /// What an operator should do about it, for fatal classes.
+    pub fn advice(&self) -> &'static str {
+        match (self.class(), self.code().unwrap_or("")) {
+            (Class::Credentials, "SignatureDoesNotMatch") => {
+                "the secret access key is wrong: fix AWS_SECRET_ACCESS_KEY or the credentials file"
+            }
+            (Class::Credentials, "InvalidAccessKeyId") => {
+                "the access key id is unknown: fix AWS_ACCESS_KEY_ID or the credentials file"
+            }
+            (Class::Credentials, "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") => {
+                "the session token is expired or invalid: renew AWS_SESSION_TOKEN"
+            }
+            (Class::Credentials, _) => {
+                "the credentials lack permission: grant s3:PutObject, s3:GetObject, \
+                 s3:AbortMultipartUpload and s3:ListMultipartUploadParts on the bucket"
+            }
+            (Class::Configuration, "NoSuchBucket") => "the bucket does not exist: fix s3.bucket",
+            (Class::Configuration, _) => {
+                "the region or endpoint is wrong: fix s3.region / s3.endpoint"
+            }
+            _ => "",
+        }
+    }
+}
+
+fn classify(status: u16, code: &str) -> Class {
+    match code {
+        "SignatureDoesNotMatch"
+        | "InvalidAccessKeyId"
+        | "AccessDenied"
+        | "ExpiredToken"
+        | "InvalidToken"
+        | "TokenRefreshRequired"
+        | "InvalidSecurity"
+        | "AccountProblem"
+        | "AllAccessDisabled" => return Class::Credentials,
+        "NoSuchBucket"
+        | "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException"
+        | "InvalidBucketName" => return Class::Configuration,
+        "BadDigest" | "InvalidDigest" | "XAmzContentSHA256Mismatch" | "IncompleteBody" => {
+            return Class::ContentChanged;
+        }
+        "NoSuchUpload" | "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" => {
+            return Class::UploadLost;
+        }
+        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
+            return Class::SlowDown;
+        }
+        "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed" => {
+            return Class::Transient;
+        }
+        _ => {}
+    }
+    match status {
+        429 | 503 => Class::SlowDown,
+        500..=599 | 408 => Class::Transient,
+        401 | 403 => Class::Credentials,
+        301 | 307 | 400 if code.contains("Redirect") => Class::Configuration,
+        301 | 307 => Class::Configuration,
+        _ => Class::Rejected,
+    }
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            S3Error::Transport { op, key, message } => write!(f, "{op} {key}: {message}"),
+            S3Error::Status {
+                op,
+                key,
+                status,
+                code,
+                message,
+            } => {
+                write!(f, "{op} {key}: HTTP {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            S3Error::BadAnswer { op, key, why } => {
+                write!(f, "{op} {key}: unexpected answer: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for S3Error {}
+
+/// Removes presigned-URL secrets from text that might quote a URL (an HTTP library's
+/// error message): the signature, credential scope and session token values.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    for marker in [
+        "X-Amz-Signature=",
+        "X-Amz-Credential=",
+        "X-Amz-Security-Token=",
+    ] {
+        let mut from = 0;
+        while let Some(pos) = out[from..].find(marker) {
+            let start = from + pos + marker.len();
+            let end = out[start..]
+                .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+/// A part as the server lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerPart {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// The S3 client: one bucket, one agent, refreshable credentials.
+pub struct S3 {
+    agent: Agent,
+    bucket: Bucket,
+    credentials: RwLock<Credentials>,
+    profile: Option<String>,
+    storage_class: Option<String>,
+    /// Seconds to add to the local clock when signing; corrected from the server's
+    /// `Date` when the clock is off (a vehicle booting without a real-time clock).
+    clock_skew_seconds: AtomicI64,
+}
+
+impl S3 {
+    pub fn new(
+        cfg: &S3Config,
+        credentials: Credentials,
+        profile: Option<String>,
+    ) -> Result<S3, String> {
+        let endpoint = cfg
+            .endpoint
+            .parse()
+            .map_err(|e| format!("s3.endpoint {:?}: {e}", cfg.endpoint))?;
+        let style = if cfg.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket =
+            Bucket::new(endpoint, style, cfg.bucket.clone(), cfg.region.clone()).map_err(|e| {
+                format!(
+                    "s3.endpoint {:?} with bucket {:?}: {e}",
+                    cfg.endpoint, cfg.bucket
+                )
+            })?;
+        let agent = build_agent(cfg.ca_bundle.as_deref(), cfg.concurrency)?;
+        Ok(S3 {
+            agent,
+            bucket,
+            credentials: RwLock::new(credentials),
+            profile,
+            storage_class: cfg.storage_class.clone(),
+            clock_skew_seconds: AtomicI64::new(0),
+        })
+    }
+
+    /// Re-reads the credentials (after a credentials error an operator may have fixed
+    /// the file). Keeps the old ones if the new ones cannot be read.
+    pub fn reload_credentials(&self) {
+        match Credentials::resolve(self.profile.as_deref()) {
+            Ok(c) => {
+                let mut guard = self.credentials.write().unwrap_or_else(|p| p.into_inner());
+                *guard = c;
+            }
+            Err(e) => log::warn!("keeping the current credentials: {e}"),
+        }
+    }
+
+    fn creds(&self) -> rusty_s3::Credentials {
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_rusty()
+    }
+
+    fn sign<'a>(&self, action: &impl S3Action<'a>) -> String {
+        let skew = self.clock_skew_seconds.load(Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match jiff::Timestamp::from_second(now + skew) {
+            Ok(t) => action.sign_with_time(PRESIGN_EXPIRY, &t).to_string(),
+            Err(_) => action.sign(PRESIGN_EXPIRY).to_string(),
+        }
+    }
+
+    /// The metadata of an object, or `None` if there is none at `key`. A 403 is taken as
+    /// "unknown" (`None` too): without s3:GetObject a HEAD is refused although uploads work.
+    pub fn head(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
+        let creds = self.creds();
+        let action = self.bucket.head_object(Some(&creds), key);
+        let url = self.sign(&action);
+        let resp = self
+            .agent
+            .head(&url)
+            .call()
+            .map_err(|e| transport("HeadObject", key, e))?;
+        match resp.status().as_u16() {
+            200 => {
+                let mut meta = HashMap::new();
+                for (name, value) in resp.headers() {
+                    if let Some(m) = name.as_str().strip_prefix("x-amz-meta-") {
+                        meta.insert(m.to_string(), value.to_str().unwrap_or("").to_string());
+                    }
+                    if name.as_str() == "etag" {
+                        meta.insert("etag".into(), value.to_str().unwrap_or("").to_string());
+                    }
+                }
+                Ok(Some(meta))
+            }
+            404 | 403 => Ok(None),
+            status => Err(S3Error::Status {
+                op: "HeadObject",
+                key: key.to_string(),
+                status,
+                code: String::new(),
+                message: String::new(),
+            }),
+        }
+    }
+
+    /// One PUT of `len` bytes from `body`, the server verifying `sha256_b64`.
+    pub fn put(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        len: u64,
+        sha256_b64: &str,
+        meta: &[(String, String)],
+    ) -> Result<String, S3Error> {
+        let creds = self.creds();
+        let mut action = self.bucket.put_object(Some(&creds), key);
+        let headers = action.headers_mut();
+        headers.insert("x-amz-checksum-sha256", sha256_b64.to_string());
+        for (k, v) in meta {
+            headers.insert(format!("x-amz-meta-{k}"), v.clone());
+        }
+        if let Some(class) = &self.storage_class {
+            headers.insert("x-amz-storage-class", class.clone());
+        }
+        let url = self.sign(&action);
+        let mut req = self
+            .agent
+            .put(&url)
+            .header("content-length", len.to_string());
+        req = req.header("x-amz-checksum-sha256", sha256_b64);
+        for (k, v) in meta {
+            req = req.header(format!("x-amz-meta-{k}"), v);
+        }
+        if let Some(class) = &self.storage_class {
+            req = req.header("x-amz-storage-class", class);
+        }
+        let resp = req
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| transport("PutObject", key, e))?;
+        let (resp, _) = check("PutObject", key, resp)?;
+        etag("PutObject", key, &resp)
+    }
+
+    pub fn create_multipart(
+        &self,
+        key: &str,
+        meta: &[(String, String)],
+    ) -> Result<String, S3Error> {
+        let creds = self.creds();
+        let mut action = self.bucket.create_multipart_upload(Some(&creds), key);
+        let headers = action.headers_mut();
+        for (k, v) in meta {
+            headers.insert(format!("x-amz-meta-{k}"), v.clone());
+        }
+        if let Some(class) = &self.storage_class {
+            headers.insert("x-amz-storage-class", class.clone());
+        }
+        let url = self.sign(&action);
+        let mut req = self.agent.post(&url);
+        for (k, v) in meta {
+            req = req.header(format!("x-amz-meta-{k}"), v);
+        }
+        if let Some(class) = &self.storage_class {
+            req = req.header("x-amz-storage-class", class);
+        }
+        let resp = req
+            .send_empty()
+            .map_err(|e| transport("CreateMultipartUpload", key, e))?;
+        let (_, body) = check("CreateMultipartUpload", key, resp)?;
+        let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+            .map_err(|e| bad("CreateMultipartUpload", key, e.to_string()))?;
+        let id = parsed.upload_id().to_string();
+        if id.is_empty() {
+            return Err(bad("CreateMultipartUpload", key, "empty UploadId".into()));
+        }
+        Ok(id)
+    }
+
+    /// One part, the server verifying `md5_b64` (Content-MD5).
+    pub fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        body: &mut dyn Read,
+        len: u64,
+        md5_b64: &str,
+    ) -> Result<String, S3Error> {
+        let creds = self.creds();
+        let n =
+            u16::try_from(number).map_err(|_| bad("UploadPart", key, format!("part {number}")))?;
+        let action = self.bucket.upload_part(Some(&creds), key, n, upload_id);
+        let url = self.sign(&action);
+        let resp = self
+            .agent
+            .put(&url)
+            .header("content-length", len.to_string())
+            .header("content-md5", md5_b64)
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| transport("UploadPart", key, e))?;
+        let (resp, _) = check("UploadPart", key, resp)?;
+        etag("UploadPart", key, &resp)
+    }
+
+    /// Every part the server has for the upload, following pagination.
+    pub fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<ServerPart>, S3Error> {
+        let creds = self.creds();
+        let mut out = Vec::new();
+        let mut marker: Option<u16> = None;
+        // Bounded: 10,000 parts at 1,000 a page is 10 pages; a server that keeps
+        // returning a marker past that is misbehaving.
+        for _ in 0..=(crate::queue::MAX_PARTS as usize / LIST_PARTS_PAGE as usize + 1) {
+            let mut action = self.bucket.list_parts(Some(&creds), key, upload_id);
+            action.set_max_parts(LIST_PARTS_PAGE);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let url = self.sign(&action);
+            let resp = self
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| transport("ListParts", key, e))?;
+            let (_, body) = check("ListParts", key, resp)?;
+            let page = rusty_s3::actions::ListParts::parse_response(&body)
+                .map_err(|e| bad("ListParts", key, e.to_string()))?;
+            out.extend(page.parts.iter().map(|p| ServerPart {
+                number: p.number as u32,
+                etag: p.etag.clone(),
+                size: p.size,
+            }));
+            match page.next_part_number_marker {
+                Some(next)
+                    if Some(next) != marker && page.parts.len() == LIST_PARTS_PAGE as usize =>
+                {
+                    marker = Some(next)
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(bad("ListParts", key, "pagination did not end".into()))
+    }
+
+    /// Completes the upload with parts 1..=n in order. A 200 whose body is an `<Error>`
+    /// is an error, as S3 documents.
+    pub fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<String, S3Error> {
+        let creds = self.creds();
+        let action = self.bucket.complete_multipart_upload(
+            Some(&creds),
+            key,
+            upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = self.sign(&action);
+        let body = action.body();
+        let resp = self
+            .agent
+            .post(&url)
+            .send(body.as_str())
+            .map_err(|e| transport("CompleteMultipartUpload", key, e))?;
+        let (_, text) = check("CompleteMultipartUpload", key, resp)?;
+        match rusty_s3::actions::CompleteMultipartUploadResponse::parse(&text) {
+            Ok(parsed) => Ok(parsed.etag().to_string()),
+            Err(e) => Err(bad(
+                "CompleteMultipartUpload",
+                key,
+                format!("{e}: {}", excerpt(&text)),
+            )),
+        }
+    }
+
+    pub fn abort(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        let creds = self.creds();
+        let action = self
+            .bucket
+            .abort_multipart_upload(Some(&creds), key, upload_id);
+        let url = self.sign(&action);
+        let resp = self
+            .agent
+            .delete(&url)
+            .call()
+            .map_err(|e| transport("AbortMultipartUpload", key, e))?;
+        match check("AbortMultipartUpload", key, resp) {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Result<Agent, String> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca_bundle {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("s3.ca_bundle {}: {e}", path.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(format!("s3.ca_bundle {}: {e}", path.display())),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!(
+                "s3.ca_bundle {}: no certificate in it",
+                path.display()
+            ));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .proxy(ureq::Proxy::try_from_env())
+        // A redirect of a PUT cannot be followed without resending the body; S3 only
+        // redirects to say the region is wrong, which is reported instead.
+        .max_redirects(0)
+        .user_agent(concat!("tvm-upload/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(concurrency + 4)
+        .max_idle_connections_per_host(concurrency + 4)
+        .max_idle_age(Duration::from_secs(30))
+        .timeout_global(None)
+        .timeout_resolve(Some(CONNECT_TIMEOUT))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_send_request(Some(SEND_REQUEST_TIMEOUT))
+        .timeout_per_write(Some(STALL_TIMEOUT))
+        .timeout_per_read(Some(STALL_TIMEOUT))
+        .timeout_recv_response(Some(RECV_RESPONSE_TIMEOUT))
+        .timeout_recv_body(Some(STALL_TIMEOUT))
+        .build();
+    Ok(Agent::new_with_config(config))
+}
+
+fn transport(op: &'static str, key: &str, e: ureq::Error) -> S3Error {
+    S3Error::Transport {
+        op,
+        key: key.to_string(),
+        message: redact(&e.to_string()),
+    }
+}
+
+fn bad(op: &'static str, key: &str, why: String) -> S3Error {
+    S3Error::BadAnswer {
+        op,
+        key: key.to_string(),
+        why: redact(&why),
+    }
+}
+
+/// Reads the body, and turns an error status or an `<Error>` body into an [`S3Error`].
+fn check(
+    op: &'static str,
+    key: &str,
+    mut resp: Response<ureq::Body>,
+) -> Result<(Response<ureq::Body>, String), S3Error> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_string()
+        .map_err(|e| transport(op, key, e))?;
+    let is_error_body = body
+        .trim_start()
+        .trim_start_matches(|c| c != '<')
+        .starts_with("<Error")
+        || body.contains("<Error>");
+    if (200..300).contains(&status) && !is_error_body {
+        return Ok((resp, body));
+    }
+    let code = xml_tag(&body, "Code").unwrap_or_default();
+    let message = xml_tag(&body, "Message").unwrap_or_default();
+    if (200..300).contains(&status) && code.is_empty() {
+        return Err(bad(
+            op,
+            key,
+            format!("error body without a code: {}", excerpt(&body)),
+        ));
+    }
+    Err(S3Error::Status {
+        op,
+        key: key.to_string(),
+        status,
+        code,
+        message: redact(&message),
+    })
+}
+
+fn etag(op: &'static str, key: &str, resp: &Response<ureq::Body>) -> Result<String, S3Error> {
+    resp.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| bad(op, key, "no ETag header".into()))
+}
+
+/// The text of the first `<tag>...</tag>`, for error codes and messages.
+fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].trim().to_string())
+}
+
+fn excerpt(body: &str) -> String {
+    let mut s: String = body.chars().take(200).collect();
+    if body.len() > s.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// The bare hex of an ETag (`"abc"` → `abc`), for comparing with a local MD5.
+pub fn etag_hex(etag: &str) -> &str {
+    etag.trim().trim_matches('"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_code_classify() {
+        assert_eq!(classify(403, "SignatureDoesNotMatch"), Class::Credentials);
+        assert_eq!(classify(403, "InvalidAccessKeyId"), Class::Credentials);
+        assert_eq!(classify(403, ""), Class::Credentials);
+        assert_eq!(classify(404, "NoSuchBucket"), Class::Configuration);
+        assert_eq!(classify(301, ""), Class::Configuration);
+        assert_eq!(classify(503, "SlowDown"), Class::SlowDown);
+        assert_eq!(classify(503, ""), Class::SlowDown);
+        assert_eq!(classify(500, "InternalError"), Class::Transient);
+        assert_eq!(classify(502, ""), Class::Transient);
+        assert_eq!(classify(400, "RequestTimeout"), Class::Transient);
+        assert_eq!(classify(400, "BadDigest"), Class::ContentChanged);
+        assert_eq!(classify(404, "NoSuchUpload"), Class::UploadLost);
+        assert_eq!(classify(400, "EntityTooSmall"), Class::UploadLost);
+        assert_eq!(classify(400, "KeyTooLongError"), Class::Rejected);
+    }
+
+    #[test]
+    fn redact_hides_signature_credential_and_token() {
+        let url = "http://h/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026&\
+                   X-Amz-Security-Token=tok&X-Amz-Signature=abcdef0123 rest";
+        let r = redact(url);
+        assert!(
+            !r.contains("abcdef0123") && !r.contains("AKIA") && !r.contains("tok&"),
+            "{r}"
+        );
+        assert!(r.contains("X-Amz-Signature=***") && r.ends_with(" rest"));
+    }
+
+    #[test]
+    fn error_xml_fields_are_read() {
+        let body =
+            "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Reduce</Message></Error>";
+        assert_eq!(xml_tag(body, "Code").as_deref(), Some("SlowDown"));
+        assert_eq!(xml_tag(body, "Message").as_deref(), Some("Reduce"));
+        assert_eq!(xml_tag("<x/>", "Code"), None);
+        assert_eq!(etag_hex("\"d41d8cd9\""), "d41d8cd9");
+    }
+}

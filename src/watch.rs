@@ -1,0 +1,407 @@
+//! The watcher thread: raw inotify over every source directory (recursive where asked),
+//! plus a full scan at start-up and after an inotify queue overflow, so files written
+//! while the daemon was down, or events the kernel dropped, are not missed.
+//!
+//! It reports what it sees as [`WatchEvent`]s: a wanted regular file's size and mtime,
+//! or that a file is gone. It decides nothing about stability or uploads. It sleeps in
+//! `poll(2)` on the inotify fd and a wake pipe: no polling loop, no timer.
+//!
+//! A new subdirectory is watched before it is listed, so a file created in it between
+//! the two is seen by one or the other. Symlinks are never followed; FIFOs, sockets and
+//! devices are never reported.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+
+use crate::pattern::{self, Pattern};
+use crate::queue::FileRef;
+use crate::upload::stat;
+
+/// inotify read buffer: room for ~1,000 events per read.
+const EVENT_BUFFER_BYTES: usize = 64 * 1024;
+/// Deepest directory nesting scanned below a source root; deeper trees are logged and
+/// skipped (they are never log layouts, and a bind-mount loop must not hang a scan).
+const MAX_DEPTH: usize = 32;
+
+/// What the watcher tells the planner.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A wanted regular file exists with this size and mtime.
+    Seen {
+        file: FileRef,
+        size: u64,
+        mtime_ns: i64,
+    },
+    /// The file was deleted or moved away.
+    Gone { file: FileRef },
+    /// The start-up scan is complete: every file present then has been reported.
+    ScanDone,
+}
+
+/// What the watcher needs of a source.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    pub root: PathBuf,
+    pub recursive: bool,
+    pub include: Vec<Pattern>,
+    pub exclude: Vec<Pattern>,
+}
+
+/// Owns the watcher thread; dropping it (or [`Watcher::stop`]) wakes and joins it.
+pub struct Watcher {
+    wake: Option<io::PipeWriter>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    pub fn spawn(sources: Vec<SourceSpec>, tx: Sender<WatchEvent>) -> io::Result<Watcher> {
+        let inotify = Inotify::init()?;
+        let (wake_rx, wake_tx) = io::pipe()?;
+        let thread = std::thread::Builder::new()
+            .name("watch".into())
+            .spawn(move || {
+                let mut state = State {
+                    inotify,
+                    sources,
+                    dirs: HashMap::new(),
+                    tx,
+                    warned: HashSet::new(),
+                };
+                state.run(wake_rx);
+            })?;
+        Ok(Watcher {
+            wake: Some(wake_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut w) = self.wake.take() {
+            // Writing wakes poll; closing the pipe (drop) would too.
+            let _ = w.write_all(b"x");
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the watcher thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct State {
+    inotify: Inotify,
+    sources: Vec<SourceSpec>,
+    /// Each watched directory: its source and its path relative to the source root.
+    dirs: HashMap<WatchDescriptor, (usize, String)>,
+    tx: Sender<WatchEvent>,
+    /// Paths already warned about (non-UTF-8 names), so a log is not flooded.
+    warned: HashSet<PathBuf>,
+}
+
+/// Result of one step, so that a closed channel ends the thread.
+type Step = Result<(), Closed>;
+struct Closed;
+
+impl State {
+    fn run(&mut self, mut wake: io::PipeReader) {
+        if self.scan_all().is_err() || self.tx.send(WatchEvent::ScanDone).is_err() {
+            return;
+        }
+        let mut buffer = vec![0u8; EVENT_BUFFER_BYTES];
+        loop {
+            match wait_readable(&self.inotify, &wake) {
+                Ok(Ready::Wake) => {
+                    let _ = wake.read(&mut [0u8; 8]);
+                    return;
+                }
+                Ok(Ready::Events) => {}
+                Err(e) => {
+                    log::error!("watch: poll failed, watching stops: {e}");
+                    return;
+                }
+            }
+            if self.drain(&mut buffer).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads every queued event and reports what changed, each file once per batch.
+    fn drain(&mut self, buffer: &mut [u8]) -> Step {
+        let mut touched: Vec<(usize, String)> = Vec::new();
+        let mut touched_set: HashSet<(usize, String)> = HashSet::new();
+        let mut new_dirs: Vec<(usize, String)> = Vec::new();
+        let mut overflow = false;
+        loop {
+            let events = match self.inotify.read_events(buffer) {
+                Ok(ev) => ev,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("watch: reading inotify events: {e}");
+                    break;
+                }
+            };
+            let mut any = false;
+            for ev in events {
+                any = true;
+                if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                    overflow = true;
+                    continue;
+                }
+                if ev.mask.contains(EventMask::IGNORED) {
+                    if let Some((src, rel)) = self.dirs.remove(&ev.wd) {
+                        if rel.is_empty() {
+                            log::warn!(
+                                "watch: source {:?} root {} went away; its files are no longer watched",
+                                self.sources[src].name,
+                                self.sources[src].root.display()
+                            );
+                        }
+                    }
+                    continue;
+                }
+                let Some((src, dir_rel)) = self.dirs.get(&ev.wd).cloned() else {
+                    continue;
+                };
+                let Some(name) = ev.name else { continue };
+                let Some(child) = self.child_rel(src, &dir_rel, name) else {
+                    continue;
+                };
+                if ev.mask.contains(EventMask::ISDIR) {
+                    if ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                        && self.sources[src].recursive
+                    {
+                        new_dirs.push((src, child));
+                    }
+                    continue;
+                }
+                if ev
+                    .mask
+                    .intersects(EventMask::DELETE | EventMask::MOVED_FROM)
+                {
+                    touched_set.remove(&(src, child.clone()));
+                    touched.retain(|t| t != &(src, child.clone()));
+                    self.send(WatchEvent::Gone {
+                        file: FileRef {
+                            source: self.sources[src].name.clone(),
+                            rel: child,
+                        },
+                    })?;
+                    continue;
+                }
+                if touched_set.insert((src, child.clone())) {
+                    touched.push((src, child));
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        if overflow {
+            log::warn!("watch: inotify queue overflowed; rescanning every source");
+            return self.scan_all();
+        }
+        for (src, rel) in new_dirs {
+            self.scan_dir(src, &rel, rel.matches('/').count() + 1)?;
+        }
+        for (src, rel) in touched {
+            self.report(src, &rel)?;
+        }
+        Ok(())
+    }
+
+    fn child_rel(&mut self, src: usize, dir_rel: &str, name: &OsStr) -> Option<String> {
+        let Some(name) = name.to_str() else {
+            let path = self.sources[src].root.join(dir_rel).join(name);
+            if self.warned.insert(path.clone()) {
+                log::warn!(
+                    "watch: {} has a name that is not UTF-8; it cannot be an S3 key, skipped",
+                    path.display()
+                );
+            }
+            return None;
+        };
+        Some(if dir_rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir_rel}/{name}")
+        })
+    }
+
+    fn send(&self, ev: WatchEvent) -> Step {
+        self.tx.send(ev).map_err(|_| Closed)
+    }
+
+    /// Stats one file and reports it if it is a wanted regular file, or gone.
+    fn report(&mut self, src: usize, rel: &str) -> Step {
+        let spec = &self.sources[src];
+        if !pattern::wanted(rel, &spec.include, &spec.exclude) {
+            return Ok(());
+        }
+        let path = spec.root.join(rel);
+        let file = FileRef {
+            source: spec.name.clone(),
+            rel: rel.to_string(),
+        };
+        match stat(&path) {
+            Ok(Some((size, mtime_ns))) => self.send(WatchEvent::Seen {
+                file,
+                size,
+                mtime_ns,
+            }),
+            Ok(None) => {
+                if std::fs::symlink_metadata(&path).is_err() {
+                    self.send(WatchEvent::Gone { file })
+                } else {
+                    Ok(()) // a FIFO, socket, device or symlink: never uploaded
+                }
+            }
+            Err(e) => {
+                log::warn!("watch: {}: {e}", path.display());
+                Ok(())
+            }
+        }
+    }
+
+    fn scan_all(&mut self) -> Step {
+        for src in 0..self.sources.len() {
+            self.scan_dir(src, "", 0)?;
+        }
+        Ok(())
+    }
+
+    /// Watches a directory, then reports its files and descends into its subdirectories.
+    fn scan_dir(&mut self, src: usize, rel: &str, depth: usize) -> Step {
+        if !pattern::dir_wanted(rel) {
+            return Ok(());
+        }
+        let spec = &self.sources[src];
+        let dir = if rel.is_empty() {
+            spec.root.clone()
+        } else {
+            spec.root.join(rel)
+        };
+        if depth > MAX_DEPTH {
+            log::warn!(
+                "watch: {} is nested deeper than {MAX_DEPTH} levels; not scanned",
+                dir.display()
+            );
+            return Ok(());
+        }
+        let mask = WatchMask::CREATE
+            | WatchMask::MODIFY
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::ATTRIB
+            | WatchMask::MOVED_FROM
+            | WatchMask::MOVED_TO
+            | WatchMask::DELETE
+            | WatchMask::ONLYDIR
+            | WatchMask::DONT_FOLLOW
+            | WatchMask::EXCL_UNLINK;
+        match self.inotify.watches().add(&dir, mask) {
+            Ok(wd) => {
+                self.dirs.insert(wd, (src, rel.to_string()));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                log::error!(
+                    "watch: cannot watch {}: the inotify watch limit is reached \
+                     (raise fs.inotify.max_user_watches); its files are found only by rescans",
+                    dir.display()
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                log::warn!("watch: cannot watch {}: {e}", dir.display());
+                return Ok(());
+            }
+        }
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                log::warn!("watch: cannot list {}: {e}", dir.display());
+                return Ok(());
+            }
+        };
+        let recursive = spec.recursive;
+        let mut subdirs = Vec::new();
+        let mut files = Vec::new();
+        for entry in entries.flatten() {
+            let Some(child) = self.child_rel(src, rel, &entry.file_name()) else {
+                continue;
+            };
+            // file_type() does not follow symlinks.
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    if recursive {
+                        subdirs.push(child);
+                    }
+                }
+                Ok(t) if t.is_file() => files.push(child),
+                _ => {}
+            }
+        }
+        files.sort();
+        for f in files {
+            self.report(src, &f)?;
+        }
+        for d in subdirs {
+            self.scan_dir(src, &d, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+enum Ready {
+    Events,
+    Wake,
+}
+
+/// Sleeps until inotify has events or the wake pipe is written (or closed).
+fn wait_readable(inotify: &Inotify, wake: &io::PipeReader) -> io::Result<Ready> {
+    let mut fds = [
+        libc::pollfd {
+            fd: inotify.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two initialized pollfd structs that outlives
+        // the call, and its length is passed with it.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            return Ok(Ready::Wake);
+        }
+        if fds[0].revents != 0 {
+            return Ok(Ready::Events);
+        }
+    }
+}
