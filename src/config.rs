@@ -320,15 +320,15 @@ fn typed<T: DeserializeOwned>(field: &str, value: Value) -> Result<T, ConfigErro
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
         // serde says "unknown field `x`, expected ..."; name the full path of `x`.
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            if let Some(end) = rest.find('`') {
-                return ConfigError::field(format!("{field}.{}", &rest[..end]), "unknown key");
-            }
+        if let Some(rest) = msg.strip_prefix("unknown field `")
+            && let Some(end) = rest.find('`')
+        {
+            return ConfigError::field(format!("{field}.{}", &rest[..end]), "unknown key");
         }
-        if let Some(rest) = msg.strip_prefix("missing field `") {
-            if let Some(end) = rest.find('`') {
-                return ConfigError::field(format!("{field}.{}", &rest[..end]), "missing");
-            }
+        if let Some(rest) = msg.strip_prefix("missing field `")
+            && let Some(end) = rest.find('`')
+        {
+            return ConfigError::field(format!("{field}.{}", &rest[..end]), "missing");
         }
         ConfigError::field(field, msg)
     })
@@ -680,24 +680,24 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
         ));
     }
     let storage_class = raw.storage_class.filter(|s| !s.is_empty());
-    if let Some(class) = &storage_class {
-        if !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-            return Err(ConfigError::field(
-                "s3.storage_class",
-                format!("{class:?} is not a storage class such as STANDARD_IA"),
-            ));
-        }
+    if let Some(class) = &storage_class
+        && !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    {
+        return Err(ConfigError::field(
+            "s3.storage_class",
+            format!("{class:?} is not a storage class such as STANDARD_IA"),
+        ));
     }
     let ca_bundle = raw
         .ca_bundle
         .or_else(|| env("AWS_CA_BUNDLE").map(PathBuf::from));
-    if let Some(ca) = &ca_bundle {
-        if !ca.is_file() {
-            return Err(ConfigError::field(
-                "s3.ca_bundle",
-                format!("{} is not a readable file", ca.display()),
-            ));
-        }
+    if let Some(ca) = &ca_bundle
+        && !ca.is_file()
+    {
+        return Err(ConfigError::field(
+            "s3.ca_bundle",
+            format!("{} is not a readable file", ca.display()),
+        ));
     }
     Ok(S3Config {
         bucket,
@@ -946,7 +946,7 @@ fn metrics_config(
         let period_seconds = a.period_seconds.unwrap_or(300);
         if !(period_seconds == 10
             || period_seconds == 30
-            || (period_seconds >= 60 && period_seconds % 60 == 0))
+            || (period_seconds >= 60 && period_seconds.is_multiple_of(60)))
         {
             return Err(ConfigError::field(
                 format!("{field}.period_seconds"),
@@ -1014,7 +1014,7 @@ fn size(field: &str, q: Quantity) -> Result<u64, ConfigError> {
 
 fn duration(field: &str, q: Quantity) -> Result<Duration, ConfigError> {
     match q {
-        Quantity::Number(n) if n.is_finite() && n >= 0.0 && n < 1.0e9 => {
+        Quantity::Number(n) if n.is_finite() && (0.0..1.0e9).contains(&n) => {
             Ok(Duration::from_secs_f64(n))
         }
         Quantity::Number(n) => Err(ConfigError::field(
@@ -1069,7 +1069,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v < 1.0e9).then(|| Duration::from_secs_f64(v))
+    (v.is_finite() && (0.0..1.0e9).contains(&v)).then(|| Duration::from_secs_f64(v))
 }
 
 /// `"HH:MM"` to minutes since midnight; `"24:00"` is allowed (as an end).

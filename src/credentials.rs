@@ -196,12 +196,11 @@ fn ini_section(text: &str, section: &str) -> Option<Vec<(String, String)>> {
             current = Some(name);
             continue;
         }
-        if current.as_deref() == Some(section) {
-            if let Some((k, v)) = line.split_once('=') {
-                if let Some(list) = found.as_mut() {
-                    list.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                }
-            }
+        if current.as_deref() == Some(section)
+            && let Some((k, v)) = line.split_once('=')
+            && let Some(list) = found.as_mut()
+        {
+            list.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
     found

@@ -314,6 +314,10 @@ struct Planner {
     slow_until: Option<Instant>,
     slowdowns: u32,
     summary: Summary,
+    /// Files given up this run (`once`), counted once each.
+    failed: HashSet<FileRef>,
+    /// `once` after a credentials/configuration error: nothing more is sent.
+    gave_up: bool,
     last_progress: Instant,
 }
 
@@ -362,6 +366,8 @@ impl Planner {
             slow_until: None,
             slowdowns: 0,
             summary: Summary::default(),
+            failed: HashSet::new(),
+            gave_up: false,
             last_progress: Instant::now(),
         }
     }
@@ -415,6 +421,7 @@ impl Planner {
                 }
             }
         }
+        self.summary.failed_files = self.failed.len() as u64;
         std::mem::take(&mut self.summary)
     }
 
@@ -618,6 +625,20 @@ impl Planner {
     }
 
     fn dispatch(&mut self, now: Instant) {
+        if self.gave_up {
+            // `once` after a fatal error: what becomes ready is failed, not sent.
+            let files: Vec<FileRef> = self
+                .entries
+                .keys()
+                .filter(|f| !self.in_flight.contains(*f))
+                .cloned()
+                .collect();
+            for f in files {
+                self.remove_entry(&f);
+                self.failed.insert(f);
+            }
+            return;
+        }
         if let Some(schedule) = &self.schedule {
             let open = schedule.open_at(upload::unix_now()).is_some();
             if open != self.window_open {
@@ -735,13 +756,15 @@ impl Planner {
                         self.blocked = true;
                         self.blocked_until = Some(now + self.retry_max);
                         if self.mode == Mode::Once {
-                            // Nothing will work this run: give up every file, keep them queued.
-                            let n = self.entries.len() as u64;
-                            self.summary.failed_files += n.max(1);
-                            log::error!("giving up this run; {n} files stay queued");
-                            self.entries.clear();
-                            self.ready.clear();
-                            self.delayed.clear();
+                            // Nothing will work this run: give up, keep every file queued.
+                            self.failed.insert(file.clone());
+                            self.remove_entry(&file);
+                            if !self.gave_up {
+                                log::error!(
+                                    "giving up this run; the files stay queued for the next"
+                                );
+                            }
+                            self.gave_up = true;
                             self.blocked_until = None;
                             self.blocked = false;
                             return;
@@ -776,13 +799,12 @@ impl Planner {
                 self.retry_after_failure(&file, now, &why);
             }
         }
-        if look_again {
-            if let Some((root, _)) = self.roots.get(&file.source).cloned() {
-                if let Ok(Some((size, mtime_ns))) = upload::stat(&root.join(&file.rel)) {
-                    self.remove_entry(&file);
-                    self.journaled_seen(&file, size, mtime_ns, now);
-                }
-            }
+        if look_again
+            && let Some((root, _)) = self.roots.get(&file.source).cloned()
+            && let Ok(Some((size, mtime_ns))) = upload::stat(&root.join(&file.rel))
+        {
+            self.remove_entry(&file);
+            self.journaled_seen(&file, size, mtime_ns, now);
         }
     }
 
@@ -813,7 +835,7 @@ impl Planner {
                 "{file}: giving up after {} attempts this run; it stays queued",
                 e.attempts
             );
-            self.summary.failed_files += 1;
+            self.failed.insert(file.clone());
             self.remove_entry(file);
             return;
         }

@@ -263,10 +263,10 @@ impl State {
             Record::Part {
                 upload_id, n, etag, ..
             } => {
-                if let Some(mp) = self.multipart.get_mut(&file) {
-                    if mp.upload_id == *upload_id {
-                        mp.parts.insert(*n, etag.clone());
-                    }
+                if let Some(mp) = self.multipart.get_mut(&file)
+                    && mp.upload_id == *upload_id
+                {
+                    mp.parts.insert(*n, etag.clone());
                 }
             }
             Record::MpAborted { upload_id, .. } => {

@@ -452,20 +452,15 @@ impl S3 {
                 .call()
                 .map_err(|e| transport("ListParts", key, e))?;
             let (_, body) = check("ListParts", key, resp)?;
-            let page = rusty_s3::actions::ListParts::parse_response(&body)
-                .map_err(|e| bad("ListParts", key, e.to_string()))?;
-            out.extend(page.parts.iter().map(|p| ServerPart {
-                number: p.number as u32,
-                etag: p.etag.clone(),
-                size: p.size,
-            }));
-            match page.next_part_number_marker {
-                Some(next)
-                    if Some(next) != marker && page.parts.len() == LIST_PARTS_PAGE as usize =>
-                {
-                    marker = Some(next)
+            let page = parse_list_parts(&body)
+                .map_err(|why| bad("ListParts", key, format!("{why}: {}", excerpt(&body))))?;
+            out.extend(page.parts);
+            match page.next_marker {
+                Some(next) if page.truncated && Some(next) != marker => marker = Some(next),
+                _ => {
+                    out.sort_by_key(|p| p.number);
+                    return Ok(out);
                 }
-                _ => return Ok(out),
             }
         }
         Err(bad("ListParts", key, "pagination did not end".into()))
@@ -632,6 +627,49 @@ fn etag(op: &'static str, key: &str, resp: &Response<ureq::Body>) -> Result<Stri
         .ok_or_else(|| bad(op, key, "no ETag header".into()))
 }
 
+/// One page of a ListParts answer.
+#[derive(Debug, PartialEq)]
+struct PartsPage {
+    parts: Vec<ServerPart>,
+    truncated: bool,
+    next_marker: Option<u16>,
+}
+
+/// Parses ListPartsResult leniently: some S3-compatible servers (s3s-fs) leave out the
+/// parts' `ETag` and list them out of order, which rusty-s3's parser rejects. A part
+/// without an ETag gets an empty one; the caller then trusts only its own journal.
+fn parse_list_parts(body: &str) -> Result<PartsPage, String> {
+    // AWS says ListPartsResult; moto says ListPartsResponse.
+    if !body.contains("<ListPartsResult") && !body.contains("<ListPartsResponse") {
+        return Err("not a ListPartsResult".into());
+    }
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<Part>") {
+        let after = &rest[start + "<Part>".len()..];
+        let end = after.find("</Part>").ok_or("unclosed <Part>")?;
+        let block = &after[..end];
+        let number: u32 = xml_tag(block, "PartNumber")
+            .and_then(|n| n.parse().ok())
+            .ok_or("a part without a PartNumber")?;
+        let size: u64 = xml_tag(block, "Size")
+            .and_then(|n| n.parse().ok())
+            .ok_or("a part without a Size")?;
+        let etag = xml_tag(block, "ETag")
+            .map(|e| e.replace("&quot;", "\"").replace("&#34;", "\""))
+            .unwrap_or_default();
+        parts.push(ServerPart { number, etag, size });
+        rest = &after[end..];
+    }
+    let truncated = xml_tag(body, "IsTruncated").is_some_and(|t| t == "true");
+    let next_marker = xml_tag(body, "NextPartNumberMarker").and_then(|n| n.parse().ok());
+    Ok(PartsPage {
+        parts,
+        truncated,
+        next_marker,
+    })
+}
+
 /// The text of the first `<tag>...</tag>`, for error codes and messages.
 fn xml_tag(body: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
@@ -641,7 +679,7 @@ fn xml_tag(body: &str, tag: &str) -> Option<String> {
 }
 
 fn excerpt(body: &str) -> String {
-    let mut s: String = body.chars().take(200).collect();
+    let mut s: String = body.chars().take(600).collect();
     if body.len() > s.len() {
         s.push('…');
     }
@@ -685,6 +723,33 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("X-Amz-Signature=***") && r.ends_with(" rest"));
+    }
+
+    #[test]
+    fn list_parts_tolerates_missing_etags_and_any_order() {
+        let body = r#"<?xml version="1.0"?><ListPartsResult xmlns="x"><Part><PartNumber>2</PartNumber>
+            <Size>5</Size></Part><Part><PartNumber>1</PartNumber><ETag>&quot;ab&quot;</ETag><Size>5</Size>
+            </Part><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker></ListPartsResult>"#;
+        let page = parse_list_parts(body).expect("parse");
+        assert_eq!(
+            page.parts[0],
+            ServerPart {
+                number: 2,
+                etag: String::new(),
+                size: 5
+            }
+        );
+        assert_eq!(
+            page.parts[1],
+            ServerPart {
+                number: 1,
+                etag: "\"ab\"".into(),
+                size: 5
+            }
+        );
+        assert!(page.truncated && page.next_marker == Some(2));
+        assert!(parse_list_parts("<Error/>").is_err());
+        assert!(parse_list_parts("<ListPartsResult><Part><Size>1</Size></Part>").is_err());
     }
 
     #[test]

@@ -88,10 +88,10 @@ impl Watcher {
             // Writing wakes poll; closing the pipe (drop) would too.
             let _ = w.write_all(b"x");
         }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("the watcher thread panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the watcher thread panicked");
         }
     }
 }
@@ -164,14 +164,14 @@ impl State {
                     continue;
                 }
                 if ev.mask.contains(EventMask::IGNORED) {
-                    if let Some((src, rel)) = self.dirs.remove(&ev.wd) {
-                        if rel.is_empty() {
-                            log::warn!(
-                                "watch: source {:?} root {} went away; its files are no longer watched",
-                                self.sources[src].name,
-                                self.sources[src].root.display()
-                            );
-                        }
+                    if let Some((src, rel)) = self.dirs.remove(&ev.wd)
+                        && rel.is_empty()
+                    {
+                        log::warn!(
+                            "watch: source {:?} root {} went away; its files are no longer watched",
+                            self.sources[src].name,
+                            self.sources[src].root.display()
+                        );
                     }
                     continue;
                 }
@@ -347,10 +347,8 @@ impl State {
             };
             // file_type() does not follow symlinks.
             match entry.file_type() {
-                Ok(t) if t.is_dir() => {
-                    if recursive {
-                        subdirs.push(child);
-                    }
+                Ok(t) if t.is_dir() && recursive => {
+                    subdirs.push(child);
                 }
                 Ok(t) if t.is_file() => files.push(child),
                 _ => {}

@@ -1,0 +1,358 @@
+//! End-to-end: the real binary against real S3 servers (s3s-fs checks SigV4, checksums
+//! and Content-MD5; moto checks multipart semantics), through our counting proxy.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::*;
+
+const MIB: usize = 1024 * 1024;
+const MULTIPART: &str = r#","multipart_threshold":"5MiB","part_size":"5MiB""#;
+
+fn key_of(setup: &Setup, src: &str, rel: &str) -> String {
+    format!(
+        "v001/{}/{src}/{rel}",
+        mtime_date(&setup.source(src).join(rel))
+    )
+}
+
+fn tree_uploads_exact_keys_bytes_and_metadata(kind: Kind) {
+    let server = Server::start(kind);
+    let setup = Setup::new(
+        &server.endpoint(),
+        &[("ros", r#","exclude":["*.active"]"#), ("terminal", "")],
+        MULTIPART,
+        "",
+    );
+    let ros = setup.source("ros");
+    let wanted: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("ros", "a/b/deep.log", bytes(100, 1)),
+        ("ros", "dir with space/ünïcödé +%20.log", bytes(777, 2)),
+        ("ros", "empty.log", Vec::new()),
+        ("ros", "bags/big.mcap", bytes(12 * MIB + 123, 3)),
+        ("terminal", "session 1.log", bytes(4096, 4)),
+    ];
+    for (src, rel, data) in &wanted {
+        write(&setup.source(src).join(rel), data);
+        age_file(&setup.source(src).join(rel), 3600);
+    }
+    write(&ros.join(".hidden"), b"hidden");
+    write(&ros.join(".cache/inside.log"), b"under a hidden dir");
+    write(&ros.join("run.active"), b"excluded");
+    write(&ros.join("x.tmp"), b"temporary");
+
+    let out = setup.once();
+    assert!(out.status.success(), "once failed: {}", stderr(&out));
+
+    let client = server.client();
+    let expected: BTreeMap<String, u64> = wanted
+        .iter()
+        .map(|(src, rel, data)| (key_of(&setup, src, rel), data.len() as u64))
+        .collect();
+    assert_eq!(
+        client.list(),
+        expected,
+        "exactly the expected keys: nothing hidden, excluded or temporary"
+    );
+    for (src, rel, data) in &wanted {
+        let key = key_of(&setup, src, rel);
+        assert_eq!(
+            sha256_hex(&client.get(&key)),
+            sha256_hex(data),
+            "bytes of {key}"
+        );
+        let meta = client.metadata(&key).expect("metadata");
+        assert_eq!(
+            meta.get("sha256"),
+            Some(&sha256_hex(data)),
+            "{key}: {meta:?}"
+        );
+        assert_eq!(meta.get("vehicle-id").map(String::as_str), Some("v001"));
+        assert_eq!(meta.get("source").map(String::as_str), Some(*src));
+        assert!(
+            meta.get("mtime")
+                .is_some_and(|m| m.ends_with('Z') && m.contains('T')),
+            "{meta:?}"
+        );
+    }
+}
+
+#[test]
+fn tree_uploads_exact_keys_bytes_and_metadata_s3s() {
+    tree_uploads_exact_keys_bytes_and_metadata(Kind::S3sFs);
+}
+
+#[test]
+fn tree_uploads_exact_keys_bytes_and_metadata_moto() {
+    tree_uploads_exact_keys_bytes_and_metadata(Kind::Moto);
+}
+
+#[test]
+fn growing_file_waits_until_quiet_for_the_stability_period() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], "", "");
+    let path = setup.source("ros").join("growing.log");
+    let mut run = setup.spawn_run();
+    let mut last_append = Instant::now();
+    for i in 0..12 {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        std::io::Write::write_all(&mut f, format!("line {i}\n").as_bytes()).expect("append");
+        last_append = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let puts = || {
+        proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.is_put_object())
+            .collect::<Vec<_>>()
+    };
+    wait_until(30, "the upload of the quiet file", || !puts().is_empty());
+    let first = puts()[0].clone();
+    let quiet_for = first.at.duration_since(last_append);
+    // stability_seconds is 2; allow for mtime granularity a little under it.
+    assert!(
+        quiet_for >= Duration::from_millis(1900),
+        "uploaded only {quiet_for:?} after the last append"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(puts().len(), 1, "uploaded once");
+    assert_eq!(
+        sha256_hex(&server.client().get(&first.key())),
+        sha256_hex(&std::fs::read(&path).expect("read"))
+    );
+
+    // A clean SIGTERM stop exits 0 within a few seconds.
+    let pid = run.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = run.try_wait().expect("wait") {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "did not stop within 5s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_no_secrets(&setup.run_log());
+}
+
+fn kill9(child: &mut std::process::Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+#[test]
+fn kill_9_midway_then_restart_uploads_nothing_twice_and_misses_nothing() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], r#","concurrency":1"#, "");
+    let files = 40;
+    for i in 0..files {
+        let p = setup.source("ros").join(format!("d{}/f{i:02}.log", i % 3));
+        write(&p, &bytes(1000 + i * 37, i as u64));
+        age_file(&p, 3600);
+    }
+    // The 11th PUT is held in the proxy, so the kill lands with 10 acknowledged uploads
+    // and one request in flight whose body never reaches the server.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&seen);
+    proxy.set_delay(move |r| {
+        (r.is_put_object() && s.fetch_add(1, Ordering::SeqCst) >= 10)
+            .then(|| Duration::from_secs(30))
+    });
+    let mut run = setup.spawn_run();
+    wait_until(60, "10 uploads and an 11th in flight", || {
+        seen.load(Ordering::SeqCst) >= 11
+    });
+    kill9(&mut run);
+    proxy.set_delay(|_| None);
+
+    let out = setup.once();
+    assert!(out.status.success(), "restart failed: {}", stderr(&out));
+
+    let mut complete_puts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in proxy
+        .requests()
+        .iter()
+        .filter(|r| r.is_put_object() && r.complete)
+    {
+        *complete_puts.entry(r.key()).or_default() += 1;
+    }
+    let twice: Vec<_> = complete_puts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "uploaded twice: {twice:?}");
+    assert_eq!(server.client().list().len(), files, "every file is in S3");
+    assert_eq!(complete_puts.len(), files);
+}
+
+fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind) {
+    let server = Server::start(kind);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("bags", "")],
+        &format!("{MULTIPART},\"concurrency\":1"),
+        "",
+    );
+    let path = setup.source("bags").join("drive.mcap");
+    let data = bytes(26 * MIB, 42); // 6 parts of 5 MiB, the last 1 MiB
+    write(&path, &data);
+    age_file(&path, 3600);
+    proxy.set_delay(|r| {
+        r.part_number()
+            .is_some_and(|n| n >= 4)
+            .then(|| Duration::from_secs(60))
+    });
+    let mut run = setup.spawn_run();
+    let journaled_parts = || {
+        setup
+            .journal()
+            .lines()
+            .filter(|l| l.contains(r#""t":"part""#))
+            .count()
+    };
+    wait_until(60, "three parts journaled and the fourth in flight", || {
+        journaled_parts() >= 3 && proxy.requests().iter().any(|r| r.part_number() == Some(4))
+    });
+    kill9(&mut run);
+    let done_before: BTreeSet<u32> = setup
+        .journal()
+        .lines()
+        .filter(|l| l.contains(r#""t":"part""#))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["n"].as_u64().map(|n| n as u32))
+        .collect();
+    assert_eq!(done_before, BTreeSet::from([1, 2, 3]));
+    proxy.set_delay(|_| None);
+    proxy.clear();
+
+    let out = setup.once();
+    assert!(out.status.success(), "restart failed: {}", stderr(&out));
+    let resent: BTreeSet<u32> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.complete)
+        .filter_map(|r| r.part_number())
+        .collect();
+    assert_eq!(
+        resent,
+        BTreeSet::from([4, 5, 6]),
+        "only the parts not journaled are sent"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.query("uploadId").is_some()),
+        "ListParts"
+    );
+    let key = key_of(&setup, "bags", "drive.mcap");
+    assert_eq!(
+        sha256_hex(&server.client().get(&key)),
+        sha256_hex(&data),
+        "byte-identical"
+    );
+}
+
+#[test]
+fn kill_9_mid_multipart_resumes_without_resending_done_parts_s3s() {
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs);
+}
+
+#[test]
+fn kill_9_mid_multipart_resumes_without_resending_done_parts_moto() {
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto);
+}
+
+#[test]
+fn wrong_secret_is_named_and_the_file_uploads_once_fixed() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", "");
+    let path = setup.source("ros").join("a.log");
+    write(&path, b"payload");
+    age_file(&path, 3600);
+
+    let out = setup.once_with("not-the-secret");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY"),
+        "says what to fix: {err}"
+    );
+    assert!(
+        !err.contains("not-the-secret"),
+        "the wrong secret is not logged either"
+    );
+    assert_eq!(
+        err.matches("SignatureDoesNotMatch").count(),
+        1,
+        "logged once, not a storm: {err}"
+    );
+    assert!(
+        setup.journal().contains(r#""t":"queued""#),
+        "the file stays queued"
+    );
+    assert!(server.client().list().is_empty());
+
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        server.client().get(&key_of(&setup, "ros", "a.log")),
+        b"payload"
+    );
+}
+
+#[test]
+fn torn_journal_line_is_recovered_with_a_warning() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], "", "");
+    for name in ["a.log", "b.log"] {
+        write(&setup.source("ros").join(name), name.as_bytes());
+        age_file(&setup.source("ros").join(name), 3600);
+    }
+    assert!(setup.once().status.success());
+    let journal = setup.state.join("journal.jsonl");
+    let mut text = std::fs::read_to_string(&journal).expect("journal");
+    text.push_str(r#"{"t":"queued","src":"ros","rel":"c.l"#);
+    std::fs::write(&journal, text).expect("tear");
+    write(&setup.source("ros").join("c.log"), b"c");
+    age_file(&setup.source("ros").join("c.log"), 3600);
+    proxy.clear();
+
+    let out = setup.once();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("WARN"),
+        "warns about the torn line: {err}"
+    );
+    let puts: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.is_put_object())
+        .map(|r| r.key())
+        .collect();
+    assert_eq!(puts.len(), 1, "only the new file is sent: {puts:?}");
+    assert!(puts[0].ends_with("/ros/c.log"));
+    for line in std::fs::read_to_string(&journal).expect("journal").lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every journal line is whole again");
+    }
+}
