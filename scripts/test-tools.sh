@@ -8,10 +8,25 @@
 #                  and later serves CloudWatch.
 #
 # Prints the cache directory on its last line; the harness reads TVM_TOOLS_DIR.
+# `--s3s-only` skips moto (the demo needs only s3s-fs).
 set -euo pipefail
 
 tools="${TVM_TOOLS_DIR:-$HOME/.cache/tvm-upload-tools}"
 mkdir -p "$tools"
+
+# A fresh Debian machine may lack a C compiler (s3s-fs's dependencies build C) or the
+# venv module; install them when we can (root with apt), else say what is missing.
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >&2 && apt-get install -y -qq "${need_apt[@]}" >&2
+  else
+    echo "test-tools: please install: ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
 
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   echo "test-tools: building s3s-fs 0.14.1 into $tools (takes ~5 minutes, once per machine)" >&2
@@ -19,7 +34,7 @@ if [ ! -x "$tools/bin/s3s-fs" ]; then
   cargo install s3s-fs@0.14.1 --features binary --locked --root "$tools" >&2
 fi
 
-if [ ! -x "$tools/venv/bin/moto_server" ]; then
+if [ "${1:-}" != "--s3s-only" ] && [ ! -x "$tools/venv/bin/moto_server" ]; then
   echo "test-tools: installing moto server into $tools/venv" >&2
   python3 -m venv "$tools/venv" >&2
   "$tools/venv/bin/pip" install --quiet 'moto[server]>=5,<6' >&2
