@@ -356,3 +356,104 @@ fn torn_journal_line_is_recovered_with_a_warning() {
         serde_json::from_str::<serde_json::Value>(line).expect("every journal line is whole again");
     }
 }
+
+#[test]
+fn wiped_state_dir_finds_objects_already_in_s3_by_sha256() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], MULTIPART, "");
+    for (name, len) in [("small.log", 300), ("big.bag", 6 * MIB)] {
+        write(&setup.source("ros").join(name), &bytes(len, len as u64));
+        age_file(&setup.source("ros").join(name), 3600);
+    }
+    assert!(setup.once().status.success());
+    std::fs::remove_dir_all(&setup.state).expect("wipe state");
+    // A third file appears; the first two are in S3 already.
+    write(&setup.source("ros").join("new.log"), b"new");
+    age_file(&setup.source("ros").join("new.log"), 3600);
+    proxy.clear();
+
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" || r.method == "POST")
+        .map(|r| format!("{} {}", r.method, r.key()))
+        .collect();
+    assert_eq!(sent.len(), 1, "only the new file is sent: {sent:?}");
+    assert!(sent[0].ends_with("/ros/new.log"));
+    assert!(stderr(&out).contains("already in S3"));
+}
+
+#[test]
+fn new_subdirectories_and_moved_in_files_are_uploaded_while_running() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", "");
+    let mut run = setup.spawn_run();
+    let client = server.client();
+    // Wait for the start-up scan to be over: a first file goes through.
+    write(&setup.source("ros").join("first.log"), b"first");
+    wait_until(30, "the first upload", || client.list().len() == 1);
+
+    // A nested directory created in one go, its file written at once.
+    write(&setup.source("ros").join("run_7/bags/deep/x.log"), b"deep");
+    // A file written elsewhere, then moved in.
+    let outside = setup.dir.path().join("outside.log");
+    write(&outside, b"moved");
+    std::fs::rename(&outside, setup.source("ros").join("run_7/moved.log")).expect("move in");
+    wait_until(30, "the nested and moved-in files", || {
+        client.list().len() == 3
+    });
+    let keys: Vec<String> = client.list().into_keys().collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with("/ros/run_7/bags/deep/x.log")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("/ros/run_7/moved.log")),
+        "{keys:?}"
+    );
+    run.kill().expect("kill");
+    run.wait().expect("reap");
+    assert_no_secrets(&setup.run_log());
+}
+
+#[test]
+fn file_deleted_before_its_upload_leaves_the_queue_with_a_log_line() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], r#","concurrency":1"#, "");
+    for name in ["a.log", "b.log"] {
+        write(&setup.source("ros").join(name), name.as_bytes());
+        age_file(&setup.source("ros").join(name), 3600);
+    }
+    // Hold the first PUT so the second file is still queued when it is deleted.
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = Arc::clone(&first);
+    proxy.set_delay(move |r| {
+        (r.is_put_object() && f.fetch_add(1, Ordering::SeqCst) == 0).then(|| Duration::from_secs(3))
+    });
+    let mut run = setup.spawn_run();
+    wait_until(30, "the first PUT", || first.load(Ordering::SeqCst) >= 1);
+    let held = proxy
+        .requests()
+        .iter()
+        .find(|r| r.is_put_object())
+        .map(|r| r.key())
+        .expect("a PUT");
+    let other = if held.ends_with("a.log") {
+        "b.log"
+    } else {
+        "a.log"
+    };
+    std::fs::remove_file(setup.source("ros").join(other)).expect("delete");
+    wait_until(30, "the deletion to be logged", || {
+        setup.run_log().contains("deleted before its upload")
+    });
+    run.kill().expect("kill");
+    run.wait().expect("reap");
+    assert_eq!(server.client().list().len(), 1);
+    assert!(setup.journal().contains(r#""t":"dropped""#) || !setup.journal().contains(other));
+}
