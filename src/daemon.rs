@@ -47,6 +47,9 @@ const READY_BATCH: usize = 512;
 /// In `once` mode a file that failed this many times (transiently) is given up; it stays
 /// queued in the journal for the next run.
 const ONCE_MAX_ATTEMPTS: u32 = 4;
+/// How long uploaders get at shutdown to notice the stop flag; a request blocked waiting
+/// for an answer cannot be interrupted, so past this the process exits without them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A planner with nothing scheduled still wakes this often to log progress; it never
 /// scans or polls files.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
@@ -168,9 +171,20 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     // Shutdown, in the documented order.
     stop.store(true, Ordering::Relaxed);
     drop(planner); // closes the job channel
-    uploaders.join(&done_rx);
+    let stuck = uploaders.join(&done_rx, SHUTDOWN_GRACE);
+    // The watcher may be blocked sending to the planner: closing the channel frees it.
+    drop(watch_rx);
     drop(watcher);
     drop(signals);
+    if stuck > 0 {
+        // A request waiting on a server that does not answer cannot be interrupted.
+        // Everything acknowledged is in the journal; holding its lock until the process
+        // exits guarantees no append is cut in half.
+        log::warn!(
+            "{stuck} uploads still waiting on the network after {SHUTDOWN_GRACE:?}; exiting (their progress is journaled)"
+        );
+        std::mem::forget(queue::lock(&journal));
+    }
     log::info!(
         "stopped: {} files uploaded ({} bytes), {} already in S3, {} failed",
         summary.uploaded_files,
@@ -255,17 +269,26 @@ impl Uploaders {
     }
 
     /// Joins every uploader, draining their last reports so none blocks on a full channel.
-    fn join(self, done: &Receiver<Done>) {
+    /// Joins every uploader, draining their last reports so none blocks on a full
+    /// channel. Returns how many are still blocked on the network after `grace`.
+    fn join(self, done: &Receiver<Done>, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        let mut stuck = 0;
         for t in self.threads {
-            while !t.is_finished() {
+            while !t.is_finished() && Instant::now() < deadline {
                 if let Ok(d) = done.recv_timeout(Duration::from_millis(50)) {
                     log::debug!("{}: ended during shutdown: {:?}", d.job.file, d.outcome);
                 }
+            }
+            if !t.is_finished() {
+                stuck += 1;
+                continue;
             }
             if t.join().is_err() {
                 log::error!("an uploader thread panicked");
             }
         }
+        stuck
     }
 }
 
