@@ -592,24 +592,35 @@ fn check(
         .limit(MAX_RESPONSE_BYTES)
         .read_to_string()
         .map_err(|e| transport(op, key, e))?;
-    let is_error_body = body
-        .trim_start()
-        .trim_start_matches(|c| c != '<')
-        .starts_with("<Error")
-        || body.contains("<Error>");
-    if (200..300).contains(&status) && !is_error_body {
-        return Ok((resp, body));
+    match answer_error(op, key, status, &body) {
+        None => Ok((resp, body)),
+        Some(e) => Err(e),
     }
-    let code = xml_tag(&body, "Code").unwrap_or_default();
-    let message = xml_tag(&body, "Message").unwrap_or_default();
+}
+
+/// The error an answer carries, if any: an error status, or a 2xx whose body is an
+/// `<Error>` (S3 documents this for CompleteMultipartUpload and CopyObject).
+fn answer_error(op: &'static str, key: &str, status: u16, body: &str) -> Option<S3Error> {
+    let root = body.find('<').map(|i| &body[i..]).unwrap_or("");
+    let root = if root.starts_with("<?") {
+        root.find("?>").map_or("", |e| root[e + 2..].trim_start())
+    } else {
+        root
+    };
+    let is_error_body = root.starts_with("<Error>") || root.starts_with("<Error ");
+    if (200..300).contains(&status) && !is_error_body {
+        return None;
+    }
+    let code = xml_tag(body, "Code").unwrap_or_default();
+    let message = xml_tag(body, "Message").unwrap_or_default();
     if (200..300).contains(&status) && code.is_empty() {
-        return Err(bad(
+        return Some(bad(
             op,
             key,
-            format!("error body without a code: {}", excerpt(&body)),
+            format!("error body without a code: {}", excerpt(body)),
         ));
     }
-    Err(S3Error::Status {
+    Some(S3Error::Status {
         op,
         key: key.to_string(),
         status,
@@ -750,6 +761,21 @@ mod tests {
         assert!(page.truncated && page.next_marker == Some(2));
         assert!(parse_list_parts("<Error/>").is_err());
         assert!(parse_list_parts("<ListPartsResult><Part><Size>1</Size></Part>").is_err());
+    }
+
+    #[test]
+    fn a_200_with_an_error_body_is_an_error() {
+        let body = "<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>retry</Message></Error>";
+        let e = answer_error("CompleteMultipartUpload", "k", 200, body).expect("error");
+        assert_eq!(e.code(), Some("InternalError"));
+        assert_eq!(e.class(), Class::Transient);
+        let ok = "<?xml version=\"1.0\"?><CompleteMultipartUploadResult><ETag>\"x\"</ETag></CompleteMultipartUploadResult>";
+        assert!(answer_error("CompleteMultipartUpload", "k", 200, ok).is_none());
+        assert!(answer_error("PutObject", "k", 200, "").is_none());
+        let e = answer_error("PutObject", "k", 503, "").expect("error");
+        assert_eq!(e.class(), Class::SlowDown);
+        let e = answer_error("X", "k", 200, "<Error></Error>").expect("error");
+        assert!(matches!(e, S3Error::BadAnswer { .. }));
     }
 
     #[test]

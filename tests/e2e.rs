@@ -457,3 +457,55 @@ fn file_deleted_before_its_upload_leaves_the_queue_with_a_log_line() {
     assert_eq!(server.client().list().len(), 1);
     assert!(setup.journal().contains(r#""t":"dropped""#) || !setup.journal().contains(other));
 }
+
+#[test]
+fn file_rewritten_mid_multipart_is_aborted_and_sent_again_whole() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("bags", "")],
+        &format!("{MULTIPART},\"concurrency\":1"),
+        "",
+    );
+    let path = setup.source("bags").join("drive.mcap");
+    let old = bytes(16 * MIB + 1, 7); // 4 parts
+    write(&path, &old);
+    age_file(&path, 3600);
+    // Hold part 2 of the first upload while the file is rewritten in part 3's range.
+    let held = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&held);
+    proxy.set_delay(move |r| {
+        (r.part_number() == Some(2) && h.fetch_add(1, Ordering::SeqCst) == 0)
+            .then(|| Duration::from_secs(2))
+    });
+    let mut run = setup.spawn_run();
+    wait_until(60, "part 2 in flight", || held.load(Ordering::SeqCst) >= 1);
+    let mut new = old.clone();
+    new[11 * MIB..11 * MIB + 4096].fill(0xAB);
+    std::fs::write(&path, &new).expect("rewrite");
+
+    let key = key_of(&setup, "bags", "drive.mcap");
+    let client = server.client();
+    wait_until(90, "the new version in S3", || {
+        client
+            .metadata(&key)
+            .is_some_and(|m| m.get("sha256") == Some(&sha256_hex(&new)))
+    });
+    assert_eq!(
+        sha256_hex(&client.get(&key)),
+        sha256_hex(&new),
+        "the object is the new version, whole"
+    );
+    let aborts = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.query("uploadId").is_some())
+        .count();
+    assert!(aborts >= 1, "the first upload was aborted");
+    run.kill().expect("kill");
+    run.wait().expect("reap");
+    let log = setup.run_log();
+    assert!(log.contains("changed during its upload"), "{log}");
+    assert_no_secrets(&log);
+}
