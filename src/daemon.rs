@@ -30,11 +30,13 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::disk::{self, DiskManager};
 use crate::queue::{self, FileRef, Journal, Record, SharedJournal};
 use crate::retry::{Jitter, backoff};
 use crate::s3::{Class, S3};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, schedule_now};
 use crate::settle::{Seen, Tracker};
+use crate::throttle::Gate;
 use crate::upload::{self, Context, Job, Outcome, Permits, Settings};
 use crate::watch::{SourceSpec, WatchEvent, Watcher};
 
@@ -139,8 +141,16 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         permits: Permits::new(config.s3.concurrency),
         stop: Arc::clone(&stop),
         sent_bytes: Arc::new(AtomicU64::new(0)),
+        gate: Arc::new(Gate::default()),
     });
 
+    let disk_counters = Arc::new(disk::Counters::default());
+    let disk_manager = if mode == Mode::Run {
+        DiskManager::spawn(&config, Arc::clone(&journal), Arc::clone(&disk_counters))
+            .map_err(|e| format!("spawning the disk thread: {e}"))?
+    } else {
+        None
+    };
     let (ctl_tx, ctl_rx) = bounded::<Control>(4);
     let signals = Signals::spawn(ctl_tx)?;
     let (job_tx, job_rx) = bounded::<Job>(config.s3.concurrency);
@@ -166,6 +176,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         ^ std::process::id() as u64;
     log::debug!("retry jitter seed {seed}");
     let mut planner = Planner::new(&config, mode, Arc::clone(&ctx), job_tx, Jitter::new(seed));
+    planner.disk = disk_manager;
     let summary = planner.run(&watch_rx, &done_rx, &ctl_rx);
 
     // Shutdown, in the documented order.
@@ -176,6 +187,12 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     drop(watch_rx);
     drop(watcher);
     drop(signals);
+    if mode == Mode::Once && stuck == 0 && !summary.stopped_by_signal {
+        let n = disk::pass_once(&config, &journal, &disk_counters);
+        if n > 0 {
+            log::info!("disk: {n} files deleted");
+        }
+    }
     if stuck > 0 {
         // A request waiting on a server that does not answer cannot be interrupted.
         // Everything acknowledged is in the journal; holding its lock until the process
@@ -322,7 +339,14 @@ struct Planner {
     entries: HashMap<FileRef, Entry>,
     ready: BTreeSet<ReadyKey>,
     delayed: BTreeSet<(Instant, FileRef)>,
+    /// When each file in `delayed` is due, to remove it without a scan.
+    delayed_at: HashMap<FileRef, Instant>,
     in_flight: HashSet<FileRef>,
+    /// How many of `entries` are below the multipart threshold.
+    small_entries: usize,
+    /// The subset of `in_flight` at or above the multipart threshold.
+    large_in_flight: HashSet<FileRef>,
+    multipart_threshold: u64,
     /// Changed while in flight: looked at again when its upload ends.
     dirty: HashSet<FileRef>,
     /// Versions the journal had queued (or in multipart) at start-up: ready at once
@@ -337,6 +361,8 @@ struct Planner {
     slow_until: Option<Instant>,
     slowdowns: u32,
     summary: Summary,
+    /// Woken after each upload, so deferred deletion and cleanup follow uploads.
+    disk: Option<DiskManager>,
     /// Files given up this run (`once`), counted once each.
     failed: HashSet<FileRef>,
     /// `once` after a credentials/configuration error: nothing more is sent.
@@ -380,7 +406,11 @@ impl Planner {
             entries: HashMap::new(),
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
+            delayed_at: HashMap::new(),
             in_flight: HashSet::new(),
+            large_in_flight: HashSet::new(),
+            small_entries: 0,
+            multipart_threshold: config.s3.multipart_threshold_bytes,
             dirty: HashSet::new(),
             journaled,
             scan_done: false,
@@ -389,6 +419,7 @@ impl Planner {
             slow_until: None,
             slowdowns: 0,
             summary: Summary::default(),
+            disk: None,
             failed: HashSet::new(),
             gave_up: false,
             last_progress: Instant::now(),
@@ -405,7 +436,14 @@ impl Planner {
             let now = Instant::now();
             self.promote(now);
             self.dispatch(now);
+            self.update_small_reservation();
             if self.mode == Mode::Once && self.idle() {
+                if !self.window_open && !self.entries.is_empty() {
+                    log::info!(
+                        "outside every upload window: {} files stay queued",
+                        self.entries.len()
+                    );
+                }
                 break;
             }
             let timeout = self.next_wake(now).saturating_duration_since(now);
@@ -449,10 +487,11 @@ impl Planner {
     }
 
     fn idle(&self) -> bool {
+        // Outside every window nothing queued can go now: `once` is done with it.
+        let nothing_allowed = !self.window_open;
         self.scan_done
             && self.tracker.is_empty()
-            && self.ready.is_empty()
-            && self.delayed.is_empty()
+            && (nothing_allowed || (self.ready.is_empty() && self.delayed.is_empty()))
             && self.in_flight.is_empty()
     }
 
@@ -464,7 +503,7 @@ impl Planner {
             self.blocked_until,
             self.slow_until,
             self.schedule.as_ref().and_then(|s| {
-                let t = upload::unix_now();
+                let t = schedule_now();
                 s.next_change(t)
                     .map(|c| now + Duration::from_secs(c.saturating_sub(t).max(1) as u64))
             }),
@@ -626,6 +665,7 @@ impl Planner {
             let Some((_, file)) = self.delayed.pop_first() else {
                 break;
             };
+            self.delayed_at.remove(&file);
             if let Some(e) = self.entries.get(&file) {
                 self.ready.insert((Reverse(e.prio), e.mtime_ns, file));
             }
@@ -634,6 +674,9 @@ impl Planner {
 
     fn enqueue_entry(&mut self, file: FileRef, entry: Entry) {
         self.remove_entry(&file);
+        if entry.size < self.multipart_threshold {
+            self.small_entries += 1;
+        }
         self.ready
             .insert((Reverse(entry.prio), entry.mtime_ns, file.clone()));
         self.entries.insert(file, entry);
@@ -641,13 +684,23 @@ impl Planner {
 
     fn remove_entry(&mut self, file: &FileRef) {
         if let Some(e) = self.entries.remove(file) {
+            if e.size < self.multipart_threshold {
+                self.small_entries -= 1;
+            }
             self.ready
                 .remove(&(Reverse(e.prio), e.mtime_ns, file.clone()));
-            self.delayed.retain(|(_, f)| f != file);
+            if let Some(at) = self.delayed_at.remove(file) {
+                self.delayed.remove(&(at, file.clone()));
+            }
         }
     }
 
     fn dispatch(&mut self, now: Instant) {
+        // Until the start-up scan is over, what is ready is only what was found first;
+        // waiting for all of it lets priorities decide the order.
+        if !self.scan_done {
+            return;
+        }
         if self.gave_up {
             // `once` after a fatal error: what becomes ready is failed, not sent.
             let files: Vec<FileRef> = self
@@ -663,16 +716,21 @@ impl Planner {
             return;
         }
         if let Some(schedule) = &self.schedule {
-            let open = schedule.open_at(upload::unix_now()).is_some();
-            if open != self.window_open {
-                self.window_open = open;
-                if open {
+            let open = schedule.open_at(schedule_now());
+            if open.is_some() != self.window_open {
+                self.window_open = open.is_some();
+                if self.window_open {
                     log::info!("upload window open");
                 } else {
-                    log::info!("upload window closed: files keep being queued until the next one");
+                    log::info!(
+                        "upload window closed: uploads pause at the next part boundary; files keep being queued"
+                    );
                 }
             }
-            if !open {
+            self.ctx
+                .gate
+                .set(open.is_some(), open.and_then(|o| o.max_bytes_per_second));
+            if open.is_none() {
                 return;
             }
         }
@@ -686,10 +744,7 @@ impl Planner {
             self.ctx.s3.reload_credentials();
         }
         while self.in_flight.len() < limit {
-            let Some(key) = self.ready.pop_first() else {
-                break;
-            };
-            let file = key.2;
+            let Some(file) = self.next_ready() else { break };
             let Some(e) = self.entries.get(&file) else {
                 continue;
             };
@@ -699,9 +754,13 @@ impl Planner {
                 size: e.size,
                 mtime_ns: e.mtime_ns,
             };
+            let large = e.size >= self.multipart_threshold;
             let Some(jobs) = &self.jobs else { return };
             match jobs.try_send(job) {
                 Ok(()) => {
+                    if large {
+                        self.large_in_flight.insert(file.clone());
+                    }
                     self.in_flight.insert(file);
                 }
                 Err(_) => {
@@ -716,9 +775,40 @@ impl Planner {
         }
     }
 
+    /// Tells the permits whether small files are about, so that one is kept for them.
+    fn update_small_reservation(&self) {
+        self.ctx
+            .permits
+            .keep_one_for_small(self.small_entries > 0 || !self.tracker.is_empty());
+    }
+
+    /// The next file to send: highest priority, then oldest. Multipart files may fill at
+    /// most `concurrency - 1` uploaders, so a small file never waits behind large ones;
+    /// while that many are in flight the first small file in order goes instead.
+    fn next_ready(&mut self) -> Option<FileRef> {
+        let max_large = if self.concurrency >= 2 {
+            self.concurrency - 1
+        } else {
+            1
+        };
+        let key = if self.large_in_flight.len() >= max_large {
+            let threshold = self.multipart_threshold;
+            let entries = &self.entries;
+            self.ready
+                .iter()
+                .find(|k| entries.get(&k.2).is_some_and(|e| e.size < threshold))
+                .cloned()
+        } else {
+            self.ready.first().cloned()
+        }?;
+        self.ready.remove(&key);
+        Some(key.2)
+    }
+
     fn finished(&mut self, d: Done, now: Instant) {
         let file = d.job.file.clone();
         self.in_flight.remove(&file);
+        self.large_in_flight.remove(&file);
         let mut look_again = self.dirty.remove(&file);
         match d.outcome {
             Outcome::Uploaded {
@@ -738,6 +828,9 @@ impl Planner {
                     );
                 }
                 self.remove_entry(&file);
+                if let Some(d) = &self.disk {
+                    d.wake();
+                }
                 if self.blocked {
                     log::info!("S3 accepts the requests again; uploads resume");
                     self.blocked = false;
@@ -763,6 +856,14 @@ impl Planner {
                 look_again = true;
             }
             Outcome::Interrupted => {}
+            Outcome::Paused => {
+                // Back in line, not counted as a failure; the gate keeps it until the
+                // next window, and the journal keeps its parts.
+                if let Some(e) = self.entries.get(&file) {
+                    self.ready
+                        .insert((Reverse(e.prio), e.mtime_ns, file.clone()));
+                }
+            }
             Outcome::Failed(e) => {
                 let class = e.class();
                 match class {
@@ -864,6 +965,9 @@ impl Planner {
         }
         self.ready
             .remove(&(Reverse(e.prio), e.mtime_ns, file.clone()));
+        if let Some(old) = self.delayed_at.insert(file.clone(), at) {
+            self.delayed.remove(&(old, file.clone()));
+        }
         self.delayed.insert((at, file.clone()));
     }
 }

@@ -7,6 +7,7 @@
 mod config;
 mod credentials;
 mod daemon;
+mod disk;
 mod key;
 mod pattern;
 mod queue;
@@ -15,6 +16,7 @@ mod s3;
 mod schedule;
 mod settle;
 mod status;
+mod throttle;
 mod upload;
 mod watch;
 

@@ -37,6 +37,23 @@ pub struct Open {
     pub max_bytes_per_second: Option<u64>,
 }
 
+/// Unix time as the schedule sees it: the wall clock, shifted by the test-only knob
+/// `TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS` (read once), so that tests can stand at a
+/// window's edge without waiting for it. Never set it in production.
+pub fn schedule_now() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        + offset
+}
+
 /// `"mon"`..`"sun"` (any case) to 0..6.
 pub fn weekday_index(name: &str) -> Option<usize> {
     let lower = name.to_ascii_lowercase();

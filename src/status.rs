@@ -73,7 +73,7 @@ fn window(config: &Config) -> Value {
     let Some(schedule) = &config.schedule else {
         return json!({ "open": true, "always": true });
     };
-    let now = crate::upload::unix_now();
+    let now = crate::schedule::schedule_now();
     match schedule.open_at(now) {
         Some(open) => json!({ "open": true, "max_bytes_per_second": open.max_bytes_per_second }),
         None => json!({

@@ -18,6 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
@@ -25,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 use crate::key::{object_key, rfc3339_utc};
 use crate::queue::{self, FileRef, Record, SharedJournal};
 use crate::s3::{Class, S3, S3Error, etag_hex};
+use crate::throttle::Gate;
 
 /// Read buffer for hashing and sending: large enough for few syscalls, small enough that
 /// `concurrency` of them cost nothing on a vehicle computer.
@@ -50,6 +52,8 @@ pub enum Outcome {
     Changed,
     /// Stopped by shutdown; the journal keeps what was done.
     Interrupted,
+    /// The upload window closed: stopped at a part boundary, resumed in the next one.
+    Paused,
     /// S3 refused or could not be reached.
     Failed(S3Error),
     /// Reading the file or writing the state failed (permission denied, disk full).
@@ -69,36 +73,83 @@ pub struct Settings {
 
 /// A counting semaphore over requests that carry a body, shared by every uploader, so
 /// that files and parts together never exceed `s3.concurrency`.
+///
+/// Small files must not starve behind a multi-gigabyte one: while the planner says
+/// small files are about (queued, in flight or still settling), parts may hold at most
+/// `concurrency - 1` permits, keeping one for single PUTs. Otherwise parts use them all,
+/// so a lone large file gets the whole concurrency.
 pub struct Permits {
-    free: Mutex<usize>,
+    state: Mutex<PermitState>,
     freed: Condvar,
+    total: usize,
+    /// Set by the planner.
+    keep_one_for_small: AtomicBool,
+}
+
+struct PermitState {
+    free: usize,
+    parts_in_use: usize,
 }
 
 impl Permits {
     pub fn new(n: usize) -> Arc<Permits> {
         Arc::new(Permits {
-            free: Mutex::new(n),
+            state: Mutex::new(PermitState {
+                free: n,
+                parts_in_use: 0,
+            }),
             freed: Condvar::new(),
+            total: n,
+            keep_one_for_small: AtomicBool::new(false),
         })
     }
 
-    fn acquire(self: &Arc<Self>) -> Permit {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    /// The planner's word on whether small files are waiting somewhere.
+    pub fn keep_one_for_small(&self, keep: bool) {
+        if self.keep_one_for_small.swap(keep, Ordering::Relaxed) != keep && !keep {
+            self.freed.notify_all();
         }
-        *free -= 1;
-        Permit(Arc::clone(self))
+    }
+
+    fn acquire(self: &Arc<Self>, part: bool) -> Permit {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let reserved = self.total >= 2 && self.keep_one_for_small.load(Ordering::Relaxed);
+            let part_limit = if reserved { self.total - 1 } else { self.total };
+            if s.free > 0 && (!part || s.parts_in_use < part_limit) {
+                break;
+            }
+            // Bounded wait: the reservation flag can change without a permit freeing.
+            s = self
+                .freed
+                .wait_timeout(s, Duration::from_millis(250))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s.free -= 1;
+        if part {
+            s.parts_in_use += 1;
+        }
+        Permit {
+            permits: Arc::clone(self),
+            part,
+        }
     }
 }
 
-struct Permit(Arc<Permits>);
+struct Permit {
+    permits: Arc<Permits>,
+    part: bool,
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut s = self.permits.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.free += 1;
+        if self.part {
+            s.parts_in_use -= 1;
+        }
+        self.permits.freed.notify_all();
     }
 }
 
@@ -112,6 +163,8 @@ pub struct Context {
     pub stop: Arc<AtomicBool>,
     /// Bytes sent, for progress and metrics.
     pub sent_bytes: Arc<AtomicU64>,
+    /// The schedule's verdict and bandwidth cap, set by the planner.
+    pub gate: Arc<Gate>,
 }
 
 /// The digests of one version of a file.
@@ -231,12 +284,13 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     }
 }
 
-/// A reader over `len` bytes of a file from `offset`, that stops at shutdown and counts
-/// what it hands out.
+/// A reader over `len` bytes of a file from `offset`, that stops at shutdown, charges
+/// every byte to the shared bandwidth budget and counts what it hands out.
 struct BodyReader<'a> {
     inner: io::Take<File>,
     stop: &'a AtomicBool,
     sent: &'a AtomicU64,
+    gate: &'a Gate,
 }
 
 impl Read for BodyReader<'_> {
@@ -244,7 +298,11 @@ impl Read for BodyReader<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(io::Error::other("shutting down"));
         }
-        let n = self.inner.read(buf)?;
+        let want = self.gate.chunk(buf.len());
+        let n = self.inner.read(&mut buf[..want])?;
+        if !self.gate.charge(n, self.stop) {
+            return Err(io::Error::other("shutting down"));
+        }
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
@@ -257,6 +315,7 @@ fn body<'a>(path: &Path, offset: u64, len: u64, ctx: &'a Context) -> io::Result<
         inner: f.take(len),
         stop: &ctx.stop,
         sent: &ctx.sent_bytes,
+        gate: &ctx.gate,
     })
 }
 
@@ -395,10 +454,14 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
         }
     }
 
+    // The window may have closed while this file was hashed.
+    if !ctx.gate.is_open() {
+        return Ok(Outcome::Paused);
+    }
     if !multipart {
         let mut reader = body(&job.path, 0, job.size, ctx).map_err(|e| local(job, e))?;
         let etag = {
-            let _permit = ctx.permits.acquire();
+            let _permit = ctx.permits.acquire(false);
             ctx.s3
                 .put(&key, &mut reader, job.size, &base64(&digests.sha256), &meta)
         };
@@ -657,7 +720,11 @@ fn send_parts(
         for _ in 0..threads {
             scope.spawn(|| {
                 loop {
-                    if failed.load(Ordering::Relaxed) || ctx.stop.load(Ordering::Relaxed) {
+                    // A closed window pauses the upload here, at a part boundary.
+                    if failed.load(Ordering::Relaxed)
+                        || ctx.stop.load(Ordering::Relaxed)
+                        || !ctx.gate.is_open()
+                    {
                         return;
                     }
                     let Some(n) = todo.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
@@ -668,7 +735,7 @@ fn send_parts(
                     let result = body(&job.path, u64::from(n - 1) * part_size, len, ctx)
                         .map_err(|e| local(job, e))
                         .and_then(|mut reader| {
-                            let _permit = ctx.permits.acquire();
+                            let _permit = ctx.permits.acquire(true);
                             ctx.s3
                                 .upload_part(key, upload_id, n, &mut reader, len, &md5)
                                 .map_err(Outcome::Failed)
@@ -712,6 +779,14 @@ fn send_parts(
     }
     if ctx.stop.load(Ordering::Relaxed) {
         return Err(Outcome::Interrupted);
+    }
+    let left = todo.into_inner().unwrap_or_else(|p| p.into_inner()).len();
+    if left > 0 && failure.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        log::info!(
+            "{}: window closed; paused with {left} parts to go",
+            job.file
+        );
+        return Err(Outcome::Paused);
     }
     if let Some(o) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(match o {

@@ -1,0 +1,578 @@
+//! The disk manager: keeps the vehicle's disk from filling with logs, deleting only what
+//! it may, for a reason it logs.
+//!
+//! Rules, for sources with `delete_after_upload` (files of other sources are never
+//! deleted, e.g. `/var/log` that logrotate owns):
+//! - **deferred**: an uploaded file is deleted `keep_uploaded_hours` after its upload;
+//! - **age**: an uploaded file whose mtime is older than `max_age_days` is deleted;
+//! - **cleanup**: above `cleanup_percent`, uploaded files are deleted oldest first,
+//!   whatever their keep time, until usage is below `cleanup_percent`;
+//! - **emergency**: above `emergency_percent`, the same, and then, only with
+//!   `emergency_delete_unuploaded`, queued files not yet uploaded, lowest priority then
+//!   oldest first, until usage is below `emergency_percent`.
+//!
+//! [`plan`] is pure. The thread ([`DiskManager`]) measures usage with statvfs and, before
+//! each deletion, checks the file again: a regular file (no symlink followed), inside its
+//! source root, outside `state_dir`, and for uploaded files the same size, mtime and
+//! SHA-256 as the registry's record of the upload. It never deletes anything else.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+
+use crate::config::{Config, DiskConfig};
+use crate::queue::{self, FileRef, SharedJournal};
+use crate::upload::{hash_file, hex, stat, unix_now};
+
+/// How often the disk is looked at when nothing else wakes the manager (each finished
+/// upload does). Statvfs is cheap; the rules are checked against the registry in memory.
+const CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a file is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    KeepExpired,
+    MaxAge,
+    Cleanup,
+    Emergency,
+    EmergencyUnuploaded,
+}
+
+impl Reason {
+    fn describe(self) -> &'static str {
+        match self {
+            Reason::KeepExpired => "uploaded, and kept for keep_uploaded_hours",
+            Reason::MaxAge => "uploaded, and older than max_age_days",
+            Reason::Cleanup => "uploaded; disk above cleanup_percent",
+            Reason::Emergency => "uploaded; disk above emergency_percent",
+            Reason::EmergencyUnuploaded => {
+                "NOT UPLOADED; disk above emergency_percent and emergency_delete_unuploaded is set"
+            }
+        }
+    }
+}
+
+/// A file the rules may delete.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub file: FileRef,
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub prio: i32,
+    /// When it was uploaded (unix seconds) and with which SHA-256; `None`: not uploaded.
+    pub uploaded: Option<(i64, String)>,
+}
+
+/// Bytes used and usable on one filesystem, as `df` counts them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub used: u64,
+    pub size: u64,
+}
+
+impl Usage {
+    fn percent_after(&self, freed: u64) -> f64 {
+        if self.size == 0 {
+            0.0
+        } else {
+            self.used.saturating_sub(freed) as f64 * 100.0 / self.size as f64
+        }
+    }
+}
+
+/// Which candidates to delete and why, in order. `usage` is the filesystem the
+/// candidates live on (`None`: only the time rules apply).
+pub fn plan(
+    cands: &[Candidate],
+    usage: Option<Usage>,
+    cfg: &DiskConfig,
+    now: i64,
+) -> Vec<(usize, Reason)> {
+    let mut out = Vec::new();
+    let mut chosen = vec![false; cands.len()];
+    let mut freed = 0u64;
+    let keep = cfg.keep_uploaded.as_secs() as i64;
+    for (i, c) in cands.iter().enumerate() {
+        let Some((at, _)) = &c.uploaded else { continue };
+        let reason = if now - at >= keep {
+            Some(Reason::KeepExpired)
+        } else if cfg
+            .max_age
+            .is_some_and(|a| now - c.mtime_ns.div_euclid(1_000_000_000) >= a.as_secs() as i64)
+        {
+            Some(Reason::MaxAge)
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            out.push((i, r));
+            chosen[i] = true;
+            freed += c.size;
+        }
+    }
+    let Some(usage) = usage else { return out };
+    let start = usage.percent_after(freed);
+    if start <= cfg.cleanup_percent {
+        return out;
+    }
+    let emergency = start > cfg.emergency_percent;
+    let mut uploaded: Vec<usize> = (0..cands.len())
+        .filter(|&i| !chosen[i] && cands[i].uploaded.is_some())
+        .collect();
+    uploaded.sort_by_key(|&i| (cands[i].mtime_ns, i));
+    for i in uploaded {
+        if usage.percent_after(freed) < cfg.cleanup_percent {
+            break;
+        }
+        out.push((
+            i,
+            if emergency {
+                Reason::Emergency
+            } else {
+                Reason::Cleanup
+            },
+        ));
+        chosen[i] = true;
+        freed += cands[i].size;
+    }
+    if emergency && cfg.emergency_delete_unuploaded {
+        let mut pending: Vec<usize> = (0..cands.len())
+            .filter(|&i| !chosen[i] && cands[i].uploaded.is_none())
+            .collect();
+        pending.sort_by_key(|&i| (cands[i].prio, cands[i].mtime_ns, i));
+        for i in pending {
+            if usage.percent_after(freed) < cfg.emergency_percent {
+                break;
+            }
+            out.push((i, Reason::EmergencyUnuploaded));
+            freed += cands[i].size;
+        }
+    }
+    out
+}
+
+/// Usage of the filesystem holding `path`, from statvfs.
+pub fn usage(path: &Path) -> std::io::Result<Usage> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut s = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call, and `s` points to
+    // writable memory for exactly one statvfs struct, which the call fills on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialized the struct.
+    let s = unsafe { s.assume_init() };
+    let frsize = s.f_frsize;
+    let used = s.f_blocks.saturating_sub(s.f_bfree) * frsize;
+    let avail = s.f_bavail * frsize;
+    Ok(Usage {
+        used,
+        size: used + avail,
+    })
+}
+
+/// Deletions done, for the metrics `FilesDeleted` and `UnuploadedFilesDeleted`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub files_deleted: AtomicU64,
+    pub unuploaded_files_deleted: AtomicU64,
+}
+
+/// What the manager needs, resolved once.
+struct Scope {
+    cfg: DiskConfig,
+    /// Per source: canonical root, priority, whether its files may be deleted.
+    sources: HashMap<String, (PathBuf, i32, bool)>,
+    state_dir: Option<PathBuf>,
+    disk_paths: Vec<PathBuf>,
+}
+
+impl Scope {
+    fn new(config: &Config, cfg: &DiskConfig) -> Scope {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Scope {
+            cfg: cfg.clone(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        (canon(&s.path), s.priority, s.delete_after_upload),
+                    )
+                })
+                .collect(),
+            state_dir: std::fs::canonicalize(&config.state_dir).ok(),
+            disk_paths: cfg.paths.iter().map(|p| canon(p)).collect(),
+        }
+    }
+
+    /// One look at the disk: plan and delete. Returns the number deleted.
+    fn pass(&self, journal: &SharedJournal, counters: &Counters) -> usize {
+        let cands = self.candidates(journal);
+        // Group by the disk path each file lives under; files under none get only the
+        // time rules.
+        let mut groups: Vec<(Option<Usage>, Vec<Candidate>)> = Vec::new();
+        let mut rest = cands;
+        for dp in &self.disk_paths {
+            let (mine, others): (Vec<_>, Vec<_>) =
+                rest.into_iter().partition(|c| c.path.starts_with(dp));
+            rest = others;
+            match usage(dp) {
+                Ok(u) => groups.push((Some(u), mine)),
+                Err(e) => {
+                    log::warn!("disk: cannot measure {}: {e}", dp.display());
+                    groups.push((None, mine));
+                }
+            }
+        }
+        groups.push((None, rest));
+        let now = unix_now();
+        let mut deleted = 0;
+        for (u, group) in groups {
+            for (i, reason) in plan(&group, u, &self.cfg, now) {
+                if self.delete(&group[i], reason) {
+                    deleted += 1;
+                    counters.files_deleted.fetch_add(1, Ordering::Relaxed);
+                    if reason == Reason::EmergencyUnuploaded {
+                        counters
+                            .unuploaded_files_deleted
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
+    fn candidates(&self, journal: &SharedJournal) -> Vec<Candidate> {
+        let j = queue::lock(journal);
+        let state = j.state();
+        let mut out = Vec::new();
+        for (f, u) in &state.registry {
+            if let Some((root, prio, true)) = self.sources.get(&f.source) {
+                out.push(Candidate {
+                    file: f.clone(),
+                    path: root.join(&f.rel),
+                    size: u.size,
+                    mtime_ns: u.mtime_ns,
+                    prio: *prio,
+                    uploaded: Some((u.at, u.sha256.clone())),
+                });
+            }
+        }
+        if self.cfg.emergency_delete_unuploaded {
+            for (f, p) in &state.pending {
+                if state.is_uploaded(f, p.size, p.mtime_ns) {
+                    continue;
+                }
+                if let Some((root, prio, true)) = self.sources.get(&f.source) {
+                    out.push(Candidate {
+                        file: f.clone(),
+                        path: root.join(&f.rel),
+                        size: p.size,
+                        mtime_ns: p.mtime_ns,
+                        prio: *prio,
+                        uploaded: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes one file after checking it again; false if it was not deleted.
+    fn delete(&self, c: &Candidate, reason: Reason) -> bool {
+        let Some((root, _, _)) = self.sources.get(&c.file.source) else {
+            return false;
+        };
+        match stat(&c.path) {
+            Ok(Some(now)) if c.uploaded.is_none() || now == (c.size, c.mtime_ns) => {}
+            Ok(Some(_)) => {
+                log::debug!("disk: {} changed since its upload; kept", c.path.display());
+                return false;
+            }
+            // Gone already, or not a regular file (a symlink is never followed).
+            Ok(None) => return false,
+            Err(e) => {
+                log::warn!("disk: {}: {e}; kept", c.path.display());
+                return false;
+            }
+        }
+        // The directory it is in, with every symlink resolved, must still be inside the
+        // source root and outside the state dir.
+        let inside = c
+            .path
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|dir| {
+                dir.starts_with(root)
+                    && !self.state_dir.as_ref().is_some_and(|s| dir.starts_with(s))
+            });
+        if !inside {
+            log::warn!(
+                "disk: {} is not inside its source root (a symlinked directory?); kept",
+                c.path.display()
+            );
+            return false;
+        }
+        if let Some((_, sha)) = &c.uploaded {
+            match hash_file(&c.path, c.size, None, &AtomicBool::new(false)) {
+                Ok(d) if hex(&d.sha256) == *sha => {}
+                _ => {
+                    log::warn!(
+                        "disk: {} no longer matches its upload; kept",
+                        c.path.display()
+                    );
+                    return false;
+                }
+            }
+        }
+        match std::fs::remove_file(&c.path) {
+            Ok(()) => {
+                if reason == Reason::EmergencyUnuploaded {
+                    log::warn!(
+                        "disk: deleted {} ({} bytes): {}",
+                        c.path.display(),
+                        c.size,
+                        reason.describe()
+                    );
+                } else {
+                    log::info!(
+                        "disk: deleted {} ({} bytes): {}",
+                        c.path.display(),
+                        c.size,
+                        reason.describe()
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                log::warn!("disk: cannot delete {}: {e}", c.path.display());
+                false
+            }
+        }
+    }
+}
+
+/// The disk manager thread: a pass at start, after uploads (coalesced) and every minute.
+pub struct DiskManager {
+    wake: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DiskManager {
+    pub fn spawn(
+        config: &Config,
+        journal: SharedJournal,
+        counters: Arc<Counters>,
+    ) -> std::io::Result<Option<DiskManager>> {
+        let Some(cfg) = &config.disk else {
+            return Ok(None);
+        };
+        let scope = Scope::new(config, cfg);
+        // Capacity 1: a wake-up pending is as good as many.
+        let (tx, rx): (Sender<()>, Receiver<()>) = bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("disk".into())
+            .spawn(move || {
+                loop {
+                    scope.pass(&journal, &counters);
+                    select! {
+                        recv(rx) -> msg => if msg.is_err() { return },
+                        default(CHECK_INTERVAL) => {}
+                    }
+                }
+            })?;
+        Ok(Some(DiskManager {
+            wake: Some(tx),
+            thread: Some(thread),
+        }))
+    }
+
+    /// Asks for a pass soon (after an upload); never blocks.
+    pub fn wake(&self) {
+        if let Some(tx) = &self.wake {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for DiskManager {
+    fn drop(&mut self) {
+        self.wake.take(); // closing the channel ends the loop
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the disk thread panicked");
+        }
+    }
+}
+
+/// One pass now, on the calling thread (the end of `once`).
+pub fn pass_once(config: &Config, journal: &SharedJournal, counters: &Counters) -> usize {
+    match &config.disk {
+        Some(cfg) => Scope::new(config, cfg).pass(journal, counters),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3600;
+
+    fn cfg() -> DiskConfig {
+        DiskConfig {
+            paths: vec![],
+            keep_uploaded: Duration::from_secs(24 * 3600),
+            max_age: Some(Duration::from_secs(14 * 86400)),
+            cleanup_percent: 85.0,
+            emergency_percent: 95.0,
+            emergency_delete_unuploaded: false,
+        }
+    }
+
+    fn cand(name: &str, size: u64, mtime: i64, prio: i32, uploaded_at: Option<i64>) -> Candidate {
+        Candidate {
+            file: FileRef {
+                source: "s".into(),
+                rel: name.into(),
+            },
+            path: PathBuf::from(name),
+            size,
+            mtime_ns: mtime * 1_000_000_000,
+            prio,
+            uploaded: uploaded_at.map(|a| (a, String::new())),
+        }
+    }
+
+    fn names(c: &[Candidate], plan: &[(usize, Reason)]) -> Vec<(String, Reason)> {
+        plan.iter()
+            .map(|(i, r)| (c[*i].file.rel.clone(), *r))
+            .collect()
+    }
+
+    #[test]
+    fn time_rules_need_an_upload() {
+        let now = 100 * 86400;
+        let c = vec![
+            cand("kept-long-enough", 1, now - 2 * H, 0, Some(now - 25 * H)),
+            cand("recent", 1, now - 2 * H, 0, Some(now - H)),
+            cand("old-uploaded", 1, now - 20 * 86400, 0, Some(now - H)),
+            cand("old-not-uploaded", 1, now - 20 * 86400, 0, None),
+        ];
+        let p = plan(&c, None, &cfg(), now);
+        assert_eq!(
+            names(&c, &p),
+            vec![
+                ("kept-long-enough".into(), Reason::KeepExpired),
+                ("old-uploaded".into(), Reason::MaxAge)
+            ]
+        );
+    }
+
+    #[test]
+    fn cleanup_deletes_uploaded_oldest_first_until_below_the_threshold() {
+        let now = 100 * 86400;
+        let c = vec![
+            cand("newest", 10, now - 10, 0, Some(now - 5)),
+            cand("oldest", 10, now - 300, 0, Some(now - 5)),
+            cand("middle", 10, now - 200, 0, Some(now - 5)),
+            cand("pending", 10, now - 400, 0, None),
+        ];
+        // 90 of 100 used: freeing 10 gives 80 < 85.
+        let p = plan(
+            &c,
+            Some(Usage {
+                used: 90,
+                size: 100,
+            }),
+            &cfg(),
+            now,
+        );
+        assert_eq!(names(&c, &p), vec![("oldest".into(), Reason::Cleanup)]);
+        // 97 used: emergency; uploaded go until below 85, nothing un-uploaded without the flag.
+        let p = plan(
+            &c,
+            Some(Usage {
+                used: 97,
+                size: 100,
+            }),
+            &cfg(),
+            now,
+        );
+        assert_eq!(
+            names(&c, &p),
+            vec![
+                ("oldest".into(), Reason::Emergency),
+                ("middle".into(), Reason::Emergency)
+            ]
+        );
+        // Under the threshold: nothing.
+        assert!(
+            plan(
+                &c,
+                Some(Usage {
+                    used: 85,
+                    size: 100
+                }),
+                &cfg(),
+                now
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn emergency_deletes_unuploaded_lowest_priority_then_oldest_only_with_the_flag() {
+        let now = 100 * 86400;
+        let c = vec![
+            cand("high-old", 10, now - 900, 5, None),
+            cand("low-new", 10, now - 100, 0, None),
+            cand("low-old", 10, now - 800, 0, None),
+        ];
+        let mut with_flag = cfg();
+        with_flag.emergency_delete_unuploaded = true;
+        let full = Some(Usage {
+            used: 99,
+            size: 100,
+        });
+        assert!(plan(&c, full, &cfg(), now).is_empty());
+        let p = plan(&c, full, &with_flag, now);
+        assert_eq!(
+            names(&c, &p),
+            vec![("low-old".into(), Reason::EmergencyUnuploaded)]
+        );
+        let p = plan(
+            &c,
+            Some(Usage {
+                used: 120,
+                size: 100,
+            }),
+            &with_flag,
+            now,
+        );
+        assert_eq!(
+            names(&c, &p).into_iter().map(|n| n.0).collect::<Vec<_>>(),
+            vec!["low-old", "low-new", "high-old"]
+        );
+    }
+
+    #[test]
+    fn statvfs_reads_a_real_filesystem() {
+        let u = usage(Path::new("/")).expect("statvfs /");
+        assert!(u.size > 0 && u.used <= u.size);
+    }
+}
