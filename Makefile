@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test test-tools test-quick lint build release size clean
+.PHONY: demo test test-tools test-quick lint build release size bench-cap clean
 
 demo:
 	bash scripts/demo.sh
@@ -33,3 +33,7 @@ size: release
 
 clean:
 	$(CARGO) clean
+
+# Achieved rate against the bandwidth cap (a benchmark, not a test).
+bench-cap:
+	bash scripts/bench_cap.sh

@@ -5,18 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tools=$(bash scripts/test-tools.sh --s3s-only | tail -n 1)
+. scripts/lib.sh
 cargo build --release --quiet
 bin=target/release/tvm-upload
 
 work=$(mktemp -d /tmp/tvm-upload-demo.XXXXXX)
-port=$(python3 -c 'import random, socket
-for _ in range(200):
-    p = random.randint(20000, 32000); s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError: pass
-    finally: s.close()')
+port=$(free_port)
 mkdir -p "$work/s3/t01logs" "$work/logs/terminal" "$work/logs/ros/run_2026/bags"
 
 echo "== sample vehicle logs in $work/logs"
@@ -43,11 +37,8 @@ cat > "$work/config.json" <<JSON
 }
 JSON
 
-"$tools/bin/s3s-fs" --host 127.0.0.1 --port "$port" --access-key demo-key --secret-key demo-secret "$work/s3" \
-  >"$work/s3s-fs.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+start_s3s "$work/s3" "$port" demo-key demo-secret
+trap 'kill $S3S_PID 2>/dev/null || true' EXIT
 
 echo "== tvm-upload once (s3s-fs on 127.0.0.1:$port)"
 AWS_ACCESS_KEY_ID=demo-key AWS_SECRET_ACCESS_KEY=demo-secret "$bin" once --config "$work/config.json"

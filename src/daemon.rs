@@ -34,7 +34,7 @@ use crate::disk::{self, DiskManager};
 use crate::queue::{self, FileRef, Journal, Record, SharedJournal};
 use crate::retry::{Jitter, backoff};
 use crate::s3::{Class, S3};
-use crate::schedule::{Schedule, schedule_now};
+use crate::schedule::{Schedule, allowed, schedule_now};
 use crate::settle::{Seen, Tracker};
 use crate::throttle::Gate;
 use crate::upload::{self, Context, Job, Outcome, Permits, Settings};
@@ -715,24 +715,22 @@ impl Planner {
             }
             return;
         }
-        if let Some(schedule) = &self.schedule {
-            let open = schedule.open_at(schedule_now());
-            if open.is_some() != self.window_open {
-                self.window_open = open.is_some();
-                if self.window_open {
-                    log::info!("upload window open");
-                } else {
-                    log::info!(
-                        "upload window closed: uploads pause at the next part boundary; files keep being queued"
-                    );
-                }
+        let open = allowed(self.schedule.as_ref(), schedule_now());
+        if open.is_some() != self.window_open {
+            self.window_open = open.is_some();
+            if self.window_open {
+                log::info!("upload window open");
+            } else {
+                log::info!(
+                    "upload window closed: uploads pause at the next part boundary; files keep being queued"
+                );
             }
-            self.ctx
-                .gate
-                .set(open.is_some(), open.and_then(|o| o.max_bytes_per_second));
-            if open.is_none() {
-                return;
-            }
+        }
+        self.ctx
+            .gate
+            .set(open.is_some(), open.and_then(|o| o.max_bytes_per_second));
+        if open.is_none() {
+            return;
         }
         if self.blocked_until.is_some_and(|t| now < t) || self.slow_until.is_some_and(|t| now < t) {
             return;

@@ -54,6 +54,17 @@ pub fn schedule_now() -> i64 {
         + offset
 }
 
+/// Whether uploading is allowed at `t` under an optional schedule: no schedule means
+/// always, without a cap.
+pub fn allowed(schedule: Option<&Schedule>, t: i64) -> Option<Open> {
+    match schedule {
+        None => Some(Open {
+            max_bytes_per_second: None,
+        }),
+        Some(s) => s.open_at(t),
+    }
+}
+
 /// `"mon"`..`"sun"` (any case) to 0..6.
 pub fn weekday_index(name: &str) -> Option<usize> {
     let lower = name.to_ascii_lowercase();
@@ -285,6 +296,20 @@ mod tests {
         );
         assert_eq!(s.next_change(at(0, 0, 10)), Some(at(0, 1, 0)));
         assert_eq!(s.next_open(at(0, 4, 0)), Some(at(1, 1, 0)));
+    }
+
+    #[test]
+    fn no_schedule_means_always_open_without_a_cap() {
+        for t in [0, MONDAY_UTC, at(3, 23, 59), at(6, 4, 0)] {
+            assert_eq!(
+                allowed(None, t),
+                Some(Open {
+                    max_bytes_per_second: None
+                })
+            );
+        }
+        let s = weekday_nights();
+        assert_eq!(allowed(Some(&s), at(0, 12, 0)), None);
     }
 
     #[test]
