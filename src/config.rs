@@ -437,6 +437,24 @@ impl Config {
             });
         }
 
+        // The state dir inside a source would upload the journal as a log, and a source
+        // inside the state dir would upload the daemon's own files.
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let state_canon = canon(&state_dir);
+        for (i, s) in sources.iter().enumerate() {
+            let src = canon(&s.path);
+            if state_canon.starts_with(&src) || src.starts_with(&state_canon) {
+                return Err(ConfigError::field(
+                    "state_dir",
+                    format!(
+                        "{} overlaps sources[{i}].path {}: keep them apart",
+                        state_dir.display(),
+                        s.path.display()
+                    ),
+                ));
+            }
+        }
+
         let raw_s3: RawS3 =
             section(&mut top, "s3")?.ok_or_else(|| ConfigError::field("s3", "missing"))?;
         let s3 = s3_config(raw_s3, env)?;
@@ -1111,7 +1129,7 @@ mod tests {
     fn base(extra: &str) -> String {
         let dir = std::env::temp_dir();
         format!(
-            r#"{{"vehicle_id":"v001","state_dir":"/tmp/s",
+            r#"{{"vehicle_id":"v001","state_dir":"/var/lib/tvm-upload-test",
                 "sources":[{{"name":"terminal","path":{dir:?}}}],
                 "s3":{{"bucket":"t01logs","region":"cn-north-1"}}{extra}}}"#
         )
