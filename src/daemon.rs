@@ -19,7 +19,7 @@
 //! every step, is the last thing dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::disk::{self, DiskManager};
+use crate::metrics::{Metrics, Publisher};
 use crate::queue::{self, FileRef, Journal, Record, SharedJournal};
 use crate::retry::{Jitter, backoff};
 use crate::s3::{Class, S3};
@@ -121,7 +122,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     log::info!("credentials from {}", credentials.source);
     let s3 = Arc::new(S3::new(
         &config.s3,
-        credentials,
+        credentials.clone(),
         config.credentials_profile.clone(),
     )?);
     let journal: SharedJournal = Arc::new(Mutex::new(journal));
@@ -175,8 +176,37 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         .map_or(1, |d| d.as_nanos() as u64)
         ^ std::process::id() as u64;
     log::debug!("retry jitter seed {seed}");
+    let metrics = Arc::new(Metrics {
+        disk: Arc::clone(&disk_counters),
+        ..Metrics::default()
+    });
+    let publisher = match &config.metrics {
+        Some(m) => {
+            let measured = match &config.disk {
+                Some(d) => d.paths.clone(),
+                None => config.sources.iter().map(|s| s.path.clone()).collect(),
+            };
+            log::info!(
+                "metrics: publishing to {} every {}s",
+                m.endpoint,
+                m.interval.as_secs()
+            );
+            Some(
+                Publisher::spawn(
+                    m,
+                    &config.vehicle_id,
+                    credentials,
+                    Arc::clone(&metrics),
+                    measured,
+                )
+                .map_err(|e| format!("spawning the metrics thread: {e}"))?,
+            )
+        }
+        None => None,
+    };
     let mut planner = Planner::new(&config, mode, Arc::clone(&ctx), job_tx, Jitter::new(seed));
     planner.disk = disk_manager;
+    planner.metrics = Arc::clone(&metrics);
     let summary = planner.run(&watch_rx, &done_rx, &ctl_rx);
 
     // Shutdown, in the documented order.
@@ -193,6 +223,8 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
             log::info!("disk: {n} files deleted");
         }
     }
+    // Last: one more publish, so what this run did is counted.
+    drop(publisher);
     if stuck > 0 {
         // A request waiting on a server that does not answer cannot be interrupted.
         // Everything acknowledged is in the journal; holding its lock until the process
@@ -309,6 +341,56 @@ impl Uploaders {
     }
 }
 
+/// How often the status file is rewritten while the daemon is busy.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// Throughput is the bytes sent over this last stretch of time.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the status file needs that the planner does not otherwise keep.
+struct StatusBook {
+    state_dir: PathBuf,
+    started_at: i64,
+    last_write: Instant,
+    was_busy: bool,
+    /// (when, bytes sent in total): samples over the last [`RATE_WINDOW`].
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    last_error: Option<(i64, String)>,
+    failed_total: u64,
+}
+
+impl StatusBook {
+    fn new(config: &Config) -> StatusBook {
+        StatusBook {
+            state_dir: config.state_dir.clone(),
+            started_at: upload::unix_now(),
+            last_write: Instant::now() - STATUS_INTERVAL,
+            was_busy: true,
+            samples: std::collections::VecDeque::new(),
+            last_error: None,
+            failed_total: 0,
+        }
+    }
+
+    /// Bytes per second over the last stretch.
+    fn rate(&mut self, now: Instant, sent: u64) -> f64 {
+        self.samples.push_back((now, sent));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                (b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 /// A queued file as the planner dispatches it.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -342,6 +424,12 @@ struct Planner {
     /// When each file in `delayed` is due, to remove it without a scan.
     delayed_at: HashMap<FileRef, Instant>,
     in_flight: HashSet<FileRef>,
+    /// Bytes done of each in-flight file, shared with its uploader.
+    progress: HashMap<FileRef, Arc<AtomicU64>>,
+    /// Sum of `entries`' sizes.
+    queued_bytes: u64,
+    metrics: Arc<Metrics>,
+    status: StatusBook,
     /// How many of `entries` are below the multipart threshold.
     small_entries: usize,
     /// The subset of `in_flight` at or above the multipart threshold.
@@ -410,6 +498,10 @@ impl Planner {
             in_flight: HashSet::new(),
             large_in_flight: HashSet::new(),
             small_entries: 0,
+            progress: HashMap::new(),
+            queued_bytes: 0,
+            metrics: Arc::new(Metrics::default()),
+            status: StatusBook::new(config),
             multipart_threshold: config.s3.multipart_threshold_bytes,
             dirty: HashSet::new(),
             journaled,
@@ -437,6 +529,7 @@ impl Planner {
             self.promote(now);
             self.dispatch(now);
             self.update_small_reservation();
+            self.report(now, false);
             if self.mode == Mode::Once && self.idle() {
                 if !self.window_open && !self.entries.is_empty() {
                     log::info!(
@@ -483,6 +576,7 @@ impl Planner {
             }
         }
         self.summary.failed_files = self.failed.len() as u64;
+        self.report(Instant::now(), true);
         std::mem::take(&mut self.summary)
     }
 
@@ -677,6 +771,7 @@ impl Planner {
         if entry.size < self.multipart_threshold {
             self.small_entries += 1;
         }
+        self.queued_bytes += entry.size;
         self.ready
             .insert((Reverse(entry.prio), entry.mtime_ns, file.clone()));
         self.entries.insert(file, entry);
@@ -687,6 +782,7 @@ impl Planner {
             if e.size < self.multipart_threshold {
                 self.small_entries -= 1;
             }
+            self.queued_bytes -= e.size;
             self.ready
                 .remove(&(Reverse(e.prio), e.mtime_ns, file.clone()));
             if let Some(at) = self.delayed_at.remove(file) {
@@ -746,7 +842,10 @@ impl Planner {
             let Some(e) = self.entries.get(&file) else {
                 continue;
             };
+            let progress = Arc::new(AtomicU64::new(0));
+            self.progress.insert(file.clone(), Arc::clone(&progress));
             let job = Job {
+                progress,
                 file: file.clone(),
                 path: e.path.clone(),
                 size: e.size,
@@ -770,6 +869,100 @@ impl Planner {
                     break;
                 }
             }
+        }
+    }
+
+    /// About once a second while anything is happening (and once more when asked):
+    /// updates the metrics gauges and rewrites the status file.
+    fn report(&mut self, now: Instant, force: bool) {
+        let busy =
+            !self.entries.is_empty() || !self.tracker.is_empty() || !self.in_flight.is_empty();
+        if !force && !(busy || self.status.was_busy) {
+            return;
+        }
+        if !force && now.duration_since(self.status.last_write) < STATUS_INTERVAL {
+            return;
+        }
+        self.status.was_busy = busy;
+        self.status.last_write = now;
+        let t = upload::unix_now();
+        let oldest = self
+            .entries
+            .values()
+            .map(|e| e.mtime_ns)
+            .min()
+            .map_or(0.0, |m| age(m).as_secs_f64());
+        {
+            let mut g = self
+                .metrics
+                .gauges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            g.queue_depth = self.entries.len() as u64;
+            g.queue_bytes = self.queued_bytes;
+            g.oldest_pending_seconds = oldest;
+        }
+        let sent = self.ctx.sent_bytes.load(Ordering::Relaxed);
+        let rate = self.status.rate(now, sent);
+        let mut by_source: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (f, e) in &self.entries {
+            let s = by_source.entry(f.source.as_str()).or_default();
+            s.0 += 1;
+            s.1 += e.size;
+        }
+        let mut in_flight: Vec<serde_json::Value> = Vec::new();
+        let mut done_in_flight = 0u64;
+        for f in &self.in_flight {
+            let size = self.entries.get(f).map_or(0, |e| e.size);
+            let done = self
+                .progress
+                .get(f)
+                .map_or(0, |p| p.load(Ordering::Relaxed))
+                .min(size);
+            done_in_flight += done;
+            in_flight.push(serde_json::json!({
+                "source": f.source, "path": f.rel, "size": size, "done_bytes": done,
+                "percent": if size == 0 { 100.0 } else { (done as f64 * 1000.0 / size as f64).round() / 10.0 },
+            }));
+        }
+        in_flight.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        let left = self.queued_bytes.saturating_sub(done_in_flight);
+        let eta = (rate > 0.0).then(|| (left as f64 / rate).round());
+        let window = match &self.schedule {
+            None => serde_json::json!({ "open": true }),
+            Some(s) => {
+                let now_s = schedule_now();
+                serde_json::json!({
+                    "open": self.window_open,
+                    "next_open": if self.window_open { None } else { s.next_open(now_s).map(crate::key::rfc3339_utc) },
+                })
+            }
+        };
+        let doc = serde_json::json!({
+            "pid": std::process::id(),
+            "updated_at": crate::key::rfc3339_utc(t),
+            "started_at": crate::key::rfc3339_utc(self.status.started_at),
+            "queue": {
+                "files": self.entries.len(),
+                "bytes": self.queued_bytes,
+                "settling_files": self.tracker.len(),
+                "oldest_pending_seconds": oldest.round(),
+                "by_source": by_source.iter().map(|(s, (n, b))| (s.to_string(), serde_json::json!({"files": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+            },
+            "in_flight": in_flight,
+            "totals": {
+                "files_uploaded": self.summary.uploaded_files,
+                "bytes_uploaded": self.summary.uploaded_bytes,
+                "files_already_in_s3": self.summary.skipped_files,
+                "failed_attempts": self.status.failed_total,
+            },
+            "throughput_bytes_per_second": rate.round(),
+            "eta_seconds": eta,
+            "window": window,
+            "last_error": self.status.last_error.as_ref().map(|(at, m)| serde_json::json!({"at": crate::key::rfc3339_utc(*at), "message": m})),
+        });
+        if let Err(e) = crate::status::write(&self.status.state_dir, &doc) {
+            log::debug!("status file: {e}");
         }
     }
 
@@ -807,6 +1000,7 @@ impl Planner {
         let file = d.job.file.clone();
         self.in_flight.remove(&file);
         self.large_in_flight.remove(&file);
+        self.progress.remove(&file);
         let mut look_again = self.dirty.remove(&file);
         match d.outcome {
             Outcome::Uploaded {
@@ -818,6 +1012,10 @@ impl Planner {
                 } else {
                     self.summary.uploaded_files += 1;
                     self.summary.uploaded_bytes += d.job.size;
+                    self.metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .bytes_uploaded
+                        .fetch_add(d.job.size, Ordering::Relaxed);
                     log::info!(
                         "uploaded {file} ({} bytes, {} sent, {:.1}s)",
                         d.job.size,
@@ -863,6 +1061,9 @@ impl Planner {
                 }
             }
             Outcome::Failed(e) => {
+                self.metrics.failed_uploads.fetch_add(1, Ordering::Relaxed);
+                self.status.failed_total += 1;
+                self.status.last_error = Some((upload::unix_now(), format!("{file}: {e}")));
                 let class = e.class();
                 match class {
                     Class::Credentials | Class::Configuration => {
@@ -918,6 +1119,9 @@ impl Planner {
                 }
             }
             Outcome::Local(why) => {
+                self.metrics.failed_uploads.fetch_add(1, Ordering::Relaxed);
+                self.status.failed_total += 1;
+                self.status.last_error = Some((upload::unix_now(), format!("{file}: {why}")));
                 self.retry_after_failure(&file, now, &why);
             }
         }

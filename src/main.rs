@@ -9,12 +9,14 @@ mod credentials;
 mod daemon;
 mod disk;
 mod key;
+mod metrics;
 mod pattern;
 mod queue;
 mod retry;
 mod s3;
 mod schedule;
 mod settle;
+mod sigv4;
 mod status;
 mod throttle;
 mod upload;
@@ -80,12 +82,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
-        Command::Alarms => {
-            eprintln!(
-                "tvm-upload: alarms: CloudWatch alarms are not built yet (issue: metrics and alarms)"
-            );
-            ExitCode::from(EXIT_FAILURE)
-        }
+        Command::Alarms => alarms(&config),
         Command::Run | Command::Once => {
             if let Err(e) = init_logging(&config) {
                 eprintln!("tvm-upload: {e}");
@@ -186,6 +183,53 @@ fn check_config(config: &Config) -> ExitCode {
             eprintln!("tvm-upload: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// Creates or updates the configured alarms. PutMetricAlarm replaces an alarm of the
+/// same name, so running this twice changes nothing.
+fn alarms(config: &Config) -> ExitCode {
+    let Some(m) = &config.metrics else {
+        eprintln!(
+            "tvm-upload: config field `metrics`: absent or disabled; alarms need metrics enabled"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if m.alarms.is_empty() {
+        eprintln!("tvm-upload: config field `metrics.alarms`: none configured");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let creds = match credentials::Credentials::resolve(config.credentials_profile.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let client = metrics::CloudWatch::new(m, creds);
+    let mut failed = false;
+    for a in &m.alarms {
+        let name = format!("{}-{}", config.vehicle_id, a.name);
+        match client.call(&metrics::alarm_body(&m.namespace, &config.vehicle_id, a)) {
+            Ok(_) => println!(
+                "alarm {name}: {} {} {} {} over {}s x{}: ok",
+                a.metric,
+                a.statistic,
+                a.comparison,
+                a.threshold,
+                a.period_seconds,
+                a.evaluation_periods
+            ),
+            Err(e) => {
+                eprintln!("tvm-upload: alarm {name}: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Job {
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Bytes of this file stored or sent so far, for `status`.
+    pub progress: Arc<AtomicU64>,
 }
 
 /// How a job ended.
@@ -290,6 +292,7 @@ struct BodyReader<'a> {
     inner: io::Take<File>,
     stop: &'a AtomicBool,
     sent: &'a AtomicU64,
+    progress: &'a AtomicU64,
     gate: &'a Gate,
 }
 
@@ -304,17 +307,19 @@ impl Read for BodyReader<'_> {
             return Err(io::Error::other("shutting down"));
         }
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
 
-fn body<'a>(path: &Path, offset: u64, len: u64, ctx: &'a Context) -> io::Result<BodyReader<'a>> {
-    let mut f = File::open(path)?;
+fn body<'a>(job: &'a Job, offset: u64, len: u64, ctx: &'a Context) -> io::Result<BodyReader<'a>> {
+    let mut f = File::open(&job.path)?;
     f.seek(SeekFrom::Start(offset))?;
     Ok(BodyReader {
         inner: f.take(len),
         stop: &ctx.stop,
         sent: &ctx.sent_bytes,
+        progress: &job.progress,
         gate: &ctx.gate,
     })
 }
@@ -459,7 +464,7 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
         return Ok(Outcome::Paused);
     }
     if !multipart {
-        let mut reader = body(&job.path, 0, job.size, ctx).map_err(|e| local(job, e))?;
+        let mut reader = body(job, 0, job.size, ctx).map_err(|e| local(job, e))?;
         let etag = {
             let _permit = ctx.permits.acquire(false);
             ctx.s3
@@ -501,6 +506,8 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
     };
 
     let total_parts = digests.part_md5.len() as u32;
+    let stored: u64 = done.keys().map(|&n| part_len(job.size, part_size, n)).sum();
+    job.progress.store(stored, Ordering::Relaxed);
     let todo: VecDeque<u32> = (1..=total_parts)
         .filter(|n| !done.contains_key(n))
         .collect();
@@ -732,7 +739,7 @@ fn send_parts(
                     };
                     let len = part_len(job.size, part_size, n);
                     let md5 = base64(&digests.part_md5[n as usize - 1]);
-                    let result = body(&job.path, u64::from(n - 1) * part_size, len, ctx)
+                    let result = body(job, u64::from(n - 1) * part_size, len, ctx)
                         .map_err(|e| local(job, e))
                         .and_then(|mut reader| {
                             let _permit = ctx.permits.acquire(true);
