@@ -877,7 +877,7 @@ impl Planner {
     fn report(&mut self, now: Instant, force: bool) {
         let busy =
             !self.entries.is_empty() || !self.tracker.is_empty() || !self.in_flight.is_empty();
-        if !force && !(busy || self.status.was_busy) {
+        if !(force || busy || self.status.was_busy) {
             return;
         }
         if !force && now.duration_since(self.status.last_write) < STATUS_INTERVAL {
