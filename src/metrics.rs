@@ -376,10 +376,10 @@ impl Drop for Publisher {
         if let Some(tx) = self.stop.take() {
             let _ = tx.try_send(());
         }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("the metrics thread panicked");
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the metrics thread panicked");
         }
     }
 }
