@@ -98,15 +98,17 @@ impl Stat {
     }
 
     fn value(&self) -> Option<Value> {
-        match self.count {
-            c if c == 0.0 => None,
-            c if c == 1.0 => Some(Value::Single(self.sum)),
-            _ => Some(Value::Stats {
+        if self.count == 0.0 {
+            None
+        } else if self.count == 1.0 {
+            Some(Value::Single(self.sum))
+        } else {
+            Some(Value::Stats {
                 count: self.count,
                 sum: self.sum,
                 min: self.min,
                 max: self.max,
-            }),
+            })
         }
     }
 }
