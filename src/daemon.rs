@@ -590,7 +590,14 @@ impl Planner {
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
-        let mut wake = now + IDLE_WAKE;
+        // While uploading, wake once a second to refresh the status file and gauges;
+        // idle, only for deadlines (no polling).
+        let mut wake = now
+            + if self.in_flight.is_empty() {
+                IDLE_WAKE
+            } else {
+                STATUS_INTERVAL
+            };
         for t in [
             self.tracker.next_deadline(),
             self.delayed.first().map(|(t, _)| *t),

@@ -112,9 +112,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(kind: Kind) -> Server {
+        Server::start_on(kind, free_port())
+    }
+
+    /// Starts a server on a given port (one a test picked earlier, e.g. to have a
+    /// client fail against it before it exists).
+    pub fn start_on(kind: Kind, port: u16) -> Server {
         let tools = tools_dir();
         let root = TempDir::new("server");
-        let port = free_port();
         let child = match kind {
             Kind::S3sFs => Command::new(tools.join("bin/s3s-fs"))
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -140,6 +145,23 @@ impl Server {
         };
         server.client().create_bucket();
         server
+    }
+
+    /// Runs `tests/common/cloudwatch.py` (boto3, from moto's venv) against this server.
+    pub fn cloudwatch(&self, args: &[&str]) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/cloudwatch.py");
+        let out = Command::new(tools_dir().join("venv/bin/python"))
+            .arg(script)
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .expect("run cloudwatch.py");
+        assert!(
+            out.status.success(),
+            "cloudwatch.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("cloudwatch.py json")
     }
 
     pub fn endpoint(&self) -> String {
