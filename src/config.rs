@@ -154,7 +154,8 @@ pub struct MetricsConfig {
     pub namespace: String,
     /// Default: the S3 region.
     pub region: String,
-    /// `metrics.endpoint`, else `AWS_ENDPOINT_URL_CLOUDWATCH`, else AWS's.
+    /// `metrics.endpoint`, else `AWS_ENDPOINT_URL_CLOUDWATCH`, else `AWS_ENDPOINT_URL`,
+    /// else AWS's.
     pub endpoint: String,
     /// Default 60 s, at least 1 s.
     pub interval: Duration,
@@ -909,6 +910,7 @@ fn metrics_config(
         .endpoint
         .filter(|e| !e.is_empty())
         .or_else(|| env("AWS_ENDPOINT_URL_CLOUDWATCH"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
         .unwrap_or_else(|| aws_endpoint("monitoring", &region));
     check_endpoint("metrics.endpoint", &endpoint)?;
     let interval = opt_duration("metrics.interval_seconds", raw.interval_seconds, 60)?;
