@@ -1,26 +1,57 @@
 # The README's two commands are `make demo` and `make test`; CI runs `.ci/run`, which
-# calls `make test`.
+# calls `make test`. Tools the tests need are installed once per machine into
+# ~/.cache/tvm-upload-tools (TVM_TOOLS_DIR) by scripts/test-tools.sh.
 SHELL := /bin/bash
 CARGO ?= cargo
+AARCH64 := aarch64-unknown-linux-musl
+AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
+E2E_TESTS := --test cli --test e2e --test operations --test monitoring
 
-.PHONY: demo test test-tools test-quick lint build release size bench-cap clean
+.PHONY: demo test test-tools test-quick test-local test-aarch64 test-all test-aws \
+        lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean
 
 demo:
 	bash scripts/demo.sh
 
-# The whole suite: lint, unit tests, and end-to-end tests against real local servers.
-test: test-tools lint
-	$(CARGO) test --all-targets
+# The whole suite, as CI runs it: lint, every native test (unit, CLI, end-to-end
+# against real local servers, the busybox init script), then the static aarch64 build
+# under its size budget and the end-to-end suite again with that binary under qemu.
+test: test-tools lint test-local test-aarch64
 
 test-tools:
 	bash scripts/test-tools.sh >/dev/null
 
+# Unit tests of the pure logic: no servers, well under a minute.
 test-quick:
 	$(CARGO) test --bins
+
+# Unit and integration tests against local servers.
+test-local: test-tools
+	$(CARGO) test --all-targets
+
+# The aarch64 release binary: built, size-checked, and run through the end-to-end
+# suite under qemu-aarch64-static against the same local servers.
+test-aarch64: test-tools cross check-size
+	file $(AARCH64_BIN) | grep -q 'ARM aarch64' && file $(AARCH64_BIN) | grep -q 'statically linked'
+	TVM_UPLOAD_BIN=$(CURDIR)/$(AARCH64_BIN) TVM_UPLOAD_RUNNER=qemu-aarch64-static \
+	  $(CARGO) test $(E2E_TESTS)
+
+# Everything: native, aarch64, and the robustness (chaos) suite once it exists.
+test-all: test-local test-aarch64
+
+# Against a real bucket, when TEST_BUCKET, AWS_REGION and credentials are set.
+test-aws:
+	bash scripts/test_aws.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+audit:
+	bash scripts/audit.sh
+
+coverage:
+	bash scripts/coverage.sh
 
 build:
 	$(CARGO) build
@@ -28,12 +59,24 @@ build:
 release:
 	$(CARGO) build --release
 
-size: release
-	@ls -l target/release/tvm-upload | awk '{printf "target/release/tvm-upload: %d bytes (%.2f MiB)\n", $$5, $$5/1048576}'
+cross:
+	bash cross/build.sh $(AARCH64)
 
-clean:
-	$(CARGO) clean
+cross-armv7:
+	bash cross/build.sh armv7-unknown-linux-musleabihf
+
+# The static aarch64 binary's size against the 4 MiB budget (and the native one's).
+size: release cross check-size
+	@ls -l target/release/tvm-upload | awk '{printf "native x86_64: %d bytes (%.2f MiB)\n", $$5, $$5/1048576}'
+
+check-size:
+	bash scripts/check_size.sh $(AARCH64_BIN)
+
+bench: bench-cap
 
 # Achieved rate against the bandwidth cap (a benchmark, not a test).
 bench-cap:
 	bash scripts/bench_cap.sh
+
+clean:
+	$(CARGO) clean

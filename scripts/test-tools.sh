@@ -5,7 +5,8 @@
 #   s3s-fs 0.14.1  a real S3 server that checks SigV4 (presigned URLs, expiry),
 #                  x-amz-checksum-sha256 on PUT and Content-MD5.
 #   moto server    checks multipart semantics s3s-fs does not (InvalidPart, EntityTooSmall)
-#                  and later serves CloudWatch.
+#                  and serves CloudWatch; its boto3 reads metrics back in the tests.
+#   busybox        (Debian package) for the init-script test.
 #
 # Prints the cache directory on its last line; the harness reads TVM_TOOLS_DIR.
 # `--s3s-only` skips moto (the demo needs only s3s-fs).
@@ -19,6 +20,8 @@ mkdir -p "$tools"
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The init-script test runs cross/S95tvm-upload under busybox's sh and start-stop-daemon.
+command -v busybox >/dev/null 2>&1 || need_apt+=(busybox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >&2 && apt-get install -y -qq "${need_apt[@]}" >&2

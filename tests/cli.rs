@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::process::Command;
 
-use common::{ACCESS_KEY, SECRET_KEY, TempDir};
+use common::{ACCESS_KEY, SECRET_KEY, TempDir, tvm_command};
 
 fn tvm(args: &[&str], dir: &TempDir) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tvm-upload"))
+    tvm_command()
         .args(args)
         .env_clear()
         .env("HOME", dir.path())
@@ -221,7 +220,7 @@ fn usage_errors_exit_2_and_config_comes_from_the_environment() {
     assert_eq!(tvm(&["--help"], &dir).status.code(), Some(0));
     let path = dir.path().join("c.json");
     std::fs::write(&path, valid(&dir).to_string()).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_tvm-upload"))
+    let out = tvm_command()
         .arg("check-config")
         .env_clear()
         .env("TVM_UPLOAD_CONFIG", &path)

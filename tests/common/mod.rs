@@ -57,6 +57,22 @@ pub fn tools_dir() -> PathBuf {
     dir
 }
 
+/// The binary under test: `TVM_UPLOAD_BIN` if set (the aarch64 build, say), else the
+/// one cargo built; run through `TVM_UPLOAD_RUNNER` if set (`qemu-aarch64-static`).
+pub fn tvm_command() -> Command {
+    let bin = std::env::var_os("TVM_UPLOAD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tvm-upload")));
+    match std::env::var_os("TVM_UPLOAD_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// A fresh temporary directory, removed on drop unless the test failed.
 pub struct TempDir(pub PathBuf);
 
@@ -385,7 +401,7 @@ impl Setup {
     }
 
     pub fn command(&self, sub: &str, secret: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_tvm-upload"));
+        let mut c = tvm_command();
         c.arg(sub).arg("--config").arg(&self.config);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the static release binary for a vehicle target (default aarch64 musl) and
+# prints its path and size. The C parts (ring) are compiled by the GNU cross gcc; the
+# final link uses the same gcc with Rust's self-contained musl startup files and libc,
+# so the result is fully static and runs under busybox with no libraries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:-aarch64-unknown-linux-musl}
+bash cross/setup.sh "$target"
+case $target in
+  aarch64-unknown-linux-musl)
+    export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc ;;
+  armv7-unknown-linux-musleabihf)
+    export CC_armv7_unknown_linux_musleabihf=arm-linux-gnueabihf-gcc
+    export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_LINKER=arm-linux-gnueabihf-gcc ;;
+  *) echo "cross/build.sh: unknown target $target" >&2; exit 2 ;;
+esac
+cargo build --release --target "$target" --quiet
+bin=target/$target/release/tvm-upload
+size=$(stat -c %s "$bin")
+awk -v b="$bin" -v s="$size" 'BEGIN { printf "%s: %d bytes (%.2f MiB)\n", b, s, s / 1048576 }'
