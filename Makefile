@@ -7,7 +7,7 @@ AARCH64 := aarch64-unknown-linux-musl
 AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
 E2E_TESTS := --test cli --test e2e --test operations --test monitoring
 
-.PHONY: demo test test-tools test-quick test-local test-aarch64 test-all test-aws \
+.PHONY: footprint demo test test-tools test-quick test-local test-aarch64 test-all test-aws \
         lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean
 
 demo:
@@ -80,3 +80,7 @@ bench-cap:
 
 clean:
 	$(CARGO) clean
+
+# Binary sizes, idle RSS and CPU, peak RSS on a 1 GiB upload (for the README).
+footprint:
+	bash scripts/footprint.sh
