@@ -16,7 +16,7 @@ demo:
 # The whole suite, as CI runs it: lint, every native test (unit, CLI, end-to-end
 # against real local servers, the busybox init script), then the static aarch64 build
 # under its size budget and the end-to-end suite again with that binary under qemu.
-test: test-tools lint test-local test-aarch64
+test: test-tools lint audit test-local test-aarch64
 
 test-tools:
 	bash scripts/test-tools.sh >/dev/null
