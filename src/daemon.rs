@@ -456,6 +456,8 @@ struct Planner {
     /// `once` after a credentials/configuration error: nothing more is sent.
     gave_up: bool,
     last_progress: Instant,
+    /// When the planner started, for the start-up scan's duration.
+    status_started: Instant,
 }
 
 impl Planner {
@@ -466,13 +468,16 @@ impl Planner {
         jobs: Sender<Job>,
         jitter: Jitter,
     ) -> Planner {
-        let state = queue::lock(&ctx.journal).state().clone();
+        // Only what is queued or in progress, never a copy of the registry.
         let mut journaled = HashMap::new();
-        for (f, p) in &state.pending {
-            journaled.insert(f.clone(), (p.size, p.mtime_ns));
-        }
-        for (f, m) in &state.multipart {
-            journaled.insert(f.clone(), (m.size, m.mtime_ns));
+        {
+            let j = queue::lock(&ctx.journal);
+            for (f, p) in &j.state().pending {
+                journaled.insert(f.clone(), (p.size, p.mtime_ns));
+            }
+            for (f, m) in &j.state().multipart {
+                journaled.insert(f.clone(), (m.size, m.mtime_ns));
+            }
         }
         Planner {
             mode,
@@ -515,6 +520,7 @@ impl Planner {
             failed: HashSet::new(),
             gave_up: false,
             last_progress: Instant::now(),
+            status_started: Instant::now(),
         }
     }
 
@@ -621,6 +627,12 @@ impl Planner {
         match ev {
             WatchEvent::ScanDone => {
                 self.scan_done = true;
+                log::info!(
+                    "start-up scan done in {:.2}s: {} files settling, {} queued",
+                    self.status_started.elapsed().as_secs_f64(),
+                    self.tracker.len(),
+                    self.entries.len()
+                );
                 // Queued in the journal but not found by the scan: deleted while we were
                 // down. Dispatch them anyway so the uploader aborts any multipart upload
                 // and the journal drops them.
@@ -706,14 +718,22 @@ impl Planner {
                         self.dirty.insert(file);
                         continue;
                     }
-                    records.push(Record::Queued {
-                        src: file.source.clone(),
-                        rel: file.rel.clone(),
-                        size,
-                        mtime_ns,
-                        prio,
-                        queued_at: upload::unix_now(),
-                    });
+                    // Already queued as it is (a restart): nothing new to journal.
+                    let known = queue::lock(&self.ctx.journal)
+                        .state()
+                        .pending
+                        .get(&file)
+                        .is_some_and(|p| (p.size, p.mtime_ns, p.prio) == (size, mtime_ns, prio));
+                    if !known {
+                        records.push(Record::Queued {
+                            src: file.source.clone(),
+                            rel: file.rel.clone(),
+                            size,
+                            mtime_ns,
+                            prio,
+                            queued_at: upload::unix_now(),
+                        });
+                    }
                     new_entries.push((
                         file,
                         Entry {
@@ -735,8 +755,8 @@ impl Planner {
                 }
             }
         }
-        if !records.is_empty() {
-            let appended = queue::lock(&self.ctx.journal).append(&records);
+        if !new_entries.is_empty() {
+            let appended = queue::lock(&self.ctx.journal).append(&records); // a no-op when empty
             match appended {
                 Ok(()) => {
                     for (file, entry) in new_entries {
@@ -862,6 +882,7 @@ impl Planner {
             let Some(jobs) = &self.jobs else { return };
             match jobs.try_send(job) {
                 Ok(()) => {
+                    log::debug!("sending {file}");
                     if large {
                         self.large_in_flight.insert(file.clone());
                     }

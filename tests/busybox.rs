@@ -20,10 +20,24 @@ fn busybox_path(dir: &Path) -> String {
         .expect("busybox is installed by scripts/test-tools.sh");
     let shim = dir.join("busybox-bin");
     std::fs::create_dir_all(&shim).expect("mkdir");
-    for applet in ["sh", "start-stop-daemon", "kill", "sleep", "cat", "rm", "echo", "[", "test"] {
+    for applet in [
+        "sh",
+        "start-stop-daemon",
+        "kill",
+        "sleep",
+        "cat",
+        "rm",
+        "echo",
+        "[",
+        "test",
+    ] {
         let _ = std::os::unix::fs::symlink(&busybox, shim.join(applet));
     }
-    format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 fn script(setup: &Setup, path: &str, verb: &str) -> Output {
@@ -51,7 +65,10 @@ fn init_script_starts_uploads_stops_and_leaves_nothing_behind() {
         &server.endpoint(),
         &[("logs", "")],
         "",
-        &format!(r#","log":{{"level":"info","file":{:?}}}"#, log.to_str().expect("utf8")),
+        &format!(
+            r#","log":{{"level":"info","file":{:?}}}"#,
+            log.to_str().expect("utf8")
+        ),
     );
     let path = busybox_path(setup.dir.path());
     let file = setup.source("logs").join("boot.log");
@@ -59,7 +76,11 @@ fn init_script_starts_uploads_stops_and_leaves_nothing_behind() {
     age_file(&file, 3600);
 
     let out = script(&setup, &path, "start");
-    assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "start: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let pid: i32 = std::fs::read_to_string(setup.dir.path().join("tvm-upload.pid"))
         .expect("pid file")
         .trim()
@@ -68,17 +89,36 @@ fn init_script_starts_uploads_stops_and_leaves_nothing_behind() {
     assert_eq!(script(&setup, &path, "status").status.code(), Some(0));
     let client = server.client();
     wait_until(30, "the upload", || client.list().len() == 1);
-    assert_eq!(client.get(&format!("v001/{}/logs/boot.log", mtime_date(&file))), b"from busybox");
+    assert_eq!(
+        client.get(&format!("v001/{}/logs/boot.log", mtime_date(&file))),
+        b"from busybox"
+    );
 
     let started = Instant::now();
     let out = script(&setup, &path, "stop");
-    assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(started.elapsed() < Duration::from_secs(10), "stopped within the timeout");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "no process left behind");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("killing"), "stopped by SIGTERM, not SIGKILL");
+    assert!(
+        out.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped within the timeout"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "no process left behind"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("killing"),
+        "stopped by SIGTERM, not SIGKILL"
+    );
     assert_eq!(script(&setup, &path, "status").status.code(), Some(3));
     let text = std::fs::read_to_string(&log).expect("log file");
-    assert!(text.contains("signal 15: stopping") && text.contains("stopped:"), "{text}");
+    assert!(
+        text.contains("signal 15: stopping") && text.contains("stopped:"),
+        "{text}"
+    );
     assert_no_secrets(&text);
     let _ = std::fs::remove_file(&log);
 }

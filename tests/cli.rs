@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::{ACCESS_KEY, SECRET_KEY, TempDir, tvm_command};
 
 fn tvm(args: &[&str], dir: &TempDir) -> std::process::Output {

@@ -12,8 +12,17 @@ fn size_check_fails_past_the_four_mib_budget() {
     for (len, ok) in [(4 * 1024 * 1024, true), (4 * 1024 * 1024 + 1, false)] {
         let f = dir.join("bin");
         std::fs::write(&f, vec![0u8; len]).expect("write");
-        let out = Command::new("bash").arg(&script).arg(&f).output().expect("run");
-        assert_eq!(out.status.success(), ok, "{len} bytes: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&f)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{len} bytes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
