@@ -46,6 +46,7 @@ fn script(setup: &Setup, path: &str, verb: &str) -> Output {
         .arg(init)
         .arg(verb)
         .env_clear()
+        .envs(passthrough_env())
         .env("PATH", path)
         .env("DAEMON", env!("CARGO_BIN_EXE_tvm-upload"))
         .env("CONFIG", &setup.config)

@@ -73,6 +73,12 @@ pub fn tvm_command() -> Command {
     }
 }
 
+/// Variables that must survive `env_clear()`: coverage runs (`make coverage`) need the
+/// binary to know where to write its profile.
+pub fn passthrough_env() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| k.starts_with("LLVM_PROFILE") || k == "CARGO_LLVM_COV").collect()
+}
+
 /// A fresh temporary directory, removed on drop unless the test failed.
 pub struct TempDir(pub PathBuf);
 
@@ -404,6 +410,7 @@ impl Setup {
         let mut c = tvm_command();
         c.arg(sub).arg("--config").arg(&self.config);
         c.env_clear()
+            .envs(passthrough_env())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
