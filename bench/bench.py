@@ -482,6 +482,7 @@ def main():
         plot(med, os.path.join(ROOT, "docs/benchmarks.png"), os.path.join(tools, "venv"))
     if med:
         print("\nwrote bench/results.json and docs/benchmarks.png")
+        sh([sys.executable, os.path.join(ROOT, "bench/report.py")])
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ pub fn tvm_command() -> Command {
 /// Variables that must survive `env_clear()`: coverage runs (`make coverage`) need the
 /// binary to know where to write its profile.
 pub fn passthrough_env() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| k.starts_with("LLVM_PROFILE") || k == "CARGO_LLVM_COV").collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("LLVM_PROFILE") || k == "CARGO_LLVM_COV")
+        .collect()
 }
 
 /// A fresh temporary directory, removed on drop unless the test failed.
