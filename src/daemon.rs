@@ -401,6 +401,19 @@ struct Entry {
     attempts: u32,
 }
 
+impl Entry {
+    /// A file newly queued, not yet tried.
+    fn fresh(path: PathBuf, size: u64, mtime_ns: i64, prio: i32) -> Entry {
+        Entry {
+            path,
+            size,
+            mtime_ns,
+            prio,
+            attempts: 0,
+        }
+    }
+}
+
 type ReadyKey = (Reverse<i32>, i64, FileRef);
 
 struct Planner {
@@ -640,16 +653,7 @@ impl Planner {
                 for (file, (size, mtime_ns)) in left {
                     if let Some((root, prio)) = self.roots.get(&file.source).cloned() {
                         let path = root.join(&file.rel);
-                        self.enqueue_entry(
-                            file,
-                            Entry {
-                                path,
-                                size,
-                                mtime_ns,
-                                prio,
-                                attempts: 0,
-                            },
-                        );
+                        self.enqueue_entry(file, Entry::fresh(path, size, mtime_ns, prio));
                     }
                 }
             }
@@ -734,16 +738,7 @@ impl Planner {
                             queued_at: upload::unix_now(),
                         });
                     }
-                    new_entries.push((
-                        file,
-                        Entry {
-                            path,
-                            size,
-                            mtime_ns,
-                            prio,
-                            attempts: 0,
-                        },
-                    ));
+                    new_entries.push((file, Entry::fresh(path, size, mtime_ns, prio)));
                 }
                 Ok(Some((size, mtime_ns))) => {
                     self.tracker.observe(file, Seen { size, mtime_ns }, now);

@@ -42,16 +42,17 @@ pub fn civil_date(t: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// RFC 3339 in UTC to the second, e.g. `2026-11-22T08:15:00Z`.
-pub fn rfc3339_utc(t: i64) -> String {
+/// Year, month, day, hour, minute, second of unix time `t` in UTC.
+pub fn utc_fields(t: i64) -> (i64, u32, u32, i64, i64, i64) {
     let (y, m, d) = civil_date(t);
     let s = t.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    (y, m, d, s / 3600, s / 60 % 60, s % 60)
+}
+
+/// RFC 3339 in UTC to the second, e.g. `2026-11-22T08:15:00Z`.
+pub fn rfc3339_utc(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = utc_fields(t);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[cfg(test)]

@@ -299,18 +299,11 @@ impl CloudWatch {
         if (200..300).contains(&status) {
             Ok(text)
         } else {
-            let code = tag(&text, "Code").unwrap_or_default();
-            let message = tag(&text, "Message").unwrap_or_default();
+            let code = crate::s3::xml_tag(&text, "Code").unwrap_or_default();
+            let message = crate::s3::xml_tag(&text, "Message").unwrap_or_default();
             Err(format!("HTTP {status} {code} {message}").trim().to_string())
         }
     }
-}
-
-fn tag(body: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{tag}>"))? + start;
-    Some(body[start..end].to_string())
 }
 
 /// The publisher thread; dropping it publishes once more and joins it.

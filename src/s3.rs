@@ -682,7 +682,7 @@ fn parse_list_parts(body: &str) -> Result<PartsPage, String> {
 }
 
 /// The text of the first `<tag>...</tag>`, for error codes and messages.
-fn xml_tag(body: &str, tag: &str) -> Option<String> {
+pub fn xml_tag(body: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = body.find(&open)? + open.len();
     let end = body[start..].find(&format!("</{tag}>"))? + start;

@@ -7,7 +7,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::key::civil_date;
+use crate::key::utc_fields;
 use crate::upload::hex;
 
 /// A request to sign. Header names may be in any case; values are trimmed and their
@@ -36,14 +36,8 @@ pub struct Signer<'a> {
 
 /// `YYYYMMDDTHHMMSSZ` for unix time `t`.
 pub fn amz_date(t: i64) -> String {
-    let (y, m, d) = civil_date(t);
-    let s = t.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc_fields(t);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
 }
 
 /// RFC 3986 encoding of everything but unreserved characters, as SigV4 wants.

@@ -133,23 +133,7 @@ fn growing_file_waits_until_quiet_for_the_stability_period() {
     );
 
     // A clean SIGTERM stop exits 0 within a few seconds.
-    let pid = run.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    let stopped = Instant::now();
-    loop {
-        if let Some(status) = run.try_wait().expect("wait") {
-            assert!(status.success(), "exit status after SIGTERM: {status}");
-            break;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(5),
-            "did not stop within 5s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm_and_wait(&mut run, Duration::from_secs(5));
     assert_no_secrets(&setup.run_log());
 }
 

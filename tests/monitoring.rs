@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
@@ -122,11 +122,7 @@ fn counts_held_while_the_endpoint_is_down_arrive_exactly_once_it_is_back() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sum(&cw, "FilesUploaded", "v001"), 3.0);
     assert_eq!(sum(&cw, "BytesUploaded", "v001"), (500 + 501 + 4) as f64);
-    Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    run.wait().expect("wait");
+    sigterm_and_wait(&mut run, Duration::from_secs(10));
     assert!(setup.run_log().contains("publishing works again"));
     assert_no_secrets(&setup.run_log());
 }
@@ -231,11 +227,7 @@ fn status_json_shows_progress_rising_and_a_finite_eta_during_a_slow_upload() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .expect("kill");
-    run.wait().expect("wait");
+    sigterm_and_wait(&mut run, Duration::from_secs(10));
     let rising: Vec<f64> = percents
         .windows(2)
         .filter(|w| w[1] > w[0])

@@ -36,25 +36,6 @@ fn key_of(setup: &Setup, src: &str, rel: &str) -> String {
     )
 }
 
-fn sigterm_and_wait(child: &mut std::process::Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            assert!(s.success(), "exit after SIGTERM: {s}");
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn closed_window_sends_nothing_and_uploads_start_when_it_opens_after_a_restart() {
     let server = Server::start(Kind::S3sFs);
@@ -94,7 +75,7 @@ fn closed_window_sends_nothing_and_uploads_start_when_it_opens_after_a_restart()
     assert_eq!(v["window"]["next_open"], "2026-11-23T20:00:00Z", "{v}");
     assert_eq!(v["pending"]["files"], 1);
     assert_eq!(v["daemon_running"], true);
-    sigterm_and_wait(&mut child);
+    sigterm_and_wait(&mut child, Duration::from_secs(10));
     assert!(proxy.requests().is_empty());
 
     // Restart three seconds before the window opens: the queued file goes when it does.
@@ -116,7 +97,7 @@ fn closed_window_sends_nothing_and_uploads_start_when_it_opens_after_a_restart()
         waited >= Duration::from_millis(2000),
         "sent {waited:?} after start, before the window opened"
     );
-    sigterm_and_wait(&mut child);
+    sigterm_and_wait(&mut child, Duration::from_secs(10));
     assert_eq!(
         server.client().get(&key_of(&setup, "ros", "day.log")),
         b"written during the day"
@@ -168,7 +149,7 @@ fn window_closing_mid_multipart_pauses_at_a_part_boundary_and_resumes_in_the_nex
         !proxy.requests().iter().any(|r| r.method == "DELETE"),
         "never abandoned"
     );
-    sigterm_and_wait(&mut child);
+    sigterm_and_wait(&mut child, Duration::from_secs(10));
 
     // Tuesday 19:59:58: the next window opens in 2 s; the upload resumes after a restart.
     proxy.set_delay(|_| None);
@@ -186,7 +167,7 @@ fn window_closing_mid_multipart_pauses_at_a_part_boundary_and_resumes_in_the_nex
     wait_until(60, "the completed upload", || {
         client.metadata(&key).is_some()
     });
-    sigterm_and_wait(&mut child);
+    sigterm_and_wait(&mut child, Duration::from_secs(10));
     let mut sent: BTreeMap<u32, usize> = BTreeMap::new();
     for r in proxy.requests().iter().filter(|r| r.complete) {
         if let Some(n) = r.part_number() {

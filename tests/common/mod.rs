@@ -463,6 +463,26 @@ pub fn assert_no_secrets(text: &str) {
     );
 }
 
+/// Sends SIGTERM and waits: the daemon must exit 0 within `within`.
+pub fn sigterm_and_wait(child: &mut Child, within: Duration) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            assert!(s.success(), "exit status after SIGTERM: {s}");
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "did not stop within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits for `cond` until `deadline_secs`, checking every 50 ms.
 pub fn wait_until(deadline_secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(deadline_secs);
