@@ -1,13 +1,18 @@
-//! A counting TCP proxy between the daemon and the S3 server. It parses the request side
-//! of HTTP/1.1 (request line, headers, `content-length` body) so it can record each
-//! request, whether its body was forwarded whole, and delay chosen requests; the response
-//! side is copied through untouched.
+//! Our fault-injecting HTTP/1.1 proxy, between the daemon and a real server.
+//!
+//! It parses both sides of each exchange (request line, headers and `content-length`
+//! body; status line, headers and a `content-length`, chunked or to-close body), so it
+//! can record every request with the status the server gave it, and a rule chosen by the
+//! test decides per request what happens: forwarded, delayed, forwarded over a slow link,
+//! reset mid-body, answered by the proxy itself (5xx, SlowDown, garbage, redirects), or
+//! blackholed (read and never answered).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One request as the proxy saw it.
 #[derive(Debug, Clone)]
@@ -19,6 +24,10 @@ pub struct Request {
     /// The whole body reached the server.
     pub complete: bool,
     pub at: Instant,
+    /// The status the client was given (by the server or the proxy), if any.
+    pub status: Option<u16>,
+    /// The fault injected, if any: "reset", "reply-500", "blackhole", "slow", "latency"...
+    pub fault: Option<String>,
 }
 
 impl Request {
@@ -51,6 +60,25 @@ impl Request {
         }
         self.query("partNumber")?.parse().ok()
     }
+
+    /// The server stored it: a 2xx answer from upstream, not from a fault.
+    pub fn succeeded(&self) -> bool {
+        self.fault.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// CompleteMultipartUpload.
+    pub fn is_complete(&self) -> bool {
+        self.method == "POST" && self.query("uploadId").is_some()
+    }
+
+    /// The signing time of a presigned URL (`X-Amz-Date`), as Unix seconds.
+    pub fn amz_date(&self) -> Option<i64> {
+        let d = self.query("X-Amz-Date")?;
+        let num = |r: std::ops::Range<usize>| d.get(r)?.parse::<i64>().ok();
+        let (y, m, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+        let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+        Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+    }
 }
 
 pub fn percent_decode(s: &str) -> String {
@@ -74,152 +102,506 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-type DelayRule = Box<dyn Fn(&Request) -> Option<Duration> + Send + Sync>;
+/// What the proxy does with one request.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward,
+    /// Wait, then forward.
+    Delay(Duration),
+    /// Forward the head and this many body bytes, then reset both connections.
+    Reset {
+        after: u64,
+    },
+    /// Read the request and answer it here; the server never sees it.
+    Reply {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Read the request and never answer; the connection stays open until the client
+    /// gives up (or two minutes pass).
+    Blackhole,
+    /// Forward the body at this many bytes per second.
+    Slow {
+        bytes_per_second: u64,
+    },
+}
+
+impl Action {
+    /// An S3 `<Error>` answer.
+    pub fn s3_error(status: u16, code: &str) -> Action {
+        Action::Reply {
+            status,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            body: format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+                 <Message>injected by the test proxy</Message><RequestId>t</RequestId></Error>"
+            ),
+        }
+    }
+
+    /// A 200 with this body.
+    pub fn ok_body(body: &str) -> Action {
+        Action::Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/xml".into())],
+            body: body.to_string(),
+        }
+    }
+
+    fn name(&self) -> Option<String> {
+        match self {
+            Action::Forward => None,
+            Action::Delay(_) => Some("latency".into()),
+            Action::Reset { .. } => Some("reset".into()),
+            Action::Reply { status, .. } => Some(format!("reply-{status}")),
+            Action::Blackhole => Some("blackhole".into()),
+            Action::Slow { .. } => Some("slow".into()),
+        }
+    }
+
+    /// Whether the request still reaches the server (latency and a slow link do).
+    fn forwards(&self) -> bool {
+        matches!(
+            self,
+            Action::Forward | Action::Delay(_) | Action::Slow { .. }
+        )
+    }
+}
+
+type Rule = Box<dyn Fn(&Request) -> Action + Send + Sync>;
+
+struct Shared {
+    requests: Mutex<Vec<Request>>,
+    rule: Mutex<Option<Rule>>,
+    stop: AtomicBool,
+}
 
 pub struct Proxy {
     pub port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    delay: Arc<Mutex<Option<DelayRule>>>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
         let port = super::free_port();
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy bind");
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let delay: Arc<Mutex<Option<DelayRule>>> = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, d, s) = (Arc::clone(&requests), Arc::clone(&delay), Arc::clone(&stop));
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            rule: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
         std::thread::spawn(move || {
             for conn in listener.incoming() {
-                if s.load(Ordering::Relaxed) {
+                if s.stop.load(Ordering::Relaxed) {
                     return;
                 }
                 let Ok(client) = conn else { continue };
-                let (r, d) = (Arc::clone(&r), Arc::clone(&d));
-                std::thread::spawn(move || serve(client, upstream_port, r, d));
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || serve(client, upstream_port, &s));
             }
         });
-        Proxy {
-            port,
-            requests,
-            delay,
-            stop,
-        }
+        Proxy { port, shared }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Decides what happens to each request from now on.
+    pub fn set_rule(&self, rule: impl Fn(&Request) -> Action + Send + Sync + 'static) {
+        *self.shared.rule.lock().expect("rule") = Some(Box::new(rule));
+    }
+
+    /// Forwards everything again.
+    pub fn clear_rule(&self) {
+        *self.shared.rule.lock().expect("rule") = None;
+    }
+
     /// Delays each request for which `rule` gives a duration, before forwarding it.
     pub fn set_delay(&self, rule: impl Fn(&Request) -> Option<Duration> + Send + Sync + 'static) {
-        *self.delay.lock().expect("delay") = Some(Box::new(rule));
+        self.set_rule(move |r| rule(r).map_or(Action::Forward, Action::Delay));
     }
 
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().expect("requests").clone()
+        self.shared.requests.lock().expect("requests").clone()
     }
 
     pub fn clear(&self) {
-        self.requests.lock().expect("requests").clear();
+        self.shared.requests.lock().expect("requests").clear();
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-fn serve(
-    client: TcpStream,
-    upstream_port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    delay: Arc<Mutex<Option<DelayRule>>>,
-) {
-    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
-        return;
-    };
-    let (Ok(mut up_read), Ok(mut client_write)) = (upstream.try_clone(), client.try_clone()) else {
-        return;
-    };
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut up_read, &mut client_write);
-        let _ = client_write.shutdown(Shutdown::Both);
-    });
-    let mut reader = BufReader::new(client);
-    let mut up = upstream;
+/// A parsed message head.
+struct Head {
+    raw: Vec<u8>,
+    first: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_head(r: &mut impl BufRead) -> Option<Head> {
+    let mut raw = Vec::new();
     loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => {
-                    let _ = up.shutdown(Shutdown::Write);
-                    return;
+        let mut line = Vec::new();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let end = line == b"\r\n" || line == b"\n";
+        raw.extend_from_slice(&line);
+        if end {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("").to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Head {
+        raw,
+        first,
+        headers,
+    })
+}
+
+/// Copies exactly `n` bytes (or fewer if the reader ends), at most `rate` bytes/s.
+/// Returns the bytes copied; `to` may be a sink.
+fn copy_n(from: &mut impl Read, to: &mut dyn Write, n: u64, rate: Option<u64>) -> u64 {
+    let mut left = n;
+    let chunk = rate.map_or(64 * 1024, |r| (r / 10).clamp(1, 64 * 1024) as usize);
+    let mut buf = vec![0u8; chunk];
+    let mut done = 0;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        match from.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => return done,
+            Ok(k) => {
+                if to.write_all(&buf[..k]).is_err() {
+                    return done;
                 }
-                Ok(_) => {}
-            }
-            let end = line == b"\r\n";
-            head.extend_from_slice(&line);
-            if end {
-                break;
+                left -= k as u64;
+                done += k as u64;
+                if let Some(r) = rate {
+                    std::thread::sleep(Duration::from_secs_f64(k as f64 / r as f64));
+                }
             }
         }
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let mut lines = text.lines();
-        let first = lines.next().unwrap_or("");
-        let mut parts = first.split_whitespace();
+    }
+    done
+}
+
+/// Closes with a TCP RST (SO_LINGER 0) instead of a FIN.
+fn reset(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized, initialised option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
+    let Ok(read_half) = client.try_clone() else {
+        return;
+    };
+    let mut from_client = BufReader::new(read_half);
+    let mut to_client = client;
+    let mut upstream: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    loop {
+        let Some(head) = read_head(&mut from_client) else {
+            return;
+        };
+        let mut parts = head.first.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
-        let content_length: u64 = lines
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
+        let content_length: u64 = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut req = Request {
-            method,
+        let req = Request {
+            method: method.clone(),
             target,
             content_length,
             complete: false,
             at: Instant::now(),
+            status: None,
+            fault: None,
         };
-        let index = {
-            let mut all = requests.lock().expect("requests");
-            all.push(req.clone());
-            all.len() - 1
-        };
-        let wait = delay
+        let action = shared
+            .rule
             .lock()
             .ok()
-            .and_then(|d| d.as_ref().and_then(|rule| rule(&req)));
-        if let Some(w) = wait {
-            std::thread::sleep(w);
-        }
-        if up.write_all(&head).is_err() {
-            return;
-        }
-        let mut left = content_length;
-        let mut buf = [0u8; 64 * 1024];
-        while left > 0 {
-            let want = buf.len().min(left as usize);
-            match reader.read(&mut buf[..want]) {
-                Ok(0) | Err(_) => {
-                    let _ = up.shutdown(Shutdown::Both);
-                    return;
-                }
-                Ok(n) => {
-                    if up.write_all(&buf[..n]).is_err() {
+            .and_then(|r| r.as_ref().map(|rule| rule(&req)))
+            .unwrap_or(Action::Forward);
+        let index = {
+            let mut all = shared.requests.lock().expect("requests");
+            let mut r = req;
+            r.fault = action.name();
+            all.push(r);
+            all.len() - 1
+        };
+        let record = |f: &dyn Fn(&mut Request)| {
+            if let Ok(mut all) = shared.requests.lock()
+                && let Some(r) = all.get_mut(index)
+            {
+                f(r);
+            }
+        };
+
+        if !action.forwards() && !matches!(action, Action::Reset { .. }) {
+            // Answered (or not) here: the body is read and dropped.
+            let got = copy_n(&mut from_client, &mut std::io::sink(), content_length, None);
+            if got < content_length {
+                return;
+            }
+            match action {
+                Action::Reply {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                    out.push_str(&format!("date: {}\r\n", http_date(unix_now())));
+                    for (k, v) in &headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    let body = if method == "HEAD" { "" } else { body.as_str() };
+                    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+                    record(&|r| r.status = Some(status));
+                    if to_client.write_all(out.as_bytes()).is_err() {
                         return;
                     }
-                    left -= n as u64;
+                    continue;
+                }
+                _ => {
+                    // Blackhole: wait for the client to give up.
+                    let _ = to_client.set_read_timeout(Some(Duration::from_secs(120)));
+                    let mut sink = [0u8; 1024];
+                    while matches!(from_client.read(&mut sink), Ok(n) if n > 0) {}
+                    return;
                 }
             }
         }
-        req.complete = true;
-        requests.lock().expect("requests")[index].complete = true;
+
+        if upstream.is_none() {
+            let Ok(s) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                return;
+            };
+            let Ok(r) = s.try_clone() else { return };
+            upstream = Some((BufReader::new(r), s));
+        }
+        let Some((up_read, up_write)) = upstream.as_mut() else {
+            return;
+        };
+        if let Action::Delay(d) = action {
+            std::thread::sleep(d);
+        }
+        if up_write.write_all(&head.raw).is_err() {
+            return;
+        }
+        if let Action::Reset { after } = action {
+            copy_n(&mut from_client, up_write, after.min(content_length), None);
+            reset(&to_client);
+            reset(up_write);
+            return;
+        }
+        let rate = match action {
+            Action::Slow { bytes_per_second } => Some(bytes_per_second),
+            _ => None,
+        };
+        if copy_n(&mut from_client, up_write, content_length, rate) < content_length {
+            let _ = up_write.shutdown(Shutdown::Both);
+            return;
+        }
+        record(&|r| r.complete = true);
+
+        // The answer: interim 1xx heads are passed on, then the final one.
+        let answer = loop {
+            let Some(h) = read_head(up_read) else {
+                let _ = to_client.shutdown(Shutdown::Both);
+                return;
+            };
+            if to_client.write_all(&h.raw).is_err() {
+                return;
+            }
+            let status: u16 = h
+                .first
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if !(100..200).contains(&status) {
+                break (h, status);
+            }
+        };
+        let (h, status) = answer;
+        record(&|r| r.status = Some(status));
+        let no_body = method == "HEAD" || status == 204 || status == 304;
+        let close = h
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if !no_body {
+            if h.header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+            {
+                if !copy_chunked(up_read, &mut to_client) {
+                    return;
+                }
+            } else if let Some(n) = h.header("content-length").and_then(|v| v.parse().ok()) {
+                if copy_n(up_read, &mut to_client, n, None) < n {
+                    return;
+                }
+            } else {
+                let _ = std::io::copy(up_read, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        if close {
+            let _ = to_client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn copy_chunked(from: &mut BufReader<TcpStream>, to: &mut TcpStream) -> bool {
+    loop {
+        let mut line = Vec::new();
+        if from.read_until(b'\n', &mut line).unwrap_or(0) == 0 || to.write_all(&line).is_err() {
+            return false;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let size_hex = text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = u64::from_str_radix(size_hex, 16) else {
+            return false;
+        };
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                let mut t = Vec::new();
+                if from.read_until(b'\n', &mut t).unwrap_or(0) == 0 || to.write_all(&t).is_err() {
+                    return false;
+                }
+                if t == b"\r\n" || t == b"\n" {
+                    return true;
+                }
+            }
+        }
+        if copy_n(from, to, size + 2, None) < size + 2 {
+            return false;
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        301 => "Moved Permanently",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        WD[days.rem_euclid(7) as usize],
+        MON[(m - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A seeded PRNG (splitmix64) for fault schedules that a seed reproduces.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
