@@ -42,6 +42,17 @@ pub fn civil_date(t: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_date`]).
+pub fn days_from_civil(y: i64, m: u32, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month, day, hour, minute, second of unix time `t` in UTC.
 pub fn utc_fields(t: i64) -> (i64, u32, u32, i64, i64, i64) {
     let (y, m, d) = civil_date(t);
@@ -58,6 +69,14 @@ pub fn rfc3339_utc(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for day in [-800_000i64, -1, 0, 59, 11_016, 20_414, 2_932_896] {
+            let (y, m, d) = civil_date(day * 86_400);
+            assert_eq!(days_from_civil(y, m, i64::from(d)), day, "{y}-{m}-{d}");
+        }
+    }
 
     #[test]
     fn civil_dates_match_known_days() {

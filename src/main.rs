@@ -4,6 +4,7 @@
 //! up logging, runs a subcommand and maps its outcome to an exit code (SPEC.md: 0 done,
 //! 1 runtime failure, 2 bad usage or invalid config). The work is in the modules.
 
+mod clock;
 mod config;
 mod credentials;
 mod daemon;

@@ -22,7 +22,6 @@ use crate::config::{Alarm, MetricsConfig};
 use crate::credentials::Credentials;
 use crate::disk;
 use crate::sigv4::{Request, Signer, uri_encode};
-use crate::upload::unix_now;
 
 /// CloudWatch's limits for one PutMetricData request.
 pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
@@ -283,13 +282,16 @@ impl CloudWatch {
             .agent
             .post(&self.endpoint)
             .header("content-type", content_type);
-        for (k, v) in signer.sign(&req, unix_now()) {
+        for (k, v) in signer.sign(&req, crate::clock::signing_now()) {
             call = call.header(k, v);
         }
         let mut resp = call
             .send(body)
             .map_err(|e| crate::s3::redact(&e.to_string()))?;
         let status = resp.status().as_u16();
+        if let Some(date) = resp.headers().get("date").and_then(|v| v.to_str().ok()) {
+            crate::clock::observe_server_date(date);
+        }
         let text = resp
             .body_mut()
             .with_config()

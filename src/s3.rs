@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusty_s3::{Bucket, S3Action, UrlStyle};
 use ureq::Agent;
@@ -87,6 +86,16 @@ impl S3Error {
     pub fn class(&self) -> Class {
         match self {
             S3Error::Transport { .. } | S3Error::BadAnswer { .. } => Class::Transient,
+            // A presigned URL refused for its time ("Request has expired", "Request is
+            // not yet valid"): the clock, corrected from the answer's Date, not the keys.
+            S3Error::Status { code, message, .. }
+                if code == "AccessDenied"
+                    && ["expired", "not yet valid", "not valid yet"]
+                        .iter()
+                        .any(|m| message.to_ascii_lowercase().contains(m)) =>
+            {
+                Class::Transient
+            }
             S3Error::Status { status, code, .. } => classify(*status, code),
         }
     }
@@ -149,7 +158,11 @@ fn classify(status: u16, code: &str) -> Class {
         "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
             return Class::SlowDown;
         }
-        "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed" => {
+        "RequestTimeout"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "RequestTimeTooSkewed"
+        | "RequestExpired" => {
             return Class::Transient;
         }
         _ => {}
@@ -230,9 +243,6 @@ pub struct S3 {
     credentials: RwLock<Credentials>,
     profile: Option<String>,
     storage_class: Option<String>,
-    /// Seconds to add to the local clock when signing; corrected from the server's
-    /// `Date` when the clock is off (a vehicle booting without a real-time clock).
-    clock_skew_seconds: AtomicI64,
 }
 
 impl S3 {
@@ -264,7 +274,6 @@ impl S3 {
             credentials: RwLock::new(credentials),
             profile,
             storage_class: cfg.storage_class.clone(),
-            clock_skew_seconds: AtomicI64::new(0),
         })
     }
 
@@ -288,11 +297,7 @@ impl S3 {
     }
 
     fn sign<'a>(&self, action: &impl S3Action<'a>) -> String {
-        let skew = self.clock_skew_seconds.load(Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        match jiff::Timestamp::from_second(now + skew) {
+        match jiff::Timestamp::from_second(crate::clock::signing_now()) {
             Ok(t) => action.sign_with_time(PRESIGN_EXPIRY, &t).to_string(),
             Err(_) => action.sign(PRESIGN_EXPIRY).to_string(),
         }
@@ -309,6 +314,7 @@ impl S3 {
             .head(&url)
             .call()
             .map_err(|e| transport("HeadObject", key, e))?;
+        let corrected = observe_date(&resp);
         match resp.status().as_u16() {
             200 => {
                 let mut meta = HashMap::new();
@@ -322,7 +328,10 @@ impl S3 {
                 }
                 Ok(Some(meta))
             }
-            404 | 403 => Ok(None),
+            404 => Ok(None),
+            // Signed with a clock the server disagrees with: ask again with its time.
+            403 if corrected => Err(skewed("HeadObject", key)),
+            403 => Ok(None),
             status => Err(S3Error::Status {
                 op: "HeadObject",
                 key: key.to_string(),
@@ -540,6 +549,13 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         }
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
+    // Test-only knob: the fault tests blackhole connections and cannot wait minutes for
+    // each to time out. Never set it in production.
+    let short = std::env::var("TVM_UPLOAD_TEST_STALL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs_f64);
+    let stall = short.unwrap_or(STALL_TIMEOUT);
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls.build())
@@ -554,11 +570,11 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         .timeout_global(None)
         .timeout_resolve(Some(CONNECT_TIMEOUT))
         .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_send_request(Some(SEND_REQUEST_TIMEOUT))
-        .timeout_per_write(Some(STALL_TIMEOUT))
-        .timeout_per_read(Some(STALL_TIMEOUT))
-        .timeout_recv_response(Some(RECV_RESPONSE_TIMEOUT))
-        .timeout_recv_body(Some(STALL_TIMEOUT))
+        .timeout_send_request(Some(short.unwrap_or(SEND_REQUEST_TIMEOUT)))
+        .timeout_per_write(Some(stall))
+        .timeout_per_read(Some(stall))
+        .timeout_recv_response(Some(short.unwrap_or(RECV_RESPONSE_TIMEOUT)))
+        .timeout_recv_body(Some(stall))
         .build();
     Ok(Agent::new_with_config(config))
 }
@@ -586,6 +602,7 @@ fn check(
     mut resp: Response<ureq::Body>,
 ) -> Result<(Response<ureq::Body>, String), S3Error> {
     let status = resp.status().as_u16();
+    let corrected = observe_date(&resp);
     let body = resp
         .body_mut()
         .with_config()
@@ -594,7 +611,28 @@ fn check(
         .map_err(|e| transport(op, key, e))?;
     match answer_error(op, key, status, &body) {
         None => Ok((resp, body)),
+        // Refused because it was signed with the local clock, now corrected: a retry
+        // signs with the server's time.
+        Some(_) if corrected && (400..500).contains(&status) => Err(skewed(op, key)),
         Some(e) => Err(e),
+    }
+}
+
+/// Compares the answer's `Date` with the signing clock (see [`crate::clock`]); true when
+/// that changed the clock offset.
+fn observe_date(resp: &Response<ureq::Body>) -> bool {
+    resp.headers()
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::clock::observe_server_date)
+}
+
+fn skewed(op: &'static str, key: &str) -> S3Error {
+    S3Error::Transport {
+        op,
+        key: key.to_string(),
+        message: "signed with a clock the server disagrees with; retrying with the server's time"
+            .into(),
     }
 }
 

@@ -440,16 +440,7 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
             .state()
             .registry
             .contains_key(&job.file);
-        if !known
-            && let Some(head) = ctx.s3.head(&key).map_err(Outcome::Failed)?
-            && head
-                .get("sha256")
-                .is_some_and(|v| v.eq_ignore_ascii_case(&sha_hex))
-        {
-            let etag = head
-                .get("etag")
-                .cloned()
-                .unwrap_or_else(|| "\"\"".to_string());
+        if !known && let Some(etag) = stored_etag(ctx, &key, &sha_hex)? {
             log::info!("{}: already in S3 as {key}, not sent again", job.file);
             journal(ctx, &[uploaded(etag)])?;
             return Ok(Outcome::Uploaded {
@@ -494,10 +485,22 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
             part_size,
         )? {
             Some(done) => (mp.upload_id, done),
-            None => (
-                start(job, ctx, &key, &meta, &sha_hex, part_size)?,
-                BTreeMap::new(),
-            ),
+            None => {
+                // The upload is gone: completed just before a crash (the object is
+                // there), or expired by the server (start over).
+                if let Some(etag) = stored_etag(ctx, &key, &sha_hex)? {
+                    log::info!("{}: already completed as {key}, not sent again", job.file);
+                    journal(ctx, &[uploaded(etag)])?;
+                    return Ok(Outcome::Uploaded {
+                        sent_bytes: 0,
+                        skipped: true,
+                    });
+                }
+                (
+                    start(job, ctx, &key, &meta, &sha_hex, part_size)?,
+                    BTreeMap::new(),
+                )
+            }
         },
         None => (
             start(job, ctx, &key, &meta, &sha_hex, part_size)?,
@@ -536,12 +539,7 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
         }
         Err(e) if e.class() == Class::UploadLost => {
             // Completed before a crash, or expired by the server: S3 tells which.
-            if let Ok(Some(head)) = ctx.s3.head(&key)
-                && head
-                    .get("sha256")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(&sha_hex))
-            {
-                let etag = head.get("etag").cloned().unwrap_or_default();
+            if let Ok(Some(etag)) = stored_etag(ctx, &key, &sha_hex) {
                 journal(ctx, &[uploaded(etag)])?;
                 return Ok(Outcome::Uploaded {
                     sent_bytes: sent,
@@ -553,6 +551,17 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
         }
         Err(e) => Err(Outcome::Failed(e)),
     }
+}
+
+/// The ETag of the object at `key` if S3 has it with this SHA-256.
+fn stored_etag(ctx: &Context, key: &str, sha_hex: &str) -> Result<Option<String>, Outcome> {
+    let head = ctx.s3.head(key).map_err(Outcome::Failed)?;
+    Ok(head
+        .filter(|h| {
+            h.get("sha256")
+                .is_some_and(|v| v.eq_ignore_ascii_case(sha_hex))
+        })
+        .map(|h| h.get("etag").cloned().unwrap_or_else(|| "\"\"".to_string())))
 }
 
 fn local(job: &Job, e: io::Error) -> Outcome {
@@ -638,8 +647,8 @@ fn start(
 
 /// Compares the journal's parts with the server's. A part counts as done when the server
 /// has it with the journaled ETag, or (stored after the journal's last record, before a
-/// crash) with an ETag equal to the local part's MD5 and the right size. Returns `None`
-/// when the server no longer knows the upload.
+/// crash) at the right size with an ETag equal to the local part's MD5 or none at all.
+/// Returns `None` when the server no longer knows the upload.
 fn reconcile(
     job: &Job,
     ctx: &Context,
@@ -679,15 +688,25 @@ fn reconcile(
             {
                 done.insert(p.number, etag.clone());
             }
-            None if same_md5 && p.size == expected_len => {
+            // Stored after the journal's last record, before a crash. Under this upload
+            // id the server only accepted parts whose Content-MD5 matched the hash of
+            // this same version (its SHA-256 was journaled with the id), so a part of the
+            // right size is ours even from a server that lists no ETags; S3 names a
+            // part's ETag by its MD5.
+            None if p.size == expected_len && (same_md5 || p.etag.is_empty()) => {
+                let etag = if p.etag.is_empty() {
+                    format!("\"{}\"", hex(&digests.part_md5[p.number as usize - 1]))
+                } else {
+                    p.etag
+                };
                 learned.push(Record::Part {
                     src: job.file.source.clone(),
                     rel: job.file.rel.clone(),
                     upload_id: upload_id.to_string(),
                     n: p.number,
-                    etag: p.etag.clone(),
+                    etag: etag.clone(),
                 });
-                done.insert(p.number, p.etag);
+                done.insert(p.number, etag);
             }
             _ => {}
         }

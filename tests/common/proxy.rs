@@ -450,21 +450,26 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                 let _ = to_client.shutdown(Shutdown::Both);
                 return;
             };
-            if to_client.write_all(&h.raw).is_err() {
-                return;
-            }
             let status: u16 = h
                 .first
                 .split_whitespace()
                 .nth(1)
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
-            if !(100..200).contains(&status) {
+            let last = !(100..200).contains(&status);
+            if last {
+                // Recorded before the client gets it: a client killed now still had
+                // its request done by the server.
+                record(&|r| r.status = Some(status));
+            }
+            if to_client.write_all(&h.raw).is_err() {
+                return;
+            }
+            if last {
                 break (h, status);
             }
         };
         let (h, status) = answer;
-        record(&|r| r.status = Some(status));
         let no_body = method == "HEAD" || status == 204 || status == 304;
         let close = h
             .header("connection")
