@@ -7,7 +7,7 @@ AARCH64 := aarch64-unknown-linux-musl
 AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
 E2E_TESTS := --test cli --test e2e --test operations --test monitoring
 
-.PHONY: footprint demo test test-tools test-quick test-local test-aarch64 test-all test-aws \
+.PHONY: footprint demo test test-tools test-quick test-chaos test-local test-aarch64 test-all test-aws \
         lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean
 
 demo:
@@ -16,7 +16,7 @@ demo:
 # The whole suite, as CI runs it: lint, every native test (unit, CLI, end-to-end
 # against real local servers, the busybox init script), then the static aarch64 build
 # under its size budget and the end-to-end suite again with that binary under qemu.
-test: test-tools lint audit test-local test-aarch64
+test: test-tools lint audit test-local test-chaos test-aarch64
 
 test-tools:
 	bash scripts/test-tools.sh >/dev/null
@@ -36,8 +36,14 @@ test-aarch64: test-tools cross check-size
 	TVM_UPLOAD_BIN=$(CURDIR)/$(AARCH64_BIN) TVM_UPLOAD_RUNNER=qemu-aarch64-static \
 	  $(CARGO) test $(E2E_TESTS)
 
-# Everything: native, aarch64, and the robustness (chaos) suite once it exists.
-test-all: test-local test-aarch64
+# The kill loop (tests/chaos.rs, a few minutes): SIGKILL at random moments, then
+# exactly-once, byte-identical, bounded journal, no stored part sent again.
+# TVM_CHAOS_SEED=<printed seed> reproduces a run's workload and kill schedule.
+test-chaos: test-tools
+	$(CARGO) test --test chaos -- --ignored --nocapture
+
+# Everything: native, the chaos suite, aarch64.
+test-all: test-local test-chaos test-aarch64
 
 # Against a real bucket, when TEST_BUCKET, AWS_REGION and credentials are set.
 test-aws:

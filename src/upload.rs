@@ -434,20 +434,22 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
 
     // Before sending anything the registry does not know of, ask S3: an object with the
     // same SHA-256 means it was uploaded already (a crash before journaling, or a wiped
-    // state dir).
-    if resumable.is_none() {
-        let known = queue::lock(&ctx.journal)
-            .state()
-            .registry
-            .contains_key(&job.file);
-        if !known && let Some(etag) = stored_etag(ctx, &key, &sha_hex)? {
-            log::info!("{}: already in S3 as {key}, not sent again", job.file);
-            journal(ctx, &[uploaded(etag)])?;
-            return Ok(Outcome::Uploaded {
-                sent_bytes: 0,
-                skipped: true,
-            });
-        }
+    // state dir). Also before resuming a multipart upload: it may have been completed
+    // just before a power cut, and not every server says NoSuchUpload for it then
+    // (s3s-fs lists it as empty, inviting every part again).
+    let known = queue::lock(&ctx.journal)
+        .state()
+        .registry
+        .contains_key(&job.file);
+    if (!known || resumable.is_some())
+        && let Some(etag) = stored_etag(ctx, &key, &sha_hex)?
+    {
+        log::info!("{}: already in S3 as {key}, not sent again", job.file);
+        journal(ctx, &[uploaded(etag)])?;
+        return Ok(Outcome::Uploaded {
+            sent_bytes: 0,
+            skipped: true,
+        });
     }
 
     // The window may have closed while this file was hashed.

@@ -495,3 +495,50 @@ pub fn wait_until(deadline_secs: u64, what: &str, mut cond: impl FnMut() -> bool
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The key the daemon gives `path` (vehicle `v001`, no prefix, UTC).
+pub fn key_for(source: &str, rel: &str, path: &Path) -> String {
+    format!("v001/{}/{source}/{rel}", mtime_date(path))
+}
+
+/// Asserts the bucket holds exactly `expected` (key to SHA-256), every object
+/// byte-identical. Returns the bytes verified.
+pub fn assert_bucket_is(client: &Client, expected: &BTreeMap<String, String>) -> u64 {
+    let listed = client.list();
+    let extra: Vec<_> = listed
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|k| !listed.contains_key(*k))
+        .collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "bucket differs: {} unexpected {extra:?}; {} missing {missing:?}",
+        extra.len(),
+        missing.len()
+    );
+    let mut bytes = 0;
+    for (key, sha) in expected {
+        let body = client.get(key);
+        assert_eq!(&sha256_hex(&body), sha, "{key} is not byte-identical");
+        bytes += body.len() as u64;
+    }
+    bytes
+}
+
+/// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}

@@ -61,9 +61,10 @@ impl Request {
         self.query("partNumber")?.parse().ok()
     }
 
-    /// The server stored it: a 2xx answer from upstream, not from a fault.
+    /// The server did it: a 2xx answer from upstream (not one the proxy made up).
     pub fn succeeded(&self) -> bool {
-        self.fault.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+        let from_server = matches!(self.fault.as_deref(), None | Some("latency" | "slow"));
+        from_server && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
     /// CompleteMultipartUpload.
@@ -173,8 +174,29 @@ type Rule = Box<dyn Fn(&Request) -> Action + Send + Sync>;
 
 struct Shared {
     requests: Mutex<Vec<Request>>,
+    /// The client side of every open connection, so that [`Proxy::cut`] can reset them
+    /// all at once.
+    open: Mutex<std::collections::HashMap<u64, Vec<TcpStream>>>,
+    next_conn: std::sync::atomic::AtomicU64,
     rule: Mutex<Option<Rule>>,
     stop: AtomicBool,
+    /// Requests forwarded and not yet answered (or abandoned).
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl InFlight<'_> {
+    fn enter(n: &std::sync::atomic::AtomicUsize) -> InFlight<'_> {
+        n.fetch_add(1, Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Proxy {
@@ -188,6 +210,9 @@ impl Proxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy bind");
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
+            open: Mutex::new(std::collections::HashMap::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             rule: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
@@ -226,6 +251,31 @@ impl Proxy {
 
     pub fn requests(&self) -> Vec<Request> {
         self.shared.requests.lock().expect("requests").clone()
+    }
+
+    /// Resets every client connection at once, as a power cut takes the link down with
+    /// the computer: what the client's kernel still had buffered never arrives, and a
+    /// body cut short is dropped by the server. A request whose body had all arrived is
+    /// still carried out by the server, as S3 would.
+    pub fn cut(&self) {
+        let open = std::mem::take(&mut *self.shared.open.lock().expect("open"));
+        for s in open.values().flatten() {
+            reset(s);
+        }
+    }
+
+    /// Requests forwarded to the server and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `limit`) until the server has answered every request it was given:
+    /// a restart after a power cut comes later than that.
+    pub fn wait_idle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn clear(&self) {
@@ -310,6 +360,24 @@ fn copy_n(from: &mut impl Read, to: &mut dyn Write, n: u64, rate: Option<u64>) -
     done
 }
 
+/// A writer that remembers whether a write failed.
+struct CountingWriter<'a> {
+    inner: &'a mut TcpStream,
+    failed: bool,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Closes with a TCP RST (SO_LINGER 0) instead of a FIN.
 fn reset(s: &TcpStream) {
     let linger = libc::linger {
@@ -329,7 +397,43 @@ fn reset(s: &TcpStream) {
     let _ = s.shutdown(Shutdown::Both);
 }
 
+/// Removes a connection's sockets from the open set when it ends.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Registered<'_> {
+    fn add(&self, s: &TcpStream) -> bool {
+        let Ok(clone) = s.try_clone() else {
+            return false;
+        };
+        match self.shared.open.lock() {
+            Ok(mut open) => {
+                open.entry(self.id).or_default().push(clone);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.shared.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
 fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
+    let registered = Registered {
+        shared,
+        id: shared.next_conn.fetch_add(1, Ordering::Relaxed),
+    };
+    if !registered.add(&client) {
+        return;
+    }
     let Ok(read_half) = client.try_clone() else {
         return;
     };
@@ -422,6 +526,7 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
         let Some((up_read, up_write)) = upstream.as_mut() else {
             return;
         };
+        let _busy = InFlight::enter(&shared.in_flight);
         if let Action::Delay(d) = action {
             std::thread::sleep(d);
         }
@@ -438,11 +543,22 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
             Action::Slow { bytes_per_second } => Some(bytes_per_second),
             _ => None,
         };
-        if copy_n(&mut from_client, up_write, content_length, rate) < content_length {
-            let _ = up_write.shutdown(Shutdown::Both);
-            return;
+        let mut counted = CountingWriter {
+            inner: up_write,
+            failed: false,
+        };
+        if copy_n(&mut from_client, &mut counted, content_length, rate) < content_length {
+            if !counted.failed {
+                // The client went away mid-body.
+                let _ = up_write.shutdown(Shutdown::Both);
+                return;
+            }
+            // The server stopped reading: it may have answered early (an error before
+            // the body); that answer is passed on below.
+        } else {
+            record(&|r| r.complete = true);
         }
-        record(&|r| r.complete = true);
+        let counted_failed = counted.failed;
 
         // The answer: interim 1xx heads are passed on, then the final one.
         let answer = loop {
@@ -491,7 +607,7 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                 return;
             }
         }
-        if close {
+        if close || counted_failed {
             let _ = to_client.shutdown(Shutdown::Both);
             return;
         }

@@ -1,0 +1,265 @@
+//! The kill loop: the daemon is SIGKILLed at random moments (a power cut, as far as its
+//! files and the server can tell) and restarted, over and over, while files keep
+//! arriving, on a link slowed so that most kills land mid-upload. At the end every file
+//! is in S3 exactly once and byte-identical, nothing hidden or excluded is there, the
+//! journal is bounded and no part the server had stored was sent again.
+//!
+//! Slow (a few minutes): `make test-chaos`, which CI runs. `TVM_CHAOS_SEED` reproduces
+//! a run's workload and kill schedule (the printed seed); `TVM_CHAOS_KILLS` sets the
+//! number of kills (default 60).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::proxy::{Action, Proxy, Rng};
+use common::*;
+
+/// 5 MiB parts: S3's minimum, and what s3s-fs accepts.
+const PART: usize = 5 << 20;
+
+struct Workload {
+    rng: Rng,
+    setup_files: BTreeMap<String, String>,
+    next: usize,
+    multipart: usize,
+    small: usize,
+    bytes: u64,
+}
+
+impl Workload {
+    /// Writes one file into `source` (small, or a multipart one of 3-4 parts) and
+    /// remembers its key and SHA-256.
+    fn add(&mut self, setup: &Setup, source: &str, multipart: bool) {
+        let n = self.next;
+        self.next += 1;
+        let len = if multipart {
+            self.multipart += 1;
+            2 * PART + 1 + self.rng.below(2 * PART as u64) as usize
+        } else {
+            self.small += 1;
+            match self.rng.below(10) {
+                0 => 0,
+                1..=6 => self.rng.below(64 << 10) as usize,
+                _ => self.rng.below(1 << 20) as usize,
+            }
+        };
+        // Some in subdirectories, created as needed.
+        let rel = if n % 3 == 0 {
+            format!("run{}/f{n:04}.log", n % 7)
+        } else {
+            format!("f{n:04}.mcap")
+        };
+        let path = setup.source(source).join(&rel);
+        let data = bytes(len, self.rng.next());
+        write(&path, &data);
+        self.bytes += len as u64;
+        self.setup_files
+            .insert(key_for(source, &rel, &path), sha256_hex(&data));
+    }
+
+    /// Files that must never be uploaded: hidden, in hidden directories, temporary, and
+    /// excluded by the `ros` source's pattern.
+    fn add_never(&mut self, setup: &Setup) {
+        let n = self.next;
+        self.next += 1;
+        for rel in [
+            format!(".hidden{n}.log"),
+            format!(".cache/c{n}.log"),
+            format!("t{n}.tmp"),
+            format!("w{n}.active"),
+        ] {
+            write(&setup.source("ros").join(rel), b"never upload me");
+        }
+    }
+}
+
+#[test]
+#[ignore = "the kill-loop suite (minutes): make test-chaos"]
+fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
+    let seed: u64 = std::env::var("TVM_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    let kills: usize = std::env::var("TVM_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    println!("chaos seed {seed} (TVM_CHAOS_SEED={seed} reproduces the workload and kill times)");
+
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    // A slow link (~4 MB/s per connection, 20 ms per request) so that uploads span
+    // several lifetimes of the daemon.
+    proxy.set_rule(|r| {
+        if r.content_length > 0 {
+            Action::Slow {
+                bytes_per_second: 4_000_000,
+            }
+        } else {
+            Action::Delay(Duration::from_millis(20))
+        }
+    });
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("ros", r#","exclude":["*.active"]"#), ("syslog", "")],
+        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":3"#,
+        "",
+    );
+    let config = std::fs::read_to_string(&setup.config).expect("config");
+    std::fs::write(
+        &setup.config,
+        config.replace(r#""stability_seconds":2"#, r#""stability_seconds":1"#),
+    )
+    .expect("config");
+
+    let mut w = Workload {
+        rng: Rng::new(seed),
+        setup_files: BTreeMap::new(),
+        next: 0,
+        multipart: 0,
+        small: 0,
+        bytes: 0,
+    };
+    for i in 0..80 {
+        w.add(&setup, if i % 4 == 0 { "syslog" } else { "ros" }, false);
+    }
+    for _ in 0..5 {
+        w.add(&setup, "ros", true);
+    }
+    w.add_never(&setup);
+
+    let mut kill_rng = Rng::new(seed ^ 0x5EED);
+    let started = Instant::now();
+    let mut early_kills = 0;
+    let mut mid_transfer = 0;
+    for k in 0..kills {
+        let mut child = setup.spawn_run();
+        // One kill in ten during start-up (journal replay, compaction, scan); the rest
+        // anywhere in 0.2-2.5 s, mostly mid-transfer.
+        let life = if kill_rng.chance(0.1) {
+            early_kills += 1;
+            Duration::from_millis(kill_rng.below(150))
+        } else {
+            Duration::from_millis(200 + kill_rng.below(2300))
+        };
+        // Half the time new files arrive while it runs, otherwise while it is down.
+        let while_running = kill_rng.chance(0.5);
+        std::thread::sleep(life / 2);
+        if while_running {
+            add_batch(&mut w, &setup, k);
+        }
+        std::thread::sleep(life / 2);
+        // The power cut: the link goes down with the computer (what its kernel had
+        // buffered is not sent on after the process dies), then the process.
+        if proxy.in_flight() > 0 {
+            mid_transfer += 1;
+        }
+        proxy.cut();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        // A vehicle takes longer to boot than the server to finish what had reached it.
+        proxy.wait_idle(Duration::from_secs(10));
+        assert_no_secrets(&setup.run_log());
+        if !while_running {
+            add_batch(&mut w, &setup, k);
+        }
+    }
+    let loop_time = started.elapsed();
+
+    // Power back for good: `once` finishes what is left.
+    let drained = Instant::now();
+    let out = setup.once();
+    assert!(out.status.success(), "final once failed:\n{}", stderr(&out));
+    let drain_time = drained.elapsed();
+
+    let bytes = assert_bucket_is(&server.client(), &w.setup_files);
+
+    // Exactly once, as the server saw it: one successful object-creating request per
+    // key, and no part stored twice (by key and number, across upload ids).
+    let reqs = proxy.requests();
+    let mut creates: HashMap<String, usize> = HashMap::new();
+    let mut parts: HashMap<(String, u32), usize> = HashMap::new();
+    for r in reqs.iter().filter(|r| r.succeeded()) {
+        if r.is_put_object() || r.is_complete() {
+            *creates.entry(r.key()).or_default() += 1;
+        }
+        if let Some(n) = r.part_number() {
+            *parts.entry((r.key(), n)).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = creates.iter().filter(|(_, n)| **n > 1).collect();
+    let resent: usize = parts.values().map(|n| n - 1).sum();
+    let part_total = parts.len();
+
+    let journal = setup.journal();
+    let journal_lines = journal.lines().count();
+    let files = w.setup_files.len();
+    println!(
+        "chaos: {kills} SIGKILLs ({early_kills} during start-up, {mid_transfer} with requests in flight) over {:.0}s, then {:.1}s to drain",
+        loop_time.as_secs_f64(),
+        drain_time.as_secs_f64()
+    );
+    println!(
+        "chaos: {files} files ({} small, {} multipart, {part_total} parts), {bytes} bytes verified by SHA-256",
+        w.small, w.multipart
+    );
+    println!(
+        "chaos: {} requests, {} objects created more than once, {resent} stored parts sent again",
+        reqs.len(),
+        twice.len()
+    );
+    println!(
+        "chaos: journal {journal_lines} lines, {} bytes",
+        journal.len()
+    );
+    if !twice.is_empty() || resent > 0 {
+        // What the server saw for the keys in question, for the failure message.
+        for r in &reqs {
+            let k = r.key();
+            let dup_part = r
+                .part_number()
+                .is_some_and(|n| parts.get(&(k.clone(), n)).is_some_and(|c| *c > 1));
+            if creates.get(&k).is_some_and(|c| *c > 1) || dup_part {
+                println!(
+                    "  {:>7.3}s {} {k} part={:?} upload={:?} status={:?} fault={:?}",
+                    r.at.duration_since(started).as_secs_f64(),
+                    r.method,
+                    r.query("partNumber"),
+                    r.query("uploadId")
+                        .map(|u| u.chars().take(8).collect::<String>()),
+                    r.status,
+                    r.fault
+                );
+            }
+        }
+    }
+    assert!(w.multipart >= 10 && files >= 200, "workload too small");
+    assert!(twice.is_empty(), "uploaded more than once: {twice:?}");
+    assert_eq!(resent, 0, "parts the server had stored were sent again");
+    // Bounded: what the live state needs (a few records per file, one per part) plus
+    // the records of uploads cut short, not a record per restart per file.
+    let bound = 4 * files + 2 * part_total + 10 * kills;
+    assert!(
+        journal_lines <= bound,
+        "journal grew to {journal_lines} lines (bound {bound})"
+    );
+}
+
+/// New files between two kills: three small ones, and a multipart one every sixth time.
+fn add_batch(w: &mut Workload, setup: &Setup, k: usize) {
+    for i in 0..3 {
+        w.add(setup, if i == 0 { "syslog" } else { "ros" }, false);
+    }
+    if k % 6 == 5 {
+        w.add(setup, "ros", true);
+    }
+    if k % 10 == 0 {
+        w.add_never(setup);
+    }
+}
