@@ -131,12 +131,16 @@ pub enum Action {
 impl Action {
     /// An S3 `<Error>` answer.
     pub fn s3_error(status: u16, code: &str) -> Action {
+        Action::s3_error_message(status, code, "injected by the test proxy")
+    }
+
+    pub fn s3_error_message(status: u16, code: &str, message: &str) -> Action {
         Action::Reply {
             status,
             headers: vec![("content-type".into(), "application/xml".into())],
             body: format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
-                 <Message>injected by the test proxy</Message><RequestId>t</RequestId></Error>"
+                 <Message>{message}</Message><RequestId>t</RequestId></Error>"
             ),
         }
     }
