@@ -10,7 +10,7 @@
 //! the two is seen by one or the other. Symlinks are never followed; FIFOs, sockets and
 //! devices are never reported.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -74,6 +74,7 @@ impl Watcher {
                     dirs: HashMap::new(),
                     tx,
                     warned: HashSet::new(),
+                    lost: BTreeSet::new(),
                 };
                 state.run(wake_rx);
             })?;
@@ -110,7 +111,13 @@ struct State {
     tx: Sender<WatchEvent>,
     /// Paths already warned about (non-UTF-8 names), so a log is not flooded.
     warned: HashSet<PathBuf>,
+    /// Sources whose root directory is missing (deleted, moved away, not yet created):
+    /// looked for every [`LOST_ROOT_POLL_MS`] and watched again when back.
+    lost: BTreeSet<usize>,
 }
+
+/// How often a missing source root is looked for.
+const LOST_ROOT_POLL_MS: i32 = 1000;
 
 /// Result of one step, so that a closed channel ends the thread.
 type Step = Result<(), Closed>;
@@ -123,18 +130,28 @@ impl State {
         }
         let mut buffer = vec![0u8; EVENT_BUFFER_BYTES];
         loop {
-            match wait_readable(&self.inotify, &wake) {
+            let timeout = if self.lost.is_empty() {
+                -1
+            } else {
+                LOST_ROOT_POLL_MS
+            };
+            match wait_readable(&self.inotify, &wake, timeout) {
                 Ok(Ready::Wake) => {
                     let _ = wake.read(&mut [0u8; 8]);
                     return;
                 }
-                Ok(Ready::Events) => {}
+                Ok(Ready::Events) => {
+                    if self.drain(&mut buffer).is_err() {
+                        return;
+                    }
+                }
+                Ok(Ready::Timeout) => {}
                 Err(e) => {
                     log::error!("watch: poll failed, watching stops: {e}");
                     return;
                 }
             }
-            if self.drain(&mut buffer).is_err() {
+            if self.find_lost_roots().is_err() {
                 return;
             }
         }
@@ -167,11 +184,18 @@ impl State {
                     if let Some((src, rel)) = self.dirs.remove(&ev.wd)
                         && rel.is_empty()
                     {
-                        log::warn!(
-                            "watch: source {:?} root {} went away; its files are no longer watched",
-                            self.sources[src].name,
-                            self.sources[src].root.display()
-                        );
+                        self.lose_root(src);
+                    }
+                    continue;
+                }
+                if ev.mask.contains(EventMask::MOVE_SELF) {
+                    // A root moved away: its watch would follow the old directory.
+                    // (A subdirectory's move is seen as MOVED_FROM/TO in its parent.)
+                    if self.dirs.get(&ev.wd).is_some_and(|(_, rel)| rel.is_empty())
+                        && let Some((src, _)) = self.dirs.remove(&ev.wd)
+                    {
+                        let _ = self.inotify.watches().remove(ev.wd.clone());
+                        self.lose_root(src);
                     }
                     continue;
                 }
@@ -221,6 +245,36 @@ impl State {
         }
         for (src, rel) in touched {
             self.report(src, &rel)?;
+        }
+        Ok(())
+    }
+
+    fn lose_root(&mut self, src: usize) {
+        if self.lost.insert(src) {
+            log::warn!(
+                "watch: source {:?} root {} went away; watching for it to come back",
+                self.sources[src].name,
+                self.sources[src].root.display()
+            );
+        }
+    }
+
+    /// Watches (and scans) every lost root that exists again.
+    fn find_lost_roots(&mut self) -> Step {
+        let back: Vec<usize> = self
+            .lost
+            .iter()
+            .copied()
+            .filter(|&src| self.sources[src].root.is_dir())
+            .collect();
+        for src in back {
+            self.lost.remove(&src);
+            log::info!(
+                "watch: source {:?} root {} is there again; watching it",
+                self.sources[src].name,
+                self.sources[src].root.display()
+            );
+            self.scan_dir(src, "", 0)?;
         }
         Ok(())
     }
@@ -310,6 +364,7 @@ impl State {
             | WatchMask::MOVED_FROM
             | WatchMask::MOVED_TO
             | WatchMask::DELETE
+            | WatchMask::MOVE_SELF
             | WatchMask::ONLYDIR
             | WatchMask::DONT_FOLLOW
             | WatchMask::EXCL_UNLINK;
@@ -324,7 +379,12 @@ impl State {
                     dir.display()
                 );
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if rel.is_empty() {
+                    self.lose_root(src);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 log::warn!("watch: cannot watch {}: {e}", dir.display());
                 return Ok(());
@@ -368,10 +428,12 @@ impl State {
 enum Ready {
     Events,
     Wake,
+    Timeout,
 }
 
-/// Sleeps until inotify has events or the wake pipe is written (or closed).
-fn wait_readable(inotify: &Inotify, wake: &io::PipeReader) -> io::Result<Ready> {
+/// Sleeps until inotify has events, the wake pipe is written (or closed), or
+/// `timeout_ms` passes (-1: no timeout).
+fn wait_readable(inotify: &Inotify, wake: &io::PipeReader, timeout_ms: i32) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
             fd: inotify.as_fd().as_raw_fd(),
@@ -387,7 +449,7 @@ fn wait_readable(inotify: &Inotify, wake: &io::PipeReader) -> io::Result<Ready> 
     loop {
         // SAFETY: `fds` is a valid array of two initialized pollfd structs that outlives
         // the call, and its length is passed with it.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -400,6 +462,9 @@ fn wait_readable(inotify: &Inotify, wake: &io::PipeReader) -> io::Result<Ready> 
         }
         if fds[0].revents != 0 {
             return Ok(Ready::Events);
+        }
+        if n == 0 {
+            return Ok(Ready::Timeout);
         }
     }
 }
