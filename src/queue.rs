@@ -493,6 +493,19 @@ pub fn lock(journal: &SharedJournal) -> MutexGuard<'_, Journal> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `fdatasync`, or an injected failure while the file named by the test-only knob
+/// `TVM_UPLOAD_TEST_FAIL_FSYNC_WHILE` exists (there is no portable way to make a real
+/// disk fail an fsync on demand). Never set it in production.
+fn fsync_data(file: &File) -> std::io::Result<()> {
+    static TRIGGER: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let trigger = TRIGGER
+        .get_or_init(|| std::env::var_os("TVM_UPLOAD_TEST_FAIL_FSYNC_WHILE").map(PathBuf::from));
+    if trigger.as_ref().is_some_and(|t| t.exists()) {
+        return Err(std::io::Error::other("injected fsync failure"));
+    }
+    file.sync_data()
+}
+
 impl Journal {
     /// Opens (or creates) the journal under `state_dir`, taking the directory's lock,
     /// replaying it and compacting it so damage is never appended after. The returned
@@ -619,7 +632,7 @@ impl Journal {
         self.file
             .write_all(buf)
             .map_err(io_err("write", &self.path))?;
-        if let Err(e) = self.file.sync_data() {
+        if let Err(e) = fsync_data(&self.file) {
             // After a failed fsync the kernel may have dropped the dirty pages: never
             // trust this file again until it is rewritten whole.
             self.needs_rewrite = true;
@@ -642,7 +655,7 @@ impl Journal {
         {
             let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
             f.write_all(&buf).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
+            fsync_data(&f).map_err(io_err("fsync", &tmp))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(io_err("rename", &tmp))?;
         File::open(&self.dir)

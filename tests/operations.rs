@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::proxy::Proxy;
@@ -541,4 +541,137 @@ fn deferred_deletion_spares_other_sources_changed_files_and_symlinked_dirs() {
         "never deleted through a symlink"
     );
     assert!(err.contains("kept for keep_uploaded_hours"), "{err}");
+}
+
+/// Writes zeros to `path` until the filesystem is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+fn journal_records(setup: &Setup) -> Vec<serde_json::Value> {
+    setup
+        .journal()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("damaged line {l:?}: {e}")))
+        .collect()
+}
+
+fn uploaded_records(setup: &Setup) -> usize {
+    journal_records(setup)
+        .iter()
+        .filter(|r| r["t"] == "uploaded")
+        .count()
+}
+
+#[test]
+fn a_full_state_dir_is_a_clear_error_corrupts_nothing_and_recovers_when_space_returns() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", "");
+    let _fs = Tmpfs::mount(&setup.state, "1m");
+    let mut child = setup.spawn_run();
+    wait_until(20, "start-up", || {
+        setup.run_log().contains("start-up scan done")
+    });
+    let filler = setup.state.join("filler");
+    fill(&filler);
+    let src = setup.source("ros");
+    for i in 0..20 {
+        write(
+            &src.join(format!("f{i:02}.log")),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    wait_until(30, "the disk-full error", || {
+        setup.run_log().contains("No space left on device")
+    });
+    let log = setup.run_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("No space left on device"))
+        .expect("line");
+    assert!(
+        line.contains("journal.jsonl"),
+        "the error names the file: {line}"
+    );
+    // Nothing acknowledged that was not written; what is there is whole.
+    journal_records(&setup);
+    assert_eq!(uploaded_records(&setup), 0);
+    std::fs::remove_file(&filler).expect("free space");
+    let client = server.client();
+    wait_until(60, "recovery", || {
+        client.list().len() == 20 && uploaded_records(&setup) == 20
+    });
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    assert_eq!(uploaded_records(&setup), 20);
+    let out = setup.once();
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("stopped: 0 files uploaded"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_fsync_failure_is_never_taken_as_written() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", "");
+    let src = setup.source("ros");
+    for i in 0..3 {
+        let p = src.join(format!("f{i}.log"));
+        write(&p, format!("file {i}").as_bytes());
+        age_file(&p, 60);
+    }
+    let trigger = setup.dir.path().join("fail-fsync");
+    std::fs::write(&trigger, b"").expect("trigger");
+    let mut child = setup
+        .command("run", SECRET_KEY)
+        .env("TVM_UPLOAD_TEST_FAIL_FSYNC_WHILE", &trigger)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(setup.dir.path().join("run.log")).expect("log"))
+        .spawn()
+        .expect("run");
+    wait_until(20, "the fsync error", || {
+        setup.run_log().contains("injected fsync failure")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(uploaded_records(&setup), 0, "acted on an unsynced record");
+    std::fs::remove_file(&trigger).expect("rm trigger");
+    let client = server.client();
+    wait_until(60, "recovery after fsync works again", || {
+        uploaded_records(&setup) == 3
+    });
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    assert_eq!(client.list().len(), 3);
+    let log = setup.run_log();
+    assert!(log.contains("fsync"), "{log}");
+}
+
+#[test]
+fn an_unwritable_state_dir_is_refused_at_start_with_the_cause() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", "");
+    let p = setup.source("ros").join("a.log");
+    write(&p, b"a");
+    age_file(&p, 60);
+    let fs = Tmpfs::mount(&setup.state, "1m");
+    let ok = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&fs.0)
+        .status()
+        .expect("remount");
+    assert!(ok.success());
+    let out = setup.once();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(
+        err.contains(setup.state.to_str().expect("utf8")),
+        "names the state dir: {err}"
+    );
+    assert!(server.client().list().is_empty());
 }
