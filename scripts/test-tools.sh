@@ -6,7 +6,7 @@
 #                  x-amz-checksum-sha256 on PUT and Content-MD5.
 #   moto server    checks multipart semantics s3s-fs does not (InvalidPart, EntityTooSmall)
 #                  and serves CloudWatch; its boto3 reads metrics back in the tests.
-#   busybox        (Debian package) for the init-script test.
+#   busybox        (Debian package) for the init-script test; openssl for the TLS test.
 #
 # Prints the cache directory on its last line; the harness reads TVM_TOOLS_DIR.
 # `--s3s-only` skips moto (the demo needs only s3s-fs).
@@ -22,6 +22,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # The init-script test runs cross/S95tvm-upload under busybox's sh and start-stop-daemon.
 command -v busybox >/dev/null 2>&1 || need_apt+=(busybox)
+# The TLS test makes a self-signed certificate; the hostile-file tests drop to nobody.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >&2 && apt-get install -y -qq "${need_apt[@]}" >&2

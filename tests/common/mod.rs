@@ -213,6 +213,22 @@ pub struct Client {
 
 impl Client {
     pub fn new(endpoint: &str) -> Client {
+        Client::with_tls(endpoint, None)
+    }
+
+    /// A client that trusts the PEM certificate at `ca` (for a self-signed HTTPS server).
+    pub fn with_tls(endpoint: &str, ca: Option<&Path>) -> Client {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("ca");
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
         let bucket = Bucket::new(
             endpoint.parse().expect("url"),
             UrlStyle::Path,
@@ -223,6 +239,7 @@ impl Client {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(tls.build())
             .build()
             .into();
         Client {
@@ -232,7 +249,7 @@ impl Client {
         }
     }
 
-    fn create_bucket(&self) {
+    pub fn create_bucket(&self) {
         let action = rusty_s3::actions::CreateBucket::new(&self.bucket, &self.creds);
         let url = action.sign(Duration::from_secs(600));
         let resp = self
