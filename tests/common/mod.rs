@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 
 pub const ACCESS_KEY: &str = "AKIATESTKEY0000001";
 pub const SECRET_KEY: &str = "tEsTsEcReT/kEy+0123456789abcdefGHIJ";
+/// Sent with every request of the daemon under test, so the secret scan covers it.
+pub const SESSION_TOKEN: &str = "FQoTeStSeSsIoNtOkEn//0123456789+abcdefXYZ=";
 pub const BUCKET: &str = "t01logs";
 pub const REGION: &str = "us-east-1";
 
@@ -433,7 +435,8 @@ impl Setup {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", secret);
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_SESSION_TOKEN", SESSION_TOKEN);
         c
     }
 
@@ -468,11 +471,26 @@ impl Setup {
     }
 }
 
-/// Secrets must never reach a log: the secret key, or any presigned signature.
+impl Drop for Setup {
+    /// Every `run` log of the suite is scanned for secrets before it is removed.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_secrets(&self.run_log());
+        }
+    }
+}
+
+/// Secrets must never reach a log: the secret key, the session token, or any presigned
+/// signature.
 pub fn assert_no_secrets(text: &str) {
     assert!(
         !text.contains(SECRET_KEY),
         "the secret key leaked into the output:\n{text}"
+    );
+    // Also URL-encoded, as it would appear in a presigned URL.
+    assert!(
+        !text.contains(SESSION_TOKEN) && !text.contains("FQoTeStSeSsIoNtOkEn%2F"),
+        "the session token leaked into the output:\n{text}"
     );
     assert!(
         !text.contains("X-Amz-Signature="),
