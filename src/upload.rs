@@ -303,6 +303,15 @@ impl Read for BodyReader<'_> {
         }
         let want = self.gate.chunk(buf.len());
         let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 && want > 0 && self.inner.limit() > 0 {
+            // The file ended early: it was truncated while being sent. Failing the
+            // body ends the request now, instead of leaving the server waiting for
+            // bytes that will never come (and us for its answer).
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being sent",
+            ));
+        }
         if !self.gate.charge(n, self.stop) {
             return Err(io::Error::other("shutting down"));
         }
@@ -467,6 +476,8 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
             Ok(e) => e,
             Err(_) if ctx.stop.load(Ordering::Relaxed) => return Ok(Outcome::Interrupted),
             Err(e) if e.class() == Class::ContentChanged => return Ok(Outcome::Changed),
+            // Cut short by a file that shrank or changed under the transfer.
+            Err(_) if !unchanged(job)? => return Ok(Outcome::Changed),
             Err(e) => return Err(Outcome::Failed(e)),
         };
         journal(ctx, &[uploaded(etag)])?;
@@ -525,7 +536,16 @@ fn upload_inner(job: &Job, ctx: &Context) -> Result<Outcome, Outcome> {
     }
     let sent = send_parts(
         job, ctx, &key, &upload_id, &digests, part_size, todo, &mut done,
-    )?;
+    );
+    // A part failing because the file shrank or changed under it: the upload is of a
+    // version that no longer exists.
+    let sent = match sent {
+        Err(Outcome::Failed(_)) if !unchanged(job)? => {
+            abandon(ctx, &job.file, &key, &upload_id);
+            return Ok(Outcome::Changed);
+        }
+        other => other?,
+    };
     if !unchanged(job)? {
         abandon(ctx, &job.file, &key, &upload_id);
         return Ok(Outcome::Changed);

@@ -46,7 +46,7 @@ impl Workload {
             }
         };
         // Some in subdirectories, created as needed.
-        let rel = if n % 3 == 0 {
+        let rel = if n.is_multiple_of(3) {
             format!("run{}/f{n:04}.log", n % 7)
         } else {
             format!("f{n:04}.mcap")
@@ -259,7 +259,7 @@ fn add_batch(w: &mut Workload, setup: &Setup, k: usize) {
     if k % 6 == 5 {
         w.add(setup, "ros", true);
     }
-    if k % 10 == 0 {
+    if k.is_multiple_of(10) {
         w.add_never(setup);
     }
 }
