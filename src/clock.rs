@@ -16,21 +16,28 @@ pub const MAX_SKEW_SECONDS: i64 = 5 * 60;
 /// Seconds added to the local clock when signing.
 static OFFSET: AtomicI64 = AtomicI64::new(0);
 
-/// The local clock, Unix seconds. The test-only knob `TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS`
-/// (read once) shifts it, standing in for a vehicle whose clock is wrong. Never set it in
-/// production.
-pub fn local_now() -> i64 {
-    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let skew = *SKEW.get_or_init(|| {
-        std::env::var("TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
+/// The system clock, Unix seconds.
+pub fn system_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-        + skew
+}
+
+/// Seconds from a test-only environment knob, read once into `cell` (0 when unset).
+pub fn test_knob(cell: &'static std::sync::OnceLock<i64>, var: &str) -> i64 {
+    *cell.get_or_init(|| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// The local clock, Unix seconds. The test-only knob `TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS`
+/// shifts it, standing in for a vehicle whose clock is wrong. Never set it in production.
+pub fn local_now() -> i64 {
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    system_now() + test_knob(&SKEW, "TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS")
 }
 
 /// The time to sign with: the local clock corrected by the server's.

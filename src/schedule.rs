@@ -42,16 +42,8 @@ pub struct Open {
 /// window's edge without waiting for it. Never set it in production.
 pub fn schedule_now() -> i64 {
     static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset = *OFFSET.get_or_init(|| {
-        std::env::var("TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-        + offset
+    crate::clock::system_now()
+        + crate::clock::test_knob(&OFFSET, "TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS")
 }
 
 /// Whether uploading is allowed at `t` under an optional schedule: no schedule means

@@ -853,9 +853,7 @@ fn send_parts(
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::clock::system_now()
 }
 
 #[cfg(test)]

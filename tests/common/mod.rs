@@ -368,15 +368,9 @@ pub fn write(path: &Path, content: &[u8]) {
     std::fs::write(path, content).expect("write");
 }
 
-/// The UTC date of a file's mtime, as keys carry it.
-pub fn mtime_date(path: &Path) -> String {
-    let m = std::fs::metadata(path)
-        .expect("stat")
-        .modified()
-        .expect("mtime");
-    let secs = m.duration_since(UNIX_EPOCH).expect("after epoch").as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    // Civil-from-days, as the product does; checked against a known date below.
+/// Year, month, day of a day count since 1970-01-01 (civil-from-days, as the product
+/// does; e2e keys check it against the product).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -385,7 +379,17 @@ pub fn mtime_date(path: &Path) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The UTC date of a file's mtime, as keys carry it.
+pub fn mtime_date(path: &Path) -> String {
+    let m = std::fs::metadata(path)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    let secs = m.duration_since(UNIX_EPOCH).expect("after epoch").as_secs() as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
