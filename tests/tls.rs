@@ -45,16 +45,15 @@ fn https_server() -> Tls {
         .expect("openssl (installed by scripts/test-tools.sh)");
     assert!(ok.success(), "openssl req failed");
     let port = free_port();
-    let child = Command::new(tools_dir().join("venv/bin/moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .arg("-c")
-        .arg(&cert)
-        .arg("-k")
-        .arg(&key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto");
+    let child = spawn_moto(
+        port,
+        &[
+            "-c".as_ref(),
+            cert.as_os_str(),
+            "-k".as_ref(),
+            key.as_os_str(),
+        ],
+    );
     wait_for_port(port, "moto over TLS");
     let tls = Tls {
         child,

@@ -108,6 +108,17 @@ impl Drop for TempDir {
     }
 }
 
+/// moto_server on `port`, with extra arguments (TLS certificate and key).
+pub fn spawn_moto(port: u16, extra: &[&std::ffi::OsStr]) -> Child {
+    Command::new(tools_dir().join("venv/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto")
+}
+
 /// A free TCP port on 127.0.0.1 below 32768 (the ephemeral range starts above).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -155,12 +166,7 @@ impl Server {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start s3s-fs"),
-            Kind::Moto => Command::new(tools.join("venv/bin/moto_server"))
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start moto"),
+            Kind::Moto => spawn_moto(port, &[]),
         };
         wait_for_port(port, &format!("{kind:?}"));
         let server = Server {
