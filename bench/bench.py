@@ -137,7 +137,8 @@ def timed(cmd, env):
 
 def base_env():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "RCLONE_CONFIG"}
-    env.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
+    env.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true")
     return env
 
 
@@ -342,50 +343,7 @@ def daemon_figures(bin_, s3, work):
                            "max_s": lat[-1]}
     s3.clear("daemon/")
 
-    # Start-up with 100,000 registry entries and 10,000 pending: a journal written
-    # directly, files present, a closed window so nothing is sent.
-    src = os.path.join(work, "d-big")
-    n_reg, n_pend = (20000, 2000) if QUICK else (100000, 10000)
-    state = os.path.join(work, "d-state")
-    shutil.rmtree(state, ignore_errors=True)
-    os.makedirs(state)
-    sha = "0" * 64
-    mt = int(old) * 10**9
-    with open(os.path.join(state, "journal.jsonl"), "w") as j:
-        for i in range(n_reg + n_pend):
-            d = os.path.join(src, f"d{i % 500:03d}")
-            os.makedirs(d, exist_ok=True)
-            rel = f"d{i % 500:03d}/f{i}.log"
-            path = os.path.join(src, rel)
-            open(path, "w").close()
-            os.utime(path, ns=(mt, mt))
-            if i < n_reg:
-                j.write(json.dumps({"t": "uploaded", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
-                                    "sha256": sha, "key": f"daemon/2026-01-01/w/{rel}", "etag": "\"e\"",
-                                    "at": int(old)}) + "\n")
-            else:
-                j.write(json.dumps({"t": "queued", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
-                                    "prio": 0, "queued_at": int(old)}) + "\n")
-    closed = {"schedule": {"windows": [{"days": ["mon"], "start": "00:00", "end": "00:01"}]}}
-    config(cfg, src, closed)
-    t0 = time.time()
-    log_path = os.path.join(work, "startup.log")
-    p = subprocess.Popen([bin_, "run", "--config", cfg], env=env, stderr=open(log_path, "w"))
-    ready = None
-    while time.time() - t0 < 120:
-        text = open(log_path).read()
-        if "start-up scan done" in text:
-            ready = time.time() - t0
-            break
-        time.sleep(0.02)
-    time.sleep(2)
-    rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{p.pid}/status").read()).group(1))
-    p.terminate()
-    p.wait()
-    figs["startup"] = {"registry_entries": n_reg, "pending": n_pend, "seconds_to_scan_done": ready,
-                       "rss_kib": rss}
-    shutil.rmtree(src)
-    shutil.rmtree(state)
+    figs.update(registry_figures(bin_, s3, work, config, env, old))
 
     # Achieved rate under a cap (the same measure as `make bench-cap`, at 4 MiB/s).
     src = os.path.join(work, "d-cap")
@@ -403,6 +361,93 @@ def daemon_figures(bin_, s3, work):
     figs["cap"] = {"cap_bytes_per_second": cap, "bytes": cap * 10, "seconds": secs,
                    "achieved_bytes_per_second": cap * 10 / secs, "ratio": cap * 10 / secs / cap}
     s3.clear("daemon/")
+    return figs
+
+
+def peak_kib(pid):
+    """Peak resident memory (VmHWM) of a running process, KiB."""
+    return int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
+
+
+def run_until_scan_done(bin_, cfg, env, log_path):
+    """Starts `run`, waits for the start-up scan to end; returns (seconds, peak KiB)."""
+    t0 = time.time()
+    p = subprocess.Popen([bin_, "run", "--config", cfg], env=env, stderr=open(log_path, "w"))
+    ready = None
+    while time.time() - t0 < 120:
+        if "start-up scan done" in open(log_path).read():
+            ready = time.time() - t0
+            break
+        time.sleep(0.01)
+    peak = peak_kib(p.pid)
+    p.terminate()
+    p.wait()
+    return ready, peak
+
+
+def registry_figures(bin_, s3, work, config, env, old):
+    """Start-up with a big registry, and `once` over 100,000 small files."""
+    figs = {}
+    cfg = os.path.join(work, "d.json")
+    state = os.path.join(work, "d-state")
+    src = os.path.join(work, "d-big")
+    n_reg, n_pend = (20000, 2000) if QUICK else (100000, 10000)
+    # The baseline: the same daemon with nothing to remember and nothing to watch.
+    shutil.rmtree(state, ignore_errors=True)
+    os.makedirs(src)
+    closed = {"schedule": {"windows": [{"days": ["mon"], "start": "00:00", "end": "00:01"}]}}
+    config(cfg, src, closed)
+    _, base_kib = run_until_scan_done(bin_, cfg, env, os.path.join(work, "base.log"))
+    # 100,000 uploaded files still on disk and 10,000 pending: a journal written as the
+    # daemon writes it (keys derived from the path and mtime), files present, a closed
+    # window so nothing is sent.
+    shutil.rmtree(state, ignore_errors=True)
+    os.makedirs(state)
+    mt = int(old) * 10**9
+    day = time.strftime("%Y-%m-%d", time.gmtime(int(old)))
+    with open(os.path.join(state, "journal.jsonl"), "w") as j:
+        for i in range(n_reg + n_pend):
+            d = os.path.join(src, f"d{i % 500:03d}")
+            os.makedirs(d, exist_ok=True)
+            rel = f"d{i % 500:03d}/f{i}.log"
+            path = os.path.join(src, rel)
+            open(path, "w").close()
+            os.utime(path, ns=(mt, mt))
+            sha = hashlib.sha256(str(i).encode()).hexdigest()
+            if i < n_reg:
+                j.write(json.dumps({"t": "uploaded", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
+                                    "sha256": sha, "key": f"daemon/{day}/w/{rel}",
+                                    "etag": f"\"{sha[:32]}\"", "at": int(old)}) + "\n")
+            else:
+                j.write(json.dumps({"t": "queued", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
+                                    "prio": 0, "queued_at": int(old)}) + "\n")
+    ready, peak = run_until_scan_done(bin_, cfg, env, os.path.join(work, "startup.log"))
+    figs["startup"] = {"registry_entries": n_reg, "pending": n_pend, "seconds_to_scan_done": ready,
+                       "rss_kib": peak, "baseline_rss_kib": base_kib,
+                       "bytes_per_entry": (peak - base_kib) * 1024 / (n_reg + n_pend)}
+    shutil.rmtree(src)
+    shutil.rmtree(state)
+    # `once` over 100,000 small files with a fresh state dir, then once more with
+    # nothing left to do.
+    n = 10000 if QUICK else 100000
+    src = os.path.join(work, "d-many")
+    for i in range(n):
+        d = os.path.join(src, f"d{i % 200:03d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i}.log"), "w") as f:
+            f.write(f"line {i}\n")
+        os.utime(os.path.join(d, f"f{i}.log"), (old, old))
+    config(cfg, src, {"log": {"level": "warn"}})
+    wall, cpu, rss = timed([bin_, "once", "--config", cfg], env)
+    stored = s3.stored("daemon/")
+    if len(stored) != n:
+        raise SystemExit(f"once over {n} files stored {len(stored)}")
+    wall2, _, rss2 = timed([bin_, "once", "--config", cfg], env)
+    figs["many"] = {"files": n, "wall_s": wall, "cpu_s": cpu, "rss_kib": rss,
+                    "again_wall_s": wall2, "again_rss_kib": rss2}
+    s3.clear("daemon/")
+    shutil.rmtree(src)
+    shutil.rmtree(state, ignore_errors=True)
     return figs
 
 

@@ -349,6 +349,15 @@ fn section<T: DeserializeOwned>(
 // Validation.
 
 impl Config {
+    /// How this config names objects, so the journal can leave derivable keys out.
+    pub fn key_scheme(&self) -> crate::journal::KeyScheme {
+        crate::journal::KeyScheme {
+            prefix: self.s3.prefix.clone(),
+            vehicle_id: self.vehicle_id.clone(),
+            utc_offset_seconds: self.schedule.as_ref().map_or(0, |s| s.utc_offset_seconds),
+        }
+    }
+
     /// Reads and validates the config at `path`, with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -14,7 +14,13 @@
 //! [`plan`] is pure. The thread ([`DiskManager`]) measures usage with statvfs and, before
 //! each deletion, checks the file again: a regular file (no symlink followed), inside its
 //! source root, outside `state_dir`, and for uploaded files the same size, mtime and
-//! SHA-256 as the registry's record of the upload. It never deletes anything else.
+//! SHA-256 as the registry's record of the upload. It never deletes anything else. Each
+//! deletion is journaled (`deleted`), so the registry forgets the file at once and the
+//! next pass does not plan it again.
+//!
+//! A pass reads the registry under the journal's read lock without copying it: while
+//! every filesystem is below `cleanup_percent` (the usual case) only the files a time
+//! rule deletes become candidates; the full, sorted list is built only above it.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -28,9 +34,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
+use crate::clock::system_now as unix_now;
 use crate::config::{Config, DiskConfig};
-use crate::queue::{self, FileRef, SharedJournal};
-use crate::upload::{hash_file, hex, stat, unix_now};
+use crate::digest::hash_file;
+use crate::file::{FileRef, Version, split, stat};
+use crate::journal::{Journal, Record};
 
 /// How often the disk is looked at when nothing else wakes the manager (each finished
 /// upload does). Statvfs is cheap; the rules are checked against the registry in memory.
@@ -47,6 +55,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason as the journal's `deleted` record names it.
+    fn tag(self) -> &'static str {
+        match self {
+            Reason::KeepExpired => "keep_expired",
+            Reason::MaxAge => "max_age",
+            Reason::Cleanup => "cleanup",
+            Reason::Emergency => "emergency",
+            Reason::EmergencyUnuploaded => "emergency_unuploaded",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Reason::KeepExpired => "uploaded, and kept for keep_uploaded_hours",
@@ -69,7 +88,21 @@ pub struct Candidate {
     pub mtime_ns: i64,
     pub prio: i32,
     /// When it was uploaded (unix seconds) and with which SHA-256; `None`: not uploaded.
-    pub uploaded: Option<(i64, String)>,
+    pub uploaded: Option<(i64, [u8; 32])>,
+}
+
+/// Whether a time rule deletes an uploaded file now (the first half of [`plan`]).
+fn time_rule(uploaded_at: i64, mtime_ns: i64, cfg: &DiskConfig, now: i64) -> Option<Reason> {
+    if now - uploaded_at >= cfg.keep_uploaded.as_secs() as i64 {
+        Some(Reason::KeepExpired)
+    } else if cfg
+        .max_age
+        .is_some_and(|a| now - mtime_ns.div_euclid(1_000_000_000) >= a.as_secs() as i64)
+    {
+        Some(Reason::MaxAge)
+    } else {
+        None
+    }
 }
 
 /// Bytes used and usable on one filesystem, as `df` counts them.
@@ -100,20 +133,9 @@ pub fn plan(
     let mut out = Vec::new();
     let mut chosen = vec![false; cands.len()];
     let mut freed = 0u64;
-    let keep = cfg.keep_uploaded.as_secs() as i64;
     for (i, c) in cands.iter().enumerate() {
         let Some((at, _)) = &c.uploaded else { continue };
-        let reason = if now - at >= keep {
-            Some(Reason::KeepExpired)
-        } else if cfg
-            .max_age
-            .is_some_and(|a| now - c.mtime_ns.div_euclid(1_000_000_000) >= a.as_secs() as i64)
-        {
-            Some(Reason::MaxAge)
-        } else {
-            None
-        };
-        if let Some(r) = reason {
+        if let Some(r) = time_rule(*at, c.mtime_ns, cfg, now) {
             out.push((i, r));
             chosen[i] = true;
             freed += c.size;
@@ -161,6 +183,7 @@ pub fn plan(
 }
 
 /// Usage of the filesystem holding `path`, from statvfs.
+#[allow(unsafe_code)]
 pub fn usage(path: &Path) -> std::io::Result<Usage> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut s = MaybeUninit::<libc::statvfs>::uninit();
@@ -218,30 +241,40 @@ impl Scope {
     }
 
     /// One look at the disk: plan and delete. Returns the number deleted.
-    fn pass(&self, journal: &SharedJournal, counters: &Counters) -> usize {
-        let cands = self.candidates(journal);
+    fn pass(&self, journal: &Journal, counters: &Counters) -> usize {
+        let usages: Vec<Option<Usage>> = self
+            .disk_paths
+            .iter()
+            .map(|dp| match usage(dp) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    log::warn!("disk: cannot measure {}: {e}", dp.display());
+                    None
+                }
+            })
+            .collect();
+        let crowded = usages
+            .iter()
+            .flatten()
+            .any(|u| u.percent_after(0) > self.cfg.cleanup_percent);
+        let now = unix_now();
+        let cands = self.candidates(journal, crowded, now);
         // Group by the disk path each file lives under; files under none get only the
         // time rules.
         let mut groups: Vec<(Option<Usage>, Vec<Candidate>)> = Vec::new();
         let mut rest = cands;
-        for dp in &self.disk_paths {
+        for (dp, u) in self.disk_paths.iter().zip(usages) {
             let (mine, others): (Vec<_>, Vec<_>) =
                 rest.into_iter().partition(|c| c.path.starts_with(dp));
             rest = others;
-            match usage(dp) {
-                Ok(u) => groups.push((Some(u), mine)),
-                Err(e) => {
-                    log::warn!("disk: cannot measure {}: {e}", dp.display());
-                    groups.push((None, mine));
-                }
-            }
+            groups.push((u, mine));
         }
         groups.push((None, rest));
-        let now = unix_now();
         let mut deleted = 0;
         for (u, group) in groups {
             for (i, reason) in plan(&group, u, &self.cfg, now) {
                 if self.delete(&group[i], reason) {
+                    self.forget(journal, &group[i], reason);
                     deleted += 1;
                     counters.files_deleted.fetch_add(1, Ordering::Relaxed);
                     if reason == Reason::EmergencyUnuploaded {
@@ -255,33 +288,39 @@ impl Scope {
         deleted
     }
 
-    fn candidates(&self, journal: &SharedJournal) -> Vec<Candidate> {
-        let j = queue::lock(journal);
-        let state = j.state();
+    /// The registry's and queue's files the rules may delete: all of them when a disk is
+    /// above `cleanup_percent` (`crowded`), else only those a time rule deletes now.
+    fn candidates(&self, journal: &Journal, crowded: bool, now: i64) -> Vec<Candidate> {
+        let state = journal.read();
         let mut out = Vec::new();
-        for (f, u) in &state.registry {
-            if let Some((root, prio, true)) = self.sources.get(&f.source) {
-                out.push(Candidate {
-                    file: f.clone(),
-                    path: root.join(&f.rel),
-                    size: u.size,
-                    mtime_ns: u.mtime_ns,
-                    prio: *prio,
-                    uploaded: Some((u.at, u.sha256.clone())),
-                });
+        for (path, u) in state.registry() {
+            let (source, rel) = split(path);
+            let Some((root, prio, true)) = self.sources.get(source) else {
+                continue;
+            };
+            if !crowded && time_rule(u.at, u.version.mtime_ns, &self.cfg, now).is_none() {
+                continue;
             }
+            out.push(Candidate {
+                file: FileRef::new(source, rel),
+                path: root.join(rel),
+                size: u.version.size,
+                mtime_ns: u.version.mtime_ns,
+                prio: *prio,
+                uploaded: Some((u.at, u.sha256)),
+            });
         }
-        if self.cfg.emergency_delete_unuploaded {
+        if crowded && self.cfg.emergency_delete_unuploaded {
             for (f, p) in &state.pending {
-                if state.is_uploaded(f, p.size, p.mtime_ns) {
+                if state.is_uploaded(f, &p.version) {
                     continue;
                 }
-                if let Some((root, prio, true)) = self.sources.get(&f.source) {
+                if let Some((root, prio, true)) = self.sources.get(f.source()) {
                     out.push(Candidate {
                         file: f.clone(),
-                        path: root.join(&f.rel),
-                        size: p.size,
-                        mtime_ns: p.mtime_ns,
+                        path: root.join(f.rel()),
+                        size: p.version.size,
+                        mtime_ns: p.version.mtime_ns,
                         prio: *prio,
                         uploaded: None,
                     });
@@ -291,13 +330,29 @@ impl Scope {
         out
     }
 
+    /// Journals a deletion, so the registry and queue forget the file at once.
+    fn forget(&self, journal: &Journal, c: &Candidate, reason: Reason) {
+        let record = Record::Deleted {
+            file: c.file.clone(),
+            reason: reason.tag().to_string(),
+        };
+        if let Err(e) = journal.append(&[record]) {
+            // The next pass finds the file gone and skips it; the next start prunes it.
+            log::warn!("disk: {e}");
+        }
+    }
+
     /// Deletes one file after checking it again; false if it was not deleted.
     fn delete(&self, c: &Candidate, reason: Reason) -> bool {
-        let Some((root, _, _)) = self.sources.get(&c.file.source) else {
+        let Some((root, _, _)) = self.sources.get(c.file.source()) else {
             return false;
         };
+        let expected = Version {
+            size: c.size,
+            mtime_ns: c.mtime_ns,
+        };
         match stat(&c.path) {
-            Ok(Some(now)) if c.uploaded.is_none() || now == (c.size, c.mtime_ns) => {}
+            Ok(Some(now)) if c.uploaded.is_none() || now == expected => {}
             Ok(Some(_)) => {
                 log::debug!("disk: {} changed since its upload; kept", c.path.display());
                 return false;
@@ -328,7 +383,7 @@ impl Scope {
         }
         if let Some((_, sha)) = &c.uploaded {
             match hash_file(&c.path, c.size, None, &AtomicBool::new(false)) {
-                Ok(d) if hex(&d.sha256) == *sha => {}
+                Ok(d) if d.sha256 == *sha => {}
                 _ => {
                     log::warn!(
                         "disk: {} no longer matches its upload; kept",
@@ -374,7 +429,7 @@ pub struct DiskManager {
 impl DiskManager {
     pub fn spawn(
         config: &Config,
-        journal: SharedJournal,
+        journal: Arc<Journal>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Option<DiskManager>> {
         let Some(cfg) = &config.disk else {
@@ -420,7 +475,7 @@ impl Drop for DiskManager {
 }
 
 /// One pass now, on the calling thread (the end of `once`).
-pub fn pass_once(config: &Config, journal: &SharedJournal, counters: &Counters) -> usize {
+pub fn pass_once(config: &Config, journal: &Journal, counters: &Counters) -> usize {
     match &config.disk {
         Some(cfg) => Scope::new(config, cfg).pass(journal, counters),
         None => 0,
@@ -446,21 +501,18 @@ mod tests {
 
     fn cand(name: &str, size: u64, mtime: i64, prio: i32, uploaded_at: Option<i64>) -> Candidate {
         Candidate {
-            file: FileRef {
-                source: "s".into(),
-                rel: name.into(),
-            },
+            file: FileRef::new("s", name),
             path: PathBuf::from(name),
             size,
             mtime_ns: mtime * 1_000_000_000,
             prio,
-            uploaded: uploaded_at.map(|a| (a, String::new())),
+            uploaded: uploaded_at.map(|a| (a, [0; 32])),
         }
     }
 
     fn names(c: &[Candidate], plan: &[(usize, Reason)]) -> Vec<(String, Reason)> {
         plan.iter()
-            .map(|(i, r)| (c[*i].file.rel.clone(), *r))
+            .map(|(i, r)| (c[*i].file.rel().to_string(), *r))
             .collect()
     }
 
@@ -574,5 +626,65 @@ mod tests {
     fn statvfs_reads_a_real_filesystem() {
         let u = usage(Path::new("/")).expect("statvfs /");
         assert!(u.size > 0 && u.used <= u.size);
+    }
+}
+
+#[cfg(test)]
+mod pass_tests {
+    use super::*;
+    use crate::journal::KeyScheme;
+
+    /// Regression (disk.rs before the redesign): deletions were never journaled, so the
+    /// registry shrank only at the next start and every pass (woken after every upload)
+    /// planned every file it had already deleted again.
+    #[test]
+    fn a_deletion_is_journaled_and_not_planned_again() {
+        let dir = std::env::temp_dir().join(format!("tvm-disk-pass-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).expect("mkdir");
+        let text = format!(
+            r#"{{"vehicle_id":"v","state_dir":{:?},"sources":[{{"name":"s","path":{:?}}}],
+               "s3":{{"bucket":"bucket","region":"r"}},"disk":{{"keep_uploaded_hours":0}}}}"#,
+            dir.join("state"),
+            logs
+        );
+        let config = Config::parse(&text, &|_| None).expect("config");
+        let (journal, _) = Journal::open(&config.state_dir, KeyScheme::default()).expect("open");
+        for name in ["a.log", "b.log"] {
+            let path = logs.join(name);
+            std::fs::write(&path, name.as_bytes()).expect("write");
+            let version = stat(&path).expect("stat").expect("file");
+            let digests =
+                hash_file(&path, version.size, None, &AtomicBool::new(false)).expect("hash");
+            let record = Record::Uploaded {
+                file: FileRef::new("s", name),
+                version,
+                sha256: digests.sha256,
+                key: format!("k/{name}"),
+                etag: String::new(),
+                at: unix_now() - 10,
+            };
+            journal.append(&[record]).expect("append");
+        }
+        let counters = Counters::default();
+        assert_eq!(pass_once(&config, &journal, &counters), 2);
+        assert!(!logs.join("a.log").exists() && !logs.join("b.log").exists());
+        assert_eq!(
+            journal.read().registry_len(),
+            0,
+            "the registry forgot them at once"
+        );
+        let scope = Scope::new(&config, config.disk.as_ref().expect("disk"));
+        assert!(scope.candidates(&journal, false, unix_now()).is_empty());
+        assert_eq!(pass_once(&config, &journal, &counters), 0);
+        drop(journal);
+        let replayed = Journal::read_only(&config.state_dir, KeyScheme::default()).expect("read");
+        assert_eq!(
+            replayed.state.registry_len(),
+            0,
+            "and so does the journal on disk"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,31 +2,14 @@
 //!
 //! This file is the command line only: it turns arguments into a validated config, sets
 //! up logging, runs a subcommand and maps its outcome to an exit code (SPEC.md: 0 done,
-//! 1 runtime failure, 2 bad usage or invalid config). The work is in the modules.
-
-mod clock;
-mod config;
-mod credentials;
-mod daemon;
-mod disk;
-mod key;
-mod metrics;
-mod pattern;
-mod queue;
-mod retry;
-mod s3;
-mod schedule;
-mod settle;
-mod sigv4;
-mod status;
-mod throttle;
-mod upload;
-mod watch;
+//! 1 runtime failure, 2 bad usage or invalid config). The work is in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use config::Config;
+use tvm_upload::config::Config;
+use tvm_upload::planner::Mode;
+use tvm_upload::{credentials, daemon, metrics, status};
 
 const USAGE: &str = "\
 tvm-upload: ships vehicle log files to Amazon S3, exactly once, intact
@@ -90,9 +73,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_FAILURE);
             }
             let mode = if matches!(command, Command::Run) {
-                daemon::Mode::Run
+                Mode::Run
             } else {
-                daemon::Mode::Once
+                Mode::Once
             };
             log::info!(
                 "tvm-upload {} starting ({:?}) for vehicle {}",
@@ -101,10 +84,10 @@ fn main() -> ExitCode {
                 config.vehicle_id
             );
             match daemon::run(config, mode) {
-                Ok(summary) if mode == daemon::Mode::Once && summary.failed_files > 0 => {
+                Ok(summary) if mode == Mode::Once && summary.totals.given_up > 0 => {
                     log::error!(
                         "{} files could not be uploaded; they stay queued",
-                        summary.failed_files
+                        summary.totals.given_up
                     );
                     ExitCode::from(EXIT_FAILURE)
                 }

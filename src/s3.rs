@@ -448,7 +448,7 @@ impl S3 {
         let mut marker: Option<u16> = None;
         // Bounded: 10,000 parts at 1,000 a page is 10 pages; a server that keeps
         // returning a marker past that is misbehaving.
-        for _ in 0..=(crate::queue::MAX_PARTS as usize / LIST_PARTS_PAGE as usize + 1) {
+        for _ in 0..=(crate::journal::MAX_PARTS as usize / LIST_PARTS_PAGE as usize + 1) {
             let mut action = self.bucket.list_parts(Some(&creds), key, upload_id);
             action.set_max_parts(LIST_PARTS_PAGE);
             if let Some(m) = marker {

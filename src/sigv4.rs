@@ -7,8 +7,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
 use crate::key::utc_fields;
-use crate::upload::hex;
 
 /// A request to sign. Header names may be in any case; values are trimmed and their
 /// inner runs of spaces folded, as SigV4 requires.

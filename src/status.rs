@@ -1,114 +1,304 @@
 //! `tvm-upload status`: what is left to upload and how it is going, read without
 //! disturbing a running daemon. Two sources, both under `state_dir`:
-//! - `status.json`, which the daemon rewrites atomically about once a second while busy:
-//!   the live queue, in-flight uploads with progress, totals, throughput, ETA, last error;
-//! - the journal (read, never written; the lock only tested): what is queued and
-//!   uploaded for certain, also when no daemon runs.
+//! - `status.json` ([`Live`]), which the daemon rewrites atomically about once a second
+//!   while busy: the live queue, in-flight uploads with progress, totals, throughput,
+//!   ETA, last error;
+//! - the journal (read, never written): what is queued and uploaded for certain, also
+//!   when no daemon runs.
 //!
-//! This module also writes `status.json` for the daemon ([`write`]).
+//! Whether a daemon runs is read from `/proc/locks` (is the lock file's inode locked?),
+//! so `status` never takes the lock itself: a daemon starting at that instant must not
+//! find it held. Both documents are typed structs, written and read with serde; each
+//! derived figure (a percent, an ETA, per-source sums) is computed in one function here.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::queue::Journal;
+use crate::journal::{Journal, LOCK_FILE};
 
 pub const STATUS_FILE: &str = "status.json";
 
+/// Files and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Count {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Files and bytes per source name, from `(source, size)` pairs.
+pub fn by_source<'a>(files: impl Iterator<Item = (&'a str, u64)>) -> BTreeMap<String, Count> {
+    let mut out: BTreeMap<String, Count> = BTreeMap::new();
+    for (source, size) in files {
+        let c = out.entry(source.to_string()).or_default();
+        c.files += 1;
+        c.bytes += size;
+    }
+    out
+}
+
+/// One upload in progress (or paused with parts stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub source: String,
+    pub path: String,
+    pub size: u64,
+    pub done_bytes: u64,
+    pub percent: f64,
+}
+
+impl Transfer {
+    pub fn new(source: &str, path: &str, size: u64, done_bytes: u64) -> Transfer {
+        let done_bytes = done_bytes.min(size);
+        Transfer {
+            source: source.to_string(),
+            path: path.to_string(),
+            size,
+            done_bytes,
+            percent: percent(done_bytes, size),
+        }
+    }
+}
+
+/// `done` of `size` as a percentage with one decimal; an empty file is done.
+pub fn percent(done: u64, size: u64) -> f64 {
+    if size == 0 {
+        100.0
+    } else {
+        (done as f64 * 1000.0 / size as f64).round() / 10.0
+    }
+}
+
+/// Seconds to send `left` bytes at `rate` bytes per second, if anything is moving.
+pub fn eta_seconds(left: u64, rate: f64) -> Option<f64> {
+    (rate > 0.0).then(|| (left as f64 / rate).round())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveQueue {
+    pub files: u64,
+    pub bytes: u64,
+    pub settling_files: u64,
+    pub oldest_pending_seconds: f64,
+    pub by_source: BTreeMap<String, Count>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub files_already_in_s3: u64,
+    pub failed_attempts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    pub at: String,
+    pub message: String,
+}
+
+/// The upload window: open now (with its cap), or when it next opens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub open: bool,
+    /// Present (true) when no schedule is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_second: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_open: Option<String>,
+}
+
+/// `status.json`: the daemon's live view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    pub pid: u32,
+    pub updated_at: String,
+    pub started_at: String,
+    pub queue: LiveQueue,
+    pub in_flight: Vec<Transfer>,
+    pub totals: Totals,
+    pub throughput_bytes_per_second: f64,
+    pub eta_seconds: Option<f64>,
+    pub window: Window,
+    pub last_error: Option<LastError>,
+}
+
+impl Live {
+    /// Sets the throughput and, from what is left of the queue, the ETA.
+    pub fn set_rate(&mut self, bytes_per_second: f64) {
+        self.throughput_bytes_per_second = bytes_per_second.round();
+        let in_flight_done: u64 = self.in_flight.iter().map(|t| t.done_bytes).sum();
+        let left = self.queue.bytes.saturating_sub(in_flight_done);
+        self.eta_seconds = eta_seconds(left, bytes_per_second);
+    }
+}
+
 /// Replaces `status.json` atomically (temp file and rename), so a reader never sees half
 /// of one. Not fsynced: it is advice, rewritten every second, never state.
-pub fn write(state_dir: &Path, doc: &Value) -> std::io::Result<()> {
+pub fn write(state_dir: &Path, live: &Live) -> std::io::Result<()> {
     let tmp = state_dir.join(format!("{STATUS_FILE}.tmp"));
+    let text = serde_json::to_vec_pretty(live).map_err(std::io::Error::other)?;
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(doc)
-            .map_err(std::io::Error::other)?
-            .as_bytes(),
-    )?;
+    f.write_all(&text)?;
     drop(f);
     std::fs::rename(&tmp, state_dir.join(STATUS_FILE))
 }
 
-/// Whether a daemon holds the state dir's lock right now.
-fn daemon_running(config: &Config) -> bool {
-    let path = config.state_dir.join("lock");
-    match OpenOptions::new().write(true).open(&path) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
+fn read_live(state_dir: &Path) -> Option<Live> {
+    let bytes = std::fs::read(state_dir.join(STATUS_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Throughput over a sliding window of (time, bytes sent so far) samples.
+#[derive(Debug, Default)]
+pub struct Rate {
+    samples: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+/// Throughput is the bytes sent over this last stretch of time.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Rate {
+    /// Takes a sample and returns bytes per second over the last [`RATE_WINDOW`].
+    pub fn sample(&mut self, now: std::time::Instant, sent_total: u64) -> f64 {
+        self.samples.push_back((now, sent_total));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                b1.saturating_sub(*b0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
     }
 }
 
-pub fn report(config: &Config) -> Result<Value, String> {
-    let replay = Journal::read_only(&config.state_dir).map_err(|e| e.to_string())?;
+/// `status --json`: the journal's certain facts merged with the daemon's live view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub vehicle_id: String,
+    pub daemon_running: bool,
+    pub status_updated_at: Option<String>,
+    pub pending: Pending,
+    pub in_flight: Vec<Transfer>,
+    pub incomplete_multipart: Vec<Transfer>,
+    pub uploaded: Count,
+    pub totals_since_start: Option<Totals>,
+    pub throughput_bytes_per_second: f64,
+    pub eta_seconds: Option<f64>,
+    pub settling_files: u64,
+    pub last_error: Option<LastError>,
+    pub window: Window,
+    pub journal_damaged_lines: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub files: u64,
+    pub bytes: u64,
+    pub by_source: BTreeMap<String, Count>,
+}
+
+/// Whether some process holds the state dir's lock, read from `/proc/locks` without
+/// taking it. `None` when that cannot be told (no lock file, no `/proc`).
+pub fn daemon_running(state_dir: &Path) -> Option<bool> {
+    let meta = std::fs::metadata(state_dir.join(LOCK_FILE)).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(lock_listed(&locks, meta.dev(), meta.ino()))
+}
+
+/// Whether `/proc/locks` lists a lock on the inode `ino` of device `dev`. Its lines read
+/// `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`: the device as hex major:minor.
+pub fn lock_listed(locks: &str, dev: u64, ino: u64) -> bool {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{ino}");
+    locks
+        .lines()
+        .filter(|l| !l.contains("->")) // a blocked waiter, not a holder
+        .any(|l| l.split_whitespace().any(|field| field == want))
+}
+
+pub fn report(config: &Config) -> Result<Report, String> {
+    let replay =
+        Journal::read_only(&config.state_dir, config.key_scheme()).map_err(|e| e.to_string())?;
     let state = &replay.state;
-    let mut per_source: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for (f, p) in &state.pending {
-        let e = per_source.entry(f.source.as_str()).or_default();
-        e.0 += 1;
-        e.1 += p.size;
-    }
-    let mut incomplete: Vec<Value> = state
+    let by = by_source(
+        state
+            .pending
+            .iter()
+            .map(|(f, p)| (f.source(), p.version.size)),
+    );
+    let mut incomplete: Vec<Transfer> = state
         .multipart
         .iter()
-        .map(|(f, m)| {
-            let done: u64 = m
-                .parts
-                .keys()
-                .map(|&n| m.part_size.min(m.size.saturating_sub(u64::from(n - 1) * m.part_size)))
-                .sum();
-            json!({
-                "source": f.source, "path": f.rel, "size": m.size, "done_bytes": done,
-                "percent": if m.size == 0 { 100.0 } else { (done as f64 * 1000.0 / m.size as f64).round() / 10.0 },
-            })
-        })
+        .map(|(f, m)| Transfer::new(f.source(), f.rel(), m.version.size, m.stored_bytes()))
         .collect();
-    incomplete.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-    let running = daemon_running(config);
-    let live: Option<Value> = std::fs::read(config.state_dir.join(STATUS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let live_field = |k: &str| live.as_ref().map_or(Value::Null, |v| v[k].clone());
-    Ok(json!({
-        "vehicle_id": config.vehicle_id,
-        "daemon_running": running,
-        "status_updated_at": live_field("updated_at"),
-        "pending": {
-            "files": per_source.values().map(|v| v.0).sum::<u64>(),
-            "bytes": per_source.values().map(|v| v.1).sum::<u64>(),
-            "by_source": per_source.iter().map(|(s, (n, b))| (s.to_string(), json!({"files": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+    incomplete.sort_by(|a, b| a.path.cmp(&b.path));
+    let live = read_live(&config.state_dir);
+    // No /proc: a status file rewritten in the last minute by a live pid says so.
+    let running = daemon_running(&config.state_dir).unwrap_or_else(|| {
+        live.as_ref()
+            .is_some_and(|l| Path::new(&format!("/proc/{}", l.pid)).exists())
+    });
+    let live_now = live.as_ref().filter(|_| running);
+    Ok(Report {
+        vehicle_id: config.vehicle_id.clone(),
+        daemon_running: running,
+        status_updated_at: live.as_ref().map(|l| l.updated_at.clone()),
+        pending: Pending {
+            files: by.values().map(|c| c.files).sum(),
+            bytes: by.values().map(|c| c.bytes).sum(),
+            by_source: by,
         },
-        "in_flight": if running { live_field("in_flight") } else { json!([]) },
-        "incomplete_multipart": incomplete,
-        "uploaded": {
-            "files": state.registry.len(),
-            "bytes": state.registry.values().map(|u| u.size).sum::<u64>(),
+        in_flight: live_now.map(|l| l.in_flight.clone()).unwrap_or_default(),
+        incomplete_multipart: incomplete,
+        uploaded: Count {
+            files: state.registry_len() as u64,
+            bytes: state.registry().map(|(_, u)| u.version.size).sum(),
         },
-        "totals_since_start": live_field("totals"),
-        "throughput_bytes_per_second": if running { live_field("throughput_bytes_per_second") } else { json!(0) },
-        "eta_seconds": if running { live_field("eta_seconds") } else { Value::Null },
-        "settling_files": if running { live_field("queue")["settling_files"].clone() } else { json!(0) },
-        "last_error": live_field("last_error"),
-        "window": window(config),
-        "journal_damaged_lines": replay.damaged.len(),
-    }))
+        totals_since_start: live.as_ref().map(|l| l.totals),
+        throughput_bytes_per_second: live_now.map_or(0.0, |l| l.throughput_bytes_per_second),
+        eta_seconds: live_now.and_then(|l| l.eta_seconds),
+        settling_files: live_now.map_or(0, |l| l.queue.settling_files),
+        last_error: live.and_then(|l| l.last_error),
+        window: window(config),
+        journal_damaged_lines: replay.damaged_total,
+    })
 }
 
 /// Whether uploads are allowed now, and if not when they next are.
-fn window(config: &Config) -> Value {
+fn window(config: &Config) -> Window {
     let Some(schedule) = &config.schedule else {
-        return json!({ "open": true, "always": true });
+        return Window {
+            open: true,
+            always: Some(true),
+            ..Window::default()
+        };
     };
     let now = crate::schedule::schedule_now();
     match schedule.open_at(now) {
-        Some(open) => json!({ "open": true, "max_bytes_per_second": open.max_bytes_per_second }),
-        None => json!({
-            "open": false,
-            "next_open": schedule.next_open(now).map(crate::key::rfc3339_utc),
-        }),
+        Some(open) => Window {
+            open: true,
+            max_bytes_per_second: open.max_bytes_per_second,
+            ..Window::default()
+        },
+        None => Window {
+            open: false,
+            next_open: schedule.next_open(now).map(crate::key::rfc3339_utc),
+            ..Window::default()
+        },
     }
 }
 
@@ -126,64 +316,76 @@ pub fn show(config: &Config, as_json: bool) -> Result<(), String> {
 }
 
 /// The 80-column view.
-pub fn human_view(r: &Value) -> String {
+pub fn human_view(r: &Report) -> String {
     let mut out = String::new();
-    let running = r["daemon_running"].as_bool() == Some(true);
-    let state = if running {
-        "running".to_string()
-    } else {
-        match r["status_updated_at"].as_str() {
-            Some(t) => format!("not running (last seen {t})"),
-            None => "not running".to_string(),
-        }
+    let state = match (&r.daemon_running, &r.status_updated_at) {
+        (true, _) => "running".to_string(),
+        (false, Some(t)) => format!("not running (last seen {t})"),
+        (false, None) => "not running".to_string(),
     };
-    out.push_str(&format!(
-        "tvm-upload {}: daemon {state}\n",
-        r["vehicle_id"].as_str().unwrap_or("")
-    ));
-    let pending_bytes = r["pending"]["bytes"].as_u64().unwrap_or(0);
+    out.push_str(&format!("tvm-upload {}: daemon {state}\n", r.vehicle_id));
     out.push_str(&format!(
         "pending    {:>7} files {:>11}",
-        r["pending"]["files"],
-        human(pending_bytes)
+        r.pending.files,
+        human(r.pending.bytes)
     ));
-    if let Some(eta) = r["eta_seconds"].as_f64() {
+    if let Some(eta) = r.eta_seconds {
         out.push_str(&format!("   ETA {}", duration(eta)));
     }
-    if let Some(rate) = r["throughput_bytes_per_second"]
-        .as_f64()
-        .filter(|r| *r > 0.0)
-    {
-        out.push_str(&format!(" at {}/s", human(rate as u64)));
+    if r.throughput_bytes_per_second > 0.0 {
+        let rate = r.throughput_bytes_per_second as u64;
+        out.push_str(&format!(" at {}/s", human(rate)));
     }
     out.push('\n');
-    if let Some(by) = r["pending"]["by_source"].as_object() {
-        for (s, v) in by {
-            let name: String = s.chars().take(20).collect();
-            out.push_str(&format!(
-                "  {name:<20} {:>7} files {:>11}\n",
-                v["files"],
-                human(v["bytes"].as_u64().unwrap_or(0))
-            ));
-        }
-    }
-    if let Some(n) = r["settling_files"].as_u64().filter(|n| *n > 0) {
+    for (s, c) in &r.pending.by_source {
+        let name: String = s.chars().take(20).collect();
         out.push_str(&format!(
-            "settling   {n:>7} files (waiting to be unchanged)\n"
+            "  {name:<20} {:>7} files {:>11}\n",
+            c.files,
+            human(c.bytes)
         ));
     }
-    let list = if running {
-        &r["in_flight"]
+    if r.settling_files > 0 {
+        out.push_str(&format!(
+            "settling   {:>7} files (waiting to be unchanged)\n",
+            r.settling_files
+        ));
+    }
+    transfers(&mut out, r);
+    out.push_str(&format!(
+        "uploaded   {:>7} files {:>11} (all time)\n",
+        r.uploaded.files,
+        human(r.uploaded.bytes)
+    ));
+    if let Some(t) = &r.totals_since_start {
+        out.push_str(&format!(
+            "this run   {:>7} files {:>11}, {} already in S3, {} failed attempts\n",
+            t.files_uploaded,
+            human(t.bytes_uploaded),
+            t.files_already_in_s3,
+            t.failed_attempts,
+        ));
+    }
+    if !r.window.open {
+        let next = r.window.next_open.as_deref().unwrap_or("never");
+        out.push_str(&format!("window     closed; next opens {next}\n"));
+    }
+    if let Some(e) = &r.last_error {
+        let msg: String = e.message.chars().take(60).collect();
+        out.push_str(&format!("last error {}\n           {msg}\n", e.at));
+    }
+    out
+}
+
+/// In-flight uploads (daemon running) or paused multipart uploads (not running).
+fn transfers(out: &mut String, r: &Report) {
+    let (list, label) = if r.daemon_running {
+        (&r.in_flight, "uploading")
     } else {
-        &r["incomplete_multipart"]
+        (&r.incomplete_multipart, "paused")
     };
-    let label = if running { "uploading" } else { "paused" };
-    for m in list.as_array().into_iter().flatten() {
-        let path = format!(
-            "{}:{}",
-            m["source"].as_str().unwrap_or(""),
-            m["path"].as_str().unwrap_or("")
-        );
+    for m in list {
+        let path = format!("{}:{}", m.source, m.path);
         let short: String = if path.chars().count() > 48 {
             let tail: Vec<char> = path.chars().rev().take(47).collect();
             format!("…{}", tail.into_iter().rev().collect::<String>())
@@ -192,44 +394,10 @@ pub fn human_view(r: &Value) -> String {
         };
         out.push_str(&format!(
             "{label:<10} {short:<48} {:>5.1}% of {}\n",
-            m["percent"].as_f64().unwrap_or(0.0),
-            human(m["size"].as_u64().unwrap_or(0))
+            m.percent,
+            human(m.size)
         ));
     }
-    out.push_str(&format!(
-        "uploaded   {:>7} files {:>11} (all time)\n",
-        r["uploaded"]["files"],
-        human(r["uploaded"]["bytes"].as_u64().unwrap_or(0))
-    ));
-    if let Some(t) = r["totals_since_start"].as_object() {
-        out.push_str(&format!(
-            "this run   {:>7} files {:>11}, {} already in S3, {} failed attempts\n",
-            t.get("files_uploaded").cloned().unwrap_or(json!(0)),
-            human(t.get("bytes_uploaded").and_then(Value::as_u64).unwrap_or(0)),
-            t.get("files_already_in_s3").cloned().unwrap_or(json!(0)),
-            t.get("failed_attempts").cloned().unwrap_or(json!(0)),
-        ));
-    }
-    if r["window"]["open"].as_bool() == Some(false) {
-        out.push_str(&format!(
-            "window     closed; next opens {}\n",
-            r["window"]["next_open"].as_str().unwrap_or("never")
-        ));
-    }
-    if let Some(e) = r["last_error"].as_object() {
-        let msg: String = e
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .chars()
-            .take(60)
-            .collect();
-        out.push_str(&format!(
-            "last error {}\n           {msg}\n",
-            e.get("at").and_then(Value::as_str).unwrap_or("")
-        ));
-    }
-    out
 }
 
 fn human(bytes: u64) -> String {
@@ -260,24 +428,50 @@ fn duration(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    fn sample() -> Report {
+        Report {
+            vehicle_id: "v001-with-a-rather-long-vehicle-identifier-0000000001".into(),
+            daemon_running: true,
+            pending: Pending {
+                files: 1_234_567,
+                bytes: 987_654_321_987,
+                by_source: by_source([("a-source-name-longer-than-twenty-chars", 2)].into_iter()),
+            },
+            settling_files: 12,
+            eta_seconds: Some(123_456.0),
+            throughput_bytes_per_second: 123_456_789.0,
+            in_flight: vec![Transfer::new(
+                "ros",
+                "a/very/deep/directory/tree/with/a/very/long/file-name.mcap",
+                1000,
+                425,
+            )],
+            uploaded: Count {
+                files: 99_999_999,
+                bytes: 1_234_567_890_123_456,
+            },
+            totals_since_start: Some(Totals {
+                files_uploaded: 10,
+                bytes_uploaded: 100,
+                files_already_in_s3: 1,
+                failed_attempts: 2,
+            }),
+            window: Window {
+                open: false,
+                next_open: Some("2026-11-23T20:00:00Z".into()),
+                ..Window::default()
+            },
+            last_error: Some(LastError {
+                at: "2026-11-22T10:00:00Z".into(),
+                message: "x".repeat(300),
+            }),
+            ..Report::default()
+        }
+    }
+
     #[test]
     fn human_view_fits_eighty_columns() {
-        let r = json!({
-            "vehicle_id": "v001-with-a-rather-long-vehicle-identifier-0000000001",
-            "daemon_running": true,
-            "pending": { "files": 1234567, "bytes": 987654321987u64,
-                         "by_source": { "a-source-name-longer-than-twenty-chars": {"files": 1, "bytes": 2} } },
-            "settling_files": 12,
-            "eta_seconds": 123456.0,
-            "throughput_bytes_per_second": 123456789.0,
-            "in_flight": [{ "source": "ros", "path": "a/very/deep/directory/tree/with/a/very/long/file-name.mcap",
-                            "percent": 42.5, "size": 123456789 }],
-            "uploaded": { "files": 99999999, "bytes": 1234567890123456u64 },
-            "totals_since_start": { "files_uploaded": 10, "bytes_uploaded": 100, "files_already_in_s3": 1, "failed_attempts": 2 },
-            "window": { "open": false, "next_open": "2026-11-23T20:00:00Z" },
-            "last_error": { "at": "2026-11-22T10:00:00Z", "message": "x".repeat(300) },
-        });
-        let text = human_view(&r);
+        let text = human_view(&sample());
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 80,
@@ -289,5 +483,90 @@ mod tests {
             text.contains("ETA 34h17m") && text.contains("42.5%"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn documents_round_trip_through_serde() {
+        let r = sample();
+        let text = serde_json::to_string(&r).expect("json");
+        assert_eq!(serde_json::from_str::<Report>(&text).expect("back"), r);
+        let mut live = Live::default();
+        live.queue.bytes = 1000;
+        live.in_flight.push(Transfer::new("s", "p", 600, 200));
+        live.set_rate(100.0);
+        assert_eq!(live.eta_seconds, Some(8.0));
+        let text = serde_json::to_string(&live).expect("json");
+        assert_eq!(serde_json::from_str::<Live>(&text).expect("back"), live);
+    }
+
+    #[test]
+    fn derived_figures() {
+        assert_eq!(percent(0, 0), 100.0);
+        assert_eq!(percent(1, 3), 33.3);
+        assert_eq!(Transfer::new("s", "p", 10, 99).done_bytes, 10);
+        assert_eq!(eta_seconds(100, 0.0), None);
+        let t0 = std::time::Instant::now();
+        let mut rate = Rate::default();
+        assert_eq!(rate.sample(t0, 0), 0.0);
+        let r = rate.sample(t0 + std::time::Duration::from_secs(2), 1000);
+        assert_eq!(r, 500.0);
+    }
+
+    #[test]
+    fn proc_locks_lines_are_matched_by_device_and_inode() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let locks = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4243 08:02:99 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 4244 08:02:777 0 EOF\n";
+        assert!(lock_listed(locks, dev, 123_456));
+        assert!(!lock_listed(locks, dev, 12_345));
+        assert!(lock_listed(locks, libc::makedev(8, 2), 99));
+        assert!(
+            !lock_listed(locks, libc::makedev(8, 2), 777),
+            "a waiter holds nothing"
+        );
+    }
+
+    #[test]
+    fn status_sees_a_held_lock_without_taking_it() {
+        let dir = std::env::temp_dir().join(format!("tvm-status-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let lock = std::fs::File::create(dir.join(LOCK_FILE)).expect("lock file");
+        assert_eq!(daemon_running(&dir), Some(false));
+        lock.try_lock().expect("lock");
+        assert_eq!(daemon_running(&dir), Some(true));
+        drop(lock);
+        assert_eq!(daemon_running(&dir), Some(false));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Regression (status.rs 37–43 before the redesign): `status` tested the lock by
+    /// taking it, so a daemon starting at that instant failed with "lock held".
+    #[test]
+    fn a_daemon_starting_while_status_looks_always_gets_the_lock() {
+        let dir = std::env::temp_dir().join(format!("tvm-status-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::File::create(dir.join(LOCK_FILE)).expect("lock file");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let looker = {
+            let (dir, stop) = (dir.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    daemon_running(&dir);
+                }
+            })
+        };
+        for _ in 0..2000 {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(LOCK_FILE))
+                .expect("open");
+            f.try_lock().expect("the lock is never held by status");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        looker.join().expect("join");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

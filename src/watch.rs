@@ -17,12 +17,11 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
+use crate::file::{FileRef, Version, stat};
 use crate::pattern::{self, Pattern};
-use crate::queue::FileRef;
-use crate::upload::stat;
 
 /// inotify read buffer: room for ~1,000 events per read.
 const EVENT_BUFFER_BYTES: usize = 64 * 1024;
@@ -33,12 +32,8 @@ const MAX_DEPTH: usize = 32;
 /// What the watcher tells the planner.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
-    /// A wanted regular file exists with this size and mtime.
-    Seen {
-        file: FileRef,
-        size: u64,
-        mtime_ns: i64,
-    },
+    /// A wanted regular file exists at this version.
+    Seen { file: FileRef, version: Version },
     /// The file was deleted or moved away.
     Gone { file: FileRef },
     /// The start-up scan is complete: every file present then has been reported.
@@ -55,14 +50,21 @@ pub struct SourceSpec {
     pub exclude: Vec<Pattern>,
 }
 
-/// Owns the watcher thread; dropping it (or [`Watcher::stop`]) wakes and joins it.
+/// Owns the watcher thread and the receiving end of its channel; dropping it (or
+/// [`Watcher::stop`]) closes the channel, wakes the thread and joins it. Closing the
+/// channel first matters: a watcher blocked sending into a full channel (a start-up scan
+/// of a big tree) is freed by it, so stopping never hangs, whatever the caller did with
+/// the events.
 pub struct Watcher {
+    events: Option<Receiver<WatchEvent>>,
     wake: Option<io::PipeWriter>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
-    pub fn spawn(sources: Vec<SourceSpec>, tx: Sender<WatchEvent>) -> io::Result<Watcher> {
+    /// Starts watching; at most `capacity` events wait in the channel.
+    pub fn spawn(sources: Vec<SourceSpec>, capacity: usize) -> io::Result<Watcher> {
+        let (tx, rx) = bounded(capacity);
         let inotify = Inotify::init()?;
         let (wake_rx, wake_tx) = io::pipe()?;
         let thread = std::thread::Builder::new()
@@ -79,12 +81,23 @@ impl Watcher {
                 state.run(wake_rx);
             })?;
         Ok(Watcher {
+            events: Some(rx),
             wake: Some(wake_tx),
             thread: Some(thread),
         })
     }
 
+    /// The events, in the order seen. Disconnected once the thread has stopped.
+    pub fn events(&self) -> &Receiver<WatchEvent> {
+        static CLOSED: std::sync::OnceLock<Receiver<WatchEvent>> = std::sync::OnceLock::new();
+        match &self.events {
+            Some(rx) => rx,
+            None => CLOSED.get_or_init(|| bounded(0).1),
+        }
+    }
+
     pub fn stop(&mut self) {
+        self.events.take();
         if let Some(mut w) = self.wake.take() {
             // Writing wakes poll; closing the pipe (drop) would too.
             let _ = w.write_all(b"x");
@@ -221,10 +234,7 @@ impl State {
                     touched_set.remove(&(src, child.clone()));
                     touched.retain(|t| t != &(src, child.clone()));
                     self.send(WatchEvent::Gone {
-                        file: FileRef {
-                            source: self.sources[src].name.clone(),
-                            rel: child,
-                        },
+                        file: FileRef::new(&self.sources[src].name, &child),
                     })?;
                     continue;
                 }
@@ -308,16 +318,9 @@ impl State {
             return Ok(());
         }
         let path = spec.root.join(rel);
-        let file = FileRef {
-            source: spec.name.clone(),
-            rel: rel.to_string(),
-        };
+        let file = FileRef::new(&spec.name, rel);
         match stat(&path) {
-            Ok(Some((size, mtime_ns))) => self.send(WatchEvent::Seen {
-                file,
-                size,
-                mtime_ns,
-            }),
+            Ok(Some(version)) => self.send(WatchEvent::Seen { file, version }),
             Ok(None) => {
                 if std::fs::symlink_metadata(&path).is_err() {
                     self.send(WatchEvent::Gone { file })
@@ -433,6 +436,7 @@ enum Ready {
 
 /// Sleeps until inotify has events, the wake pipe is written (or closed), or
 /// `timeout_ms` passes (-1: no timeout).
+#[allow(unsafe_code)]
 fn wait_readable(inotify: &Inotify, wake: &io::PipeReader, timeout_ms: i32) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
@@ -466,5 +470,85 @@ fn wait_readable(inotify: &Inotify, wake: &io::PipeReader, timeout_ms: i32) -> i
         if n == 0 {
             return Ok(Ready::Timeout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec(name: &str, root: &std::path::Path) -> SourceSpec {
+        SourceSpec {
+            name: name.into(),
+            root: root.to_path_buf(),
+            recursive: true,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tvm-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn the_start_up_scan_reports_every_wanted_file_then_scan_done() {
+        let d = dir("scan");
+        std::fs::write(d.join("a.log"), b"a").expect("write");
+        std::fs::write(d.join("sub/b.log"), b"bb").expect("write");
+        std::fs::write(d.join(".hidden"), b"h").expect("write");
+        let w = Watcher::spawn(vec![spec("s", &d)], 16).expect("spawn");
+        let mut seen = Vec::new();
+        loop {
+            match w
+                .events()
+                .recv_timeout(Duration::from_secs(10))
+                .expect("event")
+            {
+                WatchEvent::Seen { file, version } => {
+                    seen.push((file.rel().to_string(), version.size))
+                }
+                WatchEvent::Gone { .. } => {}
+                WatchEvent::ScanDone => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, vec![("a.log".into(), 1), ("sub/b.log".into(), 2)]);
+        std::fs::write(d.join("c.log"), b"ccc").expect("write");
+        let ev = w
+            .events()
+            .recv_timeout(Duration::from_secs(10))
+            .expect("event");
+        assert!(
+            matches!(ev, WatchEvent::Seen { ref file, .. } if file.rel() == "c.log"),
+            "{ev:?}"
+        );
+        drop(w);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Regression (daemon.rs around 202 before the redesign): a start-up step failing
+    /// right after the watcher was spawned returned with `?` while the watcher was
+    /// blocked on its full channel during the start-up scan, and dropping it hung.
+    #[test]
+    fn dropping_a_watcher_blocked_on_a_full_channel_returns() {
+        let d = dir("blocked");
+        for i in 0..64 {
+            std::fs::write(d.join(format!("f{i}")), b"x").expect("write");
+        }
+        let w = Watcher::spawn(vec![spec("s", &d)], 2).expect("spawn");
+        std::thread::sleep(Duration::from_millis(200)); // the scan fills the channel
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(w);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("dropping the watcher returned");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -158,6 +158,7 @@ fn once_as_nobody(setup: &Setup) -> std::process::Output {
         .arg("--config")
         .arg(&setup.config)
         .env_clear()
+        .envs(common::passthrough_env())
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", setup.dir.path())
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)

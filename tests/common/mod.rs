@@ -65,22 +65,28 @@ pub fn tvm_command() -> Command {
     let bin = std::env::var_os("TVM_UPLOAD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tvm-upload")));
-    match std::env::var_os("TVM_UPLOAD_RUNNER").filter(|r| !r.is_empty()) {
+    let mut command = match std::env::var_os("TVM_UPLOAD_RUNNER").filter(|r| !r.is_empty()) {
         Some(runner) => {
             let mut c = Command::new(runner);
             c.arg(bin);
             c
         }
         None => Command::new(bin),
-    }
+    };
+    command.envs(passthrough_env());
+    command
 }
 
-/// Variables that must survive `env_clear()`: coverage runs (`make coverage`) need the
-/// binary to know where to write its profile.
+/// Variables every process the harness starts gets, also after `env_clear()`:
+/// - `AWS_EC2_METADATA_DISABLED=true`, so nothing under test ever reaches for the
+///   link-local instance metadata address (tests talk to loopback only);
+/// - coverage runs' (`make coverage`) profile location, so the binary writes its profile.
 pub fn passthrough_env() -> Vec<(String, String)> {
-    std::env::vars()
+    let mut vars: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("LLVM_PROFILE") || k == "CARGO_LLVM_COV")
-        .collect()
+        .collect();
+    vars.push(("AWS_EC2_METADATA_DISABLED".into(), "true".into()));
+    vars
 }
 
 /// A fresh temporary directory, removed on drop unless the test failed.
@@ -113,6 +119,7 @@ pub fn spawn_moto(port: u16, extra: &[&std::ffi::OsStr]) -> Child {
     Command::new(tools_dir().join("venv/bin/moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .args(extra)
+        .envs(passthrough_env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -162,6 +169,7 @@ impl Server {
                 .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                 .arg(root.path())
+                .envs(passthrough_env())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -186,6 +194,7 @@ impl Server {
             .arg(script)
             .arg(self.endpoint())
             .args(args)
+            .envs(passthrough_env())
             .output()
             .expect("run cloudwatch.py");
         assert!(

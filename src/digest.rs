@@ -1,0 +1,241 @@
+//! Digests of a file's bytes and their text forms: the whole file's SHA-256 (metadata,
+//! `x-amz-checksum-sha256`, the registry) and each multipart part's MD5 (`Content-MD5`).
+//!
+//! Reads files; writes nothing and talks to no one.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+
+/// Read buffer for hashing: large enough for few syscalls, small enough that
+/// `concurrency` of them cost nothing on a vehicle computer.
+pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The digests of one version of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digests {
+    pub sha256: [u8; 32],
+    /// MD5 of each part, when hashed for multipart.
+    pub part_md5: Vec<[u8; 16]>,
+}
+
+impl Digests {
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
+    }
+}
+
+/// Why hashing stopped short.
+#[derive(Debug)]
+pub enum HashError {
+    /// The file ended before `size` bytes or ran past them: it changed.
+    Changed,
+    /// Shutdown was asked for.
+    Stopped,
+    Io(io::Error),
+}
+
+/// Reads exactly `size` bytes of `path`, computing the SHA-256 and, with `part_size`,
+/// the MD5 of each part.
+pub fn hash_file(
+    path: &Path,
+    size: u64,
+    part_size: Option<u64>,
+    stop: &AtomicBool,
+) -> Result<Digests, HashError> {
+    let mut file = File::open(path).map_err(HashError::Io)?;
+    let mut sha = Sha256::new();
+    let mut parts = part_size.map(PartHasher::new);
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(HashError::Stopped);
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HashError::Io(e)),
+        };
+        total += n as u64;
+        if total > size {
+            return Err(HashError::Changed);
+        }
+        sha.update(&buf[..n]);
+        if let Some(p) = parts.as_mut() {
+            p.update(&buf[..n]);
+        }
+    }
+    if total != size {
+        return Err(HashError::Changed);
+    }
+    Ok(Digests {
+        sha256: sha.finalize().into(),
+        part_md5: parts.map_or_else(Vec::new, |p| p.finish(size)),
+    })
+}
+
+/// MD5s of consecutive fixed-size parts of a stream.
+struct PartHasher {
+    part_size: u64,
+    in_part: u64,
+    md5: Md5,
+    done: Vec<[u8; 16]>,
+}
+
+impl PartHasher {
+    fn new(part_size: u64) -> PartHasher {
+        assert!(part_size > 0, "a part size of 0");
+        PartHasher {
+            part_size,
+            in_part: 0,
+            md5: Md5::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = bytes.len().min((self.part_size - self.in_part) as usize);
+            self.md5.update(&bytes[..take]);
+            self.in_part += take as u64;
+            bytes = &bytes[take..];
+            if self.in_part == self.part_size {
+                self.done.push(self.md5.finalize_reset().into());
+                self.in_part = 0;
+            }
+        }
+    }
+
+    /// The parts' MD5s; an empty file is one empty part.
+    fn finish(mut self, size: u64) -> Vec<[u8; 16]> {
+        if self.in_part > 0 || size == 0 {
+            self.done.push(self.md5.finalize().into());
+        }
+        self.done
+    }
+}
+
+/// The MD5 of bytes, for checking what was sent against what was hashed.
+pub fn md5(bytes: &[u8]) -> [u8; 16] {
+    Md5::digest(bytes).into()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+/// Exactly `N` bytes from `2N` hex digits (either case), or `None`.
+pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let t = text.as_bytes();
+    if t.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = digit(t[2 * i])? << 4 | digit(t[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// Standard base64 with padding, for `Content-MD5` and `x-amz-checksum-sha256`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_bad_input() {
+        let bytes = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "0001abff");
+        assert_eq!(from_hex::<4>("0001ABff"), Some(bytes));
+        assert_eq!(from_hex::<4>("0001abf"), None);
+        assert_eq!(from_hex::<4>("0001abfg"), None);
+    }
+
+    #[test]
+    fn hashing_gives_sha256_and_part_md5s_and_notices_a_size_change() {
+        let dir = std::env::temp_dir().join(format!("tvm-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        std::fs::write(&path, b"abc").expect("write");
+        let stop = AtomicBool::new(false);
+        let d = hash_file(&path, 3, Some(2), &stop).expect("hash");
+        assert_eq!(
+            d.sha256_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.part_md5.len(), 2);
+        assert_eq!(hex(&d.part_md5[1]), "4a8a08f09d37b73795649038408b5f33"); // md5("c")
+        assert_eq!(d.part_md5[1], md5(b"c"));
+        assert!(matches!(
+            hash_file(&path, 2, None, &stop),
+            Err(HashError::Changed)
+        ));
+        assert!(matches!(
+            hash_file(&path, 4, None, &stop),
+            Err(HashError::Changed)
+        ));
+        let whole = hash_file(&path, 3, None, &stop).expect("hash");
+        assert!(whole.part_md5.is_empty());
+        std::fs::write(&path, b"").expect("write");
+        let empty = hash_file(&path, 0, Some(5), &stop).expect("hash");
+        assert_eq!(
+            empty.part_md5,
+            vec![md5(b"")],
+            "an empty file is one empty part"
+        );
+        stop.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            hash_file(&path, 0, None, &stop),
+            Err(HashError::Stopped)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,128 @@
+//! A file as the daemon knows it: its name within a source ([`FileRef`]) and what one
+//! `stat` says of it ([`Version`]).
+//!
+//! This module owns the one `stat` the daemon makes of a file (no symlink followed) and
+//! nothing else: it decides nothing about stability, uploads or deletion.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file named by its source and its `/`-separated path relative to the source root,
+/// held as one shared string `source/rel` (source names never contain `/`), so a clone
+/// is a reference count and the registry can be looked up by `as_str` without building
+/// a key.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileRef(Arc<str>);
+
+impl FileRef {
+    /// The file `rel` of source `source`. A source name with `/` is a programmer error
+    /// (config validation refuses it).
+    pub fn new(source: &str, rel: &str) -> FileRef {
+        debug_assert!(!source.contains('/') && !source.is_empty(), "{source:?}");
+        let mut joined = String::with_capacity(source.len() + 1 + rel.len());
+        joined.push_str(source);
+        joined.push('/');
+        joined.push_str(rel);
+        FileRef(Arc::from(joined))
+    }
+
+    /// `source/rel`: the registry's key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn source(&self) -> &str {
+        split(&self.0).0
+    }
+
+    pub fn rel(&self) -> &str {
+        split(&self.0).1
+    }
+}
+
+/// Splits `source/rel` at its first `/`.
+pub fn split(joined: &str) -> (&str, &str) {
+    joined.split_once('/').unwrap_or((joined, ""))
+}
+
+impl fmt::Display for FileRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source(), self.rel())
+    }
+}
+
+impl fmt::Debug for FileRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// One version of a file: what `stat` said of it. Two observations with the same
+/// version are taken as the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+impl Version {
+    /// The mtime in whole seconds (for keys and ages).
+    pub fn mtime_seconds(&self) -> i64 {
+        self.mtime_ns.div_euclid(1_000_000_000)
+    }
+}
+
+/// The file's current version, or `None` if it is gone or not a regular file (a
+/// symlink is never followed).
+pub fn stat(path: &Path) -> io::Result<Option<Version>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(Some(Version {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_ref_is_source_and_rel_joined_at_the_first_slash() {
+        let f = FileRef::new("ros", "2026/11/a b+c.mcap");
+        assert_eq!(f.source(), "ros");
+        assert_eq!(f.rel(), "2026/11/a b+c.mcap");
+        assert_eq!(f.as_str(), "ros/2026/11/a b+c.mcap");
+        assert_eq!(f.to_string(), "ros:2026/11/a b+c.mcap");
+        assert_eq!(split("x"), ("x", ""));
+    }
+
+    #[test]
+    fn stat_sees_regular_files_only() {
+        let dir = std::env::temp_dir().join(format!("tvm-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("f");
+        std::fs::write(&f, b"abc").expect("write");
+        let v = stat(&f).expect("stat").expect("a file");
+        assert_eq!(v.size, 3);
+        assert!(v.mtime_seconds() > 1_600_000_000);
+        assert_eq!(stat(&dir).expect("stat"), None, "a directory");
+        assert_eq!(stat(&dir.join("missing")).expect("stat"), None);
+        let link = dir.join("l");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&f, &link).expect("symlink");
+        assert_eq!(
+            stat(&link).expect("stat"),
+            None,
+            "a symlink is not followed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

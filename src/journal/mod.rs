@@ -1,0 +1,375 @@
+//! The journal: one JSON-lines file under `state_dir` holding the pending queue,
+//! multipart progress and the registry of uploaded files.
+//!
+//! Every fact the daemon must not forget is a [`Record`] appended and fsynced here before
+//! anything acts on it. The journal is two things behind two locks:
+//! - the replayed [`State`] (pure data, `RwLock`): what the planner, the status and the
+//!   disk thread read; a reader waits at most for a record to be applied in memory,
+//!   never for a disk;
+//! - the [`Writer`] (`Mutex`): the file, appends, fsyncs and compaction, one writer at a
+//!   time. A record is applied to the state only once it is durable.
+//!
+//! Crash safety: appends are whole lines followed by `fsync`; a failed write is cut back
+//! to the last good length, and after a failed fsync (or a compaction that renamed but
+//! could not finish) the file is rewritten whole from the state before anything else is
+//! appended. Compaction streams the state to a temporary file, fsyncs it, renames it
+//! over the journal and fsyncs the directory. Creating the state dir or the journal
+//! fsyncs the directory that holds it. Replay skips a damaged line (a torn last line
+//! after a power cut) with a warning, and the journal is rewritten at once on open so the
+//! damage is gone before anything is appended after it.
+//!
+//! Only this module writes the journal. It makes no network requests and decides
+//! nothing about uploads.
+
+mod record;
+mod state;
+mod storage;
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use record::{MAX_PARTS, Record};
+pub use state::{
+    Etag, KeyScheme, MAX_LINE_BYTES, Multipart, Pending, Replay, State, Uploaded, part_len, replay,
+};
+pub use storage::{Disk, Storage};
+
+use crate::file::FileRef;
+
+/// The journal file's name under `state_dir`.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// The lock file's name under `state_dir`, held by the running daemon.
+pub const LOCK_FILE: &str = "lock";
+/// Compaction runs once the journal has this many lines and twice the live records, so a
+/// busy daemon rewrites it rarely and an idle one keeps it near its live size.
+pub const COMPACT_MIN_LINES: usize = 4096;
+/// Stream buffer for replay and compaction.
+const IO_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What went wrong writing or reading the state directory.
+#[derive(Debug)]
+pub enum JournalError {
+    /// An IO call failed; `op` says which, `path` on what.
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Another process holds the state directory's lock.
+    Locked { path: PathBuf },
+    /// A record failed its check before writing: a programmer error, refused.
+    Invalid { why: String },
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io { op, path, source } => {
+                write!(f, "state: {op} {}: {source}", path.display())
+            }
+            JournalError::Locked { path } => write!(
+                f,
+                "state dir {} is in use by another tvm-upload process (lock held)",
+                path.display()
+            ),
+            JournalError::Invalid { why } => write!(f, "state: refusing an invalid record: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The journal: the replayed state and the file's single writer.
+pub struct Journal {
+    path: PathBuf,
+    state: RwLock<State>,
+    writer: Mutex<Writer>,
+}
+
+/// The file side. Held (locked) by whoever appends, compacts or prunes.
+pub struct Writer {
+    dir: PathBuf,
+    path: PathBuf,
+    /// `None` while what is on disk is in doubt (a failed fsync, or a compaction that
+    /// renamed the new file in but could not finish): the next append rewrites the
+    /// journal whole from the state before writing anything after it.
+    file: Option<File>,
+    /// Bytes known to be whole records; a failed append is cut back to this.
+    good_len: u64,
+    lines: usize,
+    /// Compaction is not tried again before the journal has this many lines (it moves
+    /// on after a failure, so a full disk is not rewritten at every append).
+    compact_at_lines: usize,
+    storage: Box<dyn Storage>,
+    /// Held for the process's life so that two daemons never share a state dir.
+    _lock: File,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal under `state_dir`, taking the directory's lock,
+    /// replaying it and rewriting it if it holds damage. The returned [`Replay`] reports
+    /// the record count and damage; its `state` is left empty (the journal holds it).
+    pub fn open(state_dir: &Path, scheme: KeyScheme) -> Result<(Journal, Replay), JournalError> {
+        Journal::open_with(state_dir, scheme, Box::new(Disk))
+    }
+
+    /// [`open`](Self::open) with the file operations of `storage` (tests make them fail).
+    pub fn open_with(
+        state_dir: &Path,
+        scheme: KeyScheme,
+        storage: Box<dyn Storage>,
+    ) -> Result<(Journal, Replay), JournalError> {
+        create_state_dir(state_dir, storage.as_ref())?;
+        let lock = take_lock(state_dir)?;
+        let path = state_dir.join(JOURNAL_FILE);
+        let (mut replayed, existed) = match File::open(&path) {
+            Ok(f) => {
+                let reader = BufReader::with_capacity(IO_BUFFER_BYTES, f);
+                let r = state::replay_from(reader, scheme).map_err(io_err("read", &path))?;
+                (r, true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (replay(b"", scheme), false),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        if !existed {
+            // The new file's name must survive a power cut like its contents.
+            storage
+                .sync_dir(state_dir)
+                .map_err(io_err("fsync directory", state_dir))?;
+        }
+        let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
+        let lines = replayed.records + replayed.damaged_total;
+        let state = std::mem::take(&mut replayed.state);
+        let live = state.live_records();
+        let journal = Journal {
+            path: path.clone(),
+            state: RwLock::new(state),
+            writer: Mutex::new(Writer {
+                dir: state_dir.to_path_buf(),
+                path,
+                file: Some(file),
+                good_len,
+                lines,
+                compact_at_lines: COMPACT_MIN_LINES,
+                storage,
+                _lock: lock,
+            }),
+        };
+        // Damage must be gone before anything is appended after it, and a last record
+        // without its newline would be joined to the next; a journal mostly of dead
+        // records is worth rewriting too. Otherwise start-up skips the rewrite.
+        let mostly_dead = lines > COMPACT_MIN_LINES && lines > 2 * live;
+        if replayed.damaged_total > 0 || !replayed.ends_whole || mostly_dead {
+            journal.rewrite(&mut journal.writer())?;
+        }
+        Ok((journal, replayed))
+    }
+
+    /// Reads the journal without locking or writing, for `status` while a daemon runs.
+    pub fn read_only(state_dir: &Path, scheme: KeyScheme) -> Result<Replay, JournalError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        match File::open(&path) {
+            Ok(f) => state::replay_from(BufReader::with_capacity(IO_BUFFER_BYTES, f), scheme)
+                .map_err(io_err("read", &path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(replay(b"", scheme)),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+
+    /// The replayed state, for reading. Never waits for a disk.
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer, locked: nothing is appended while the guard lives. The daemon holds
+    /// it while exiting with an uploader still blocked, so no append is cut in half.
+    pub fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends records and fsyncs them. Only after this returns Ok may anything act on
+    /// them, and then they are durable: a compaction that fails afterwards is logged
+    /// and tried again later, never reported as a failed append. On error nothing of
+    /// them counts.
+    pub fn append(&self, records: &[Record]) -> Result<(), JournalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(records.len() * 200);
+        for r in records {
+            r.check().map_err(|why| JournalError::Invalid { why })?;
+            r.write_line(&mut buf);
+        }
+        let mut w = self.writer();
+        if w.file.is_none() {
+            self.rewrite(&mut w)?;
+        }
+        w.write_durable(&buf)?;
+        {
+            let mut state = self.state_mut();
+            for r in records {
+                state.apply(r);
+            }
+        }
+        w.lines += records.len();
+        let live = self.read().live_records();
+        if w.lines > w.compact_at_lines.max(COMPACT_MIN_LINES)
+            && w.lines > 2 * live
+            && let Err(e) = self.rewrite(&mut w)
+        {
+            w.compact_at_lines = w.lines + COMPACT_MIN_LINES;
+            log::warn!("journal compaction failed (tried again later): {e}");
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal now, as the snapshot of the state.
+    pub fn compact(&self) -> Result<(), JournalError> {
+        self.rewrite(&mut self.writer())
+    }
+
+    /// Forgets registry and queue entries whose file `exists` says is gone, then
+    /// rewrites the journal. Multipart entries stay: their uploads must still be
+    /// aborted. Returns how many were forgotten.
+    pub fn prune(&self, exists: &mut dyn FnMut(&FileRef) -> bool) -> Result<usize, JournalError> {
+        let mut w = self.writer();
+        let removed = self.state_mut().retain_files(exists);
+        if removed > 0 {
+            self.rewrite(&mut w)?;
+        }
+        Ok(removed)
+    }
+
+    /// The journal as the snapshot of the state: a temporary file, fsynced, renamed over
+    /// the journal, the directory fsynced, the new file opened for appending. From the
+    /// rename on, the old handle names an unlinked file: until the new one is open the
+    /// writer has none, so a failure here makes the next append start again.
+    fn rewrite(&self, w: &mut Writer) -> Result<(), JournalError> {
+        let tmp = w.dir.join(format!("{JOURNAL_FILE}.tmp"));
+        let file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        let mut out = BufWriter::with_capacity(IO_BUFFER_BYTES, file);
+        let lines = self
+            .read()
+            .write_snapshot(&mut out)
+            .map_err(io_err("write", &tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err("write", &tmp)(e.into_error()))?;
+        w.storage.sync_file(&file).map_err(io_err("fsync", &tmp))?;
+        let len = file.metadata().map_err(io_err("stat", &tmp))?.len();
+        drop(file);
+        w.storage
+            .rename(&tmp, &w.path)
+            .map_err(io_err("rename", &tmp))?;
+        w.file = None;
+        w.storage
+            .sync_dir(&w.dir)
+            .map_err(io_err("fsync directory", &w.dir))?;
+        let file = w
+            .storage
+            .open_existing(&w.path)
+            .map_err(io_err("open", &w.path))?;
+        w.file = Some(file);
+        w.good_len = len;
+        w.lines = lines;
+        w.compact_at_lines = COMPACT_MIN_LINES;
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Writes whole lines at the end and fsyncs them. On failure nothing of them counts:
+    /// the file is cut back, or (if that, or the fsync, failed) left for a full rewrite.
+    fn write_durable(&mut self, buf: &[u8]) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let Some(file) = self.file.as_mut() else {
+            return Err(JournalError::Io {
+                op: "write",
+                path,
+                source: io::Error::other("the journal must be rewritten first"),
+            });
+        };
+        let written = file
+            .seek(SeekFrom::Start(self.good_len))
+            .and_then(|_| file.write_all(buf));
+        if let Err(e) = written {
+            // Whatever part of the lines reached the file is cut off; if even that fails
+            // the next append rewrites the whole journal first.
+            if file.set_len(self.good_len).is_err() {
+                self.file = None;
+            }
+            return Err(io_err("write", &path)(e));
+        }
+        if let Err(e) = self.storage.sync_file(file) {
+            // After a failed fsync the kernel may have dropped the dirty pages: never
+            // trust this file again until it is rewritten whole.
+            self.file = None;
+            return Err(io_err("fsync", &path)(e));
+        }
+        self.good_len += buf.len() as u64;
+        Ok(())
+    }
+}
+
+/// Creates the state dir if needed, fsyncing the directory that gained an entry, so
+/// that a power cut right after start-up does not lose the directory itself.
+fn create_state_dir(dir: &Path, storage: &dyn Storage) -> Result<(), JournalError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    storage
+        .sync_dir(dir)
+        .map_err(io_err("fsync directory", dir))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        storage
+            .sync_dir(parent)
+            .map_err(io_err("fsync directory", parent))?;
+    }
+    Ok(())
+}
+
+fn take_lock(state_dir: &Path) -> Result<File, JournalError> {
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: state_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &lock_path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,734 @@
+//! What the journal says, replayed: the pending queue, the multipart uploads in progress
+//! and the registry of uploaded files. Pure data: [`State::apply`] is the whole meaning
+//! of a record, and [`replay`] never fails.
+//!
+//! The registry is the big part (a vehicle keeps 100,000 uploaded files on disk), so an
+//! entry is kept dense: the path once (`source/rel`, the map's key), the SHA-256 and ETag
+//! as bytes, and the object key only when it is not the one [`KeyScheme`] derives from
+//! the path and mtime (which it almost always is). [`State::write_snapshot`] gives back
+//! exactly the records it was built from, streamed, without a copy of the state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Write};
+
+use crate::digest::{from_hex, hex};
+use crate::file::{FileRef, Version};
+use crate::journal::record::{Record, parse};
+use crate::key::object_key;
+
+/// A journal line longer than this is damage, not a record (a key is at most 1 KiB).
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Damaged lines reported one by one; past this only counted.
+const MAX_DAMAGE_REPORTED: usize = 100;
+
+/// How object keys are made, so the registry can leave out the keys it can derive.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyScheme {
+    pub prefix: String,
+    pub vehicle_id: String,
+    pub utc_offset_seconds: i32,
+}
+
+impl KeyScheme {
+    pub fn key(&self, file: &FileRef, version: &Version) -> Result<String, String> {
+        object_key(
+            &self.prefix,
+            &self.vehicle_id,
+            version.mtime_seconds(),
+            self.utc_offset_seconds,
+            file.source(),
+            file.rel(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub version: Version,
+    pub prio: i32,
+    pub queued_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Multipart {
+    pub key: String,
+    pub upload_id: String,
+    pub version: Version,
+    pub sha256: [u8; 32],
+    pub part_size: u64,
+    /// Part number to ETag, of the parts known to be stored.
+    pub parts: BTreeMap<u32, String>,
+}
+
+impl Multipart {
+    /// Bytes of the file in parts known to be stored.
+    pub fn stored_bytes(&self) -> u64 {
+        self.parts
+            .keys()
+            .map(|&n| part_len(self.version.size, self.part_size, n))
+            .sum()
+    }
+}
+
+/// The length of part `n` (1-based) of a `size`-byte file cut in `part_size` parts.
+pub fn part_len(size: u64, part_size: u64, n: u32) -> u64 {
+    let start = u64::from(n.saturating_sub(1)) * part_size;
+    part_size.min(size.saturating_sub(start))
+}
+
+/// One uploaded version, as the registry keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uploaded {
+    pub version: Version,
+    pub sha256: [u8; 32],
+    /// When it was uploaded, Unix seconds.
+    pub at: i64,
+    pub etag: Etag,
+    key: StoredKey,
+}
+
+/// An object key: the derived one, or written out when it differs.
+#[derive(Debug, Clone, PartialEq)]
+enum StoredKey {
+    Derived,
+    Other(Box<str>),
+}
+
+/// An S3 ETag in 18 bytes: `"<32 hex>"` (`parts` 0) or `"<32 hex>-<parts>"`. A server's
+/// other forms are not kept (nothing reads them back; they are for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Etag {
+    digest: [u8; 16],
+    /// 0: a plain digest; `u16::MAX`: unknown.
+    parts: u16,
+}
+
+impl Etag {
+    pub fn parse(text: &str) -> Etag {
+        let bare = text.trim().trim_matches('"');
+        let (digest, parts) = match bare.split_once('-') {
+            Some((d, n)) => (d, n.parse::<u16>().ok().filter(|&n| n < u16::MAX)),
+            None => (bare, Some(0)),
+        };
+        match (from_hex::<16>(digest), parts) {
+            (Some(digest), Some(parts)) => Etag { digest, parts },
+            _ => Etag {
+                digest: [0; 16],
+                parts: u16::MAX,
+            },
+        }
+    }
+
+    pub fn to_text(self) -> String {
+        match self.parts {
+            u16::MAX => String::new(),
+            0 => format!("\"{}\"", hex(&self.digest)),
+            n => format!("\"{}-{n}\"", hex(&self.digest)),
+        }
+    }
+}
+
+/// The replayed journal.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct State {
+    scheme: KeyScheme,
+    pub pending: HashMap<FileRef, Pending>,
+    pub multipart: HashMap<FileRef, Multipart>,
+    /// Keyed by `source/rel` ([`FileRef::as_str`]).
+    registry: HashMap<Box<str>, Uploaded>,
+}
+
+impl State {
+    pub fn new(scheme: KeyScheme) -> State {
+        State {
+            scheme,
+            ..State::default()
+        }
+    }
+
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Queued {
+                file,
+                version,
+                prio,
+                queued_at,
+            } => {
+                let p = Pending {
+                    version: *version,
+                    prio: *prio,
+                    queued_at: *queued_at,
+                };
+                self.pending.insert(file.clone(), p);
+            }
+            Record::Dropped { file, .. } => {
+                self.pending.remove(file);
+            }
+            Record::MpStarted {
+                file,
+                key,
+                upload_id,
+                version,
+                sha256,
+                part_size,
+            } => {
+                let m = Multipart {
+                    key: key.clone(),
+                    upload_id: upload_id.clone(),
+                    version: *version,
+                    sha256: *sha256,
+                    part_size: *part_size,
+                    parts: BTreeMap::new(),
+                };
+                self.multipart.insert(file.clone(), m);
+            }
+            Record::Part {
+                file,
+                upload_id,
+                n,
+                etag,
+            } => {
+                if let Some(mp) = self.multipart.get_mut(file)
+                    && mp.upload_id == *upload_id
+                {
+                    mp.parts.insert(*n, etag.clone());
+                }
+            }
+            Record::MpAborted { file, upload_id } => {
+                if self
+                    .multipart
+                    .get(file)
+                    .is_some_and(|mp| mp.upload_id == *upload_id)
+                {
+                    self.multipart.remove(file);
+                }
+            }
+            Record::Uploaded { .. } => self.apply_uploaded(record),
+            Record::Deleted { file, .. } => {
+                self.registry.remove(file.as_str());
+                self.pending.remove(file);
+            }
+        }
+    }
+
+    fn apply_uploaded(&mut self, record: &Record) {
+        let Record::Uploaded {
+            file,
+            version,
+            sha256,
+            key,
+            etag,
+            at,
+        } = record
+        else {
+            return;
+        };
+        // A newer version queued meanwhile stays queued.
+        if self
+            .pending
+            .get(file)
+            .is_some_and(|p| p.version == *version)
+        {
+            self.pending.remove(file);
+        }
+        if self
+            .multipart
+            .get(file)
+            .is_some_and(|m| m.version == *version)
+        {
+            self.multipart.remove(file);
+        }
+        let derived = self.scheme.key(file, version).is_ok_and(|k| k == *key);
+        let entry = Uploaded {
+            version: *version,
+            sha256: *sha256,
+            at: *at,
+            etag: Etag::parse(etag),
+            key: if derived {
+                StoredKey::Derived
+            } else {
+                StoredKey::Other(key.as_str().into())
+            },
+        };
+        match self.registry.get_mut(file.as_str()) {
+            Some(slot) => *slot = entry,
+            None => {
+                self.registry.insert(file.as_str().into(), entry);
+            }
+        }
+    }
+
+    /// The registry's entry for a file: its last uploaded version.
+    pub fn uploaded(&self, file: &FileRef) -> Option<&Uploaded> {
+        self.registry.get(file.as_str())
+    }
+
+    /// Whether this exact version of the file is in S3 already.
+    pub fn is_uploaded(&self, file: &FileRef, version: &Version) -> bool {
+        self.uploaded(file).is_some_and(|u| u.version == *version)
+    }
+
+    /// Every registry entry, by `source/rel` (see [`crate::file::split`]).
+    pub fn registry(&self) -> impl Iterator<Item = (&str, &Uploaded)> {
+        self.registry.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn registry_len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// The object key of a registry entry.
+    pub fn key_of(&self, file: &FileRef, u: &Uploaded) -> String {
+        match &u.key {
+            StoredKey::Other(k) => k.to_string(),
+            StoredKey::Derived => self.scheme.key(file, &u.version).unwrap_or_default(),
+        }
+    }
+
+    /// Keeps only the registry and queue entries for which `keep` says yes.
+    pub fn retain_files(&mut self, keep: &mut dyn FnMut(&FileRef) -> bool) -> usize {
+        let before = self.registry.len() + self.pending.len();
+        self.registry.retain(|k, _| {
+            let (source, rel) = crate::file::split(k);
+            keep(&FileRef::new(source, rel))
+        });
+        self.pending.retain(|f, _| keep(f));
+        before - self.registry.len() - self.pending.len()
+    }
+
+    /// How many records [`write_snapshot`](Self::write_snapshot) writes.
+    pub fn live_records(&self) -> usize {
+        self.registry.len()
+            + self.pending.len()
+            + self
+                .multipart
+                .values()
+                .map(|m| 1 + m.parts.len())
+                .sum::<usize>()
+    }
+
+    /// Writes the records that rebuild this state, registry first, each part of the
+    /// state in path order so equal states give equal files. Returns the line count.
+    pub fn write_snapshot(&self, out: &mut dyn Write) -> io::Result<usize> {
+        let mut lines = 0;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut emit = |r: Record, buf: &mut Vec<u8>| -> io::Result<()> {
+            r.write_line(buf);
+            lines += 1;
+            if buf.len() >= 60 * 1024 {
+                out.write_all(buf)?;
+                buf.clear();
+            }
+            Ok(())
+        };
+        let mut paths: Vec<&str> = self.registry.keys().map(|k| &**k).collect();
+        paths.sort_unstable();
+        for path in paths {
+            let u = &self.registry[path];
+            let (source, rel) = crate::file::split(path);
+            let file = FileRef::new(source, rel);
+            let key = self.key_of(&file, u);
+            let r = Record::Uploaded {
+                version: u.version,
+                sha256: u.sha256,
+                key,
+                etag: u.etag.to_text(),
+                at: u.at,
+                file,
+            };
+            emit(r, &mut buf)?;
+        }
+        for r in self.queue_records() {
+            emit(r, &mut buf)?;
+        }
+        out.write_all(&buf)?;
+        Ok(lines)
+    }
+
+    /// The pending queue and multipart progress as records, in path order.
+    fn queue_records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        let mut pending: Vec<_> = self.pending.iter().collect();
+        pending.sort_by(|a, b| a.0.cmp(b.0));
+        for (f, p) in pending {
+            out.push(Record::Queued {
+                file: f.clone(),
+                version: p.version,
+                prio: p.prio,
+                queued_at: p.queued_at,
+            });
+        }
+        let mut multipart: Vec<_> = self.multipart.iter().collect();
+        multipart.sort_by(|a, b| a.0.cmp(b.0));
+        for (f, m) in multipart {
+            out.push(Record::MpStarted {
+                file: f.clone(),
+                key: m.key.clone(),
+                upload_id: m.upload_id.clone(),
+                version: m.version,
+                sha256: m.sha256,
+                part_size: m.part_size,
+            });
+            for (n, etag) in &m.parts {
+                out.push(Record::Part {
+                    file: f.clone(),
+                    upload_id: m.upload_id.clone(),
+                    n: *n,
+                    etag: etag.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// What replay found besides the state.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Replay {
+    pub state: State,
+    /// Records applied.
+    pub records: usize,
+    /// Damaged lines skipped: (1-based line number, why), the first
+    /// [`MAX_DAMAGE_REPORTED`] of them.
+    pub damaged: Vec<(usize, String)>,
+    /// Damaged lines in all.
+    pub damaged_total: usize,
+    /// Whether the input ended with a newline (or was empty): else its last record
+    /// would be joined to the next one appended.
+    pub ends_whole: bool,
+}
+
+/// Rebuilds the state from journal bytes. Never fails and never panics: a damaged line
+/// is skipped and reported, and every intact record before or after it is kept.
+pub fn replay(bytes: &[u8], scheme: KeyScheme) -> Replay {
+    // Reading from memory cannot fail.
+    replay_from(bytes, scheme).unwrap_or_default()
+}
+
+/// [`replay`] from a reader, one line at a time: memory holds the state and one line.
+pub fn replay_from(mut input: impl BufRead, scheme: KeyScheme) -> io::Result<Replay> {
+    let mut out = Replay {
+        state: State::new(scheme),
+        ends_whole: true,
+        ..Replay::default()
+    };
+    let mut line = Vec::with_capacity(512);
+    let mut number = 0;
+    loop {
+        line.clear();
+        let (read, too_long) = read_line(&mut input, &mut line)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        out.ends_whole = line.last() == Some(&b'\n');
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(u8::is_ascii_whitespace) && !too_long {
+            continue;
+        }
+        let parsed = if too_long {
+            Err(format!("over {MAX_LINE_BYTES} bytes long"))
+        } else {
+            parse(text)
+        };
+        match parsed {
+            Ok(record) => {
+                out.state.apply(&record);
+                out.records += 1;
+            }
+            Err(why) => {
+                out.damaged_total += 1;
+                if out.damaged.len() < MAX_DAMAGE_REPORTED {
+                    out.damaged.push((number, why));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one line (with its newline, if any) into `line`, keeping at most
+/// [`MAX_LINE_BYTES`] + 1 bytes of it. Returns the bytes consumed and whether the line
+/// was longer than that.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    let mut too_long = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((consumed, too_long));
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = (MAX_LINE_BYTES + 1).saturating_sub(line.len());
+        if take > room {
+            too_long = true;
+        }
+        line.extend_from_slice(&buf[..take.min(room)]);
+        if done && too_long {
+            line.push(b'\n');
+        }
+        input.consume(take);
+        consumed += take;
+        if done {
+            return Ok((consumed, too_long));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: [u8; 32] = [0xe3; 32];
+
+    fn scheme() -> KeyScheme {
+        KeyScheme {
+            prefix: String::new(),
+            vehicle_id: "v".into(),
+            utc_offset_seconds: 0,
+        }
+    }
+
+    fn f(rel: &str) -> FileRef {
+        FileRef::new("s", rel)
+    }
+
+    fn ver(size: u64) -> Version {
+        Version { size, mtime_ns: 7 }
+    }
+
+    fn queued(rel: &str, size: u64) -> Record {
+        Record::Queued {
+            file: f(rel),
+            version: ver(size),
+            prio: 0,
+            queued_at: 1,
+        }
+    }
+
+    fn uploaded(rel: &str, size: u64) -> Record {
+        Record::Uploaded {
+            file: f(rel),
+            version: ver(size),
+            sha256: SHA,
+            key: format!("v/1970-01-01/s/{rel}"),
+            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            at: 2,
+        }
+    }
+
+    fn started(rel: &str, id: &str) -> Record {
+        Record::MpStarted {
+            file: f(rel),
+            key: "k".into(),
+            upload_id: id.into(),
+            version: ver(100),
+            sha256: SHA,
+            part_size: 10,
+        }
+    }
+
+    fn part(rel: &str, id: &str, n: u32) -> Record {
+        Record::Part {
+            file: f(rel),
+            upload_id: id.into(),
+            n,
+            etag: format!("e{n}"),
+        }
+    }
+
+    fn lines(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            r.write_line(&mut out);
+        }
+        out
+    }
+
+    fn apply_all(records: &[Record]) -> State {
+        let mut s = State::new(scheme());
+        records.iter().for_each(|r| s.apply(r));
+        s
+    }
+
+    #[test]
+    fn replay_rebuilds_queue_multipart_and_registry() {
+        let recs = [
+            queued("a", 1),
+            queued("b", 100),
+            started("b", "u1"),
+            part("b", "u1", 1),
+            part("b", "u2", 2), // another upload's part: ignored
+            uploaded("a", 1),
+        ];
+        let r = replay(&lines(&recs), scheme());
+        assert!(r.damaged.is_empty() && r.ends_whole);
+        assert!(!r.state.pending.contains_key(&f("a")));
+        assert!(r.state.is_uploaded(&f("a"), &ver(1)));
+        assert!(!r.state.is_uploaded(&f("a"), &ver(2)));
+        let mp = &r.state.multipart[&f("b")];
+        assert_eq!(mp.parts.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(mp.stored_bytes(), 10);
+    }
+
+    #[test]
+    fn a_newer_version_queued_survives_the_upload_of_the_older() {
+        let s = apply_all(&[queued("a", 1), queued("a", 2), uploaded("a", 1)]);
+        assert_eq!(s.pending[&f("a")].version.size, 2);
+    }
+
+    #[test]
+    fn aborted_upload_is_forgotten_only_if_it_is_the_current_one() {
+        let abort = |id: &str| Record::MpAborted {
+            file: f("b"),
+            upload_id: id.into(),
+        };
+        let s = apply_all(&[started("b", "u1"), abort("old")]);
+        assert!(s.multipart.contains_key(&f("b")));
+        let s = apply_all(&[started("b", "u1"), abort("u1")]);
+        assert!(!s.multipart.contains_key(&f("b")));
+    }
+
+    #[test]
+    fn a_deletion_forgets_the_registry_entry_and_the_queue_entry() {
+        let deleted = Record::Deleted {
+            file: f("a"),
+            reason: "keep_expired".into(),
+        };
+        let s = apply_all(&[uploaded("a", 1), queued("a", 2), deleted]);
+        assert!(s.uploaded(&f("a")).is_none() && s.pending.is_empty());
+    }
+
+    #[test]
+    fn derived_keys_are_not_stored_and_other_keys_are() {
+        let mut other = uploaded("b", 1);
+        if let Record::Uploaded { key, .. } = &mut other {
+            *key = "elsewhere/b".into();
+        }
+        let s = apply_all(&[uploaded("a", 1), other]);
+        let a = s.uploaded(&f("a")).expect("a");
+        assert_eq!(a.key, StoredKey::Derived);
+        assert_eq!(s.key_of(&f("a"), a), "v/1970-01-01/s/a");
+        let b = s.uploaded(&f("b")).expect("b");
+        assert_eq!(s.key_of(&f("b"), b), "elsewhere/b");
+    }
+
+    #[test]
+    fn etags_keep_digest_and_part_count() {
+        for text in [
+            "\"0123456789abcdef0123456789abcdef\"",
+            "\"0123456789abcdef0123456789abcdef-12\"",
+        ] {
+            assert_eq!(Etag::parse(text).to_text(), text);
+        }
+        assert_eq!(Etag::parse("\"e\"").to_text(), "");
+        assert_eq!(Etag::parse("").to_text(), "");
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_reported() {
+        let mut bytes = lines(&[queued("a", 1), uploaded("a", 1)]);
+        let full = bytes.len();
+        bytes.extend_from_slice(br#"{"t":"queued","src":"s","rel":"c","si"#);
+        let r = replay(&bytes, scheme());
+        assert_eq!(r.records, 2);
+        assert_eq!(r.damaged.len(), 1);
+        assert!(!r.ends_whole);
+        assert!(r.state.is_uploaded(&f("a"), &ver(1)));
+        assert_eq!(replay(&bytes[..full], scheme()).state, r.state);
+    }
+
+    #[test]
+    fn truncation_at_every_offset_keeps_every_record_before_it() {
+        let recs = [
+            queued("a", 1),
+            started("b", "u1"),
+            part("b", "u1", 1),
+            part("b", "u1", 2),
+            uploaded("a", 1),
+        ];
+        let bytes = lines(&recs);
+        let ends: Vec<usize> = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        for cut in 0..=bytes.len() {
+            let r = replay(&bytes[..cut], scheme());
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            assert!(r.records >= whole, "cut {cut}: {} < {whole}", r.records);
+            assert_eq!(r.state, apply_all(&recs[..r.records]), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_records_around_it_survive() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for round in 0..300 {
+            let mut bytes = lines(&[queued("a", 1)]);
+            for _ in 0..(round % 50) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                bytes.push((seed & 0xff) as u8);
+            }
+            bytes.push(b'\n');
+            bytes.extend(lines(&[uploaded("z", 3)]));
+            let r = replay(&bytes, scheme());
+            assert!(r.state.pending.contains_key(&f("a")), "round {round}");
+            assert!(r.state.is_uploaded(&f("z"), &ver(3)), "round {round}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_damage_and_the_next_line_still_counts() {
+        let mut bytes = vec![b'x'; MAX_LINE_BYTES * 3];
+        bytes.push(b'\n');
+        bytes.extend(lines(&[queued("a", 1)]));
+        let r = replay(&bytes, scheme());
+        assert_eq!(r.damaged.len(), 1);
+        assert!(r.damaged[0].1.contains("bytes long"));
+        assert_eq!(r.records, 1);
+    }
+
+    #[test]
+    fn snapshot_replays_to_the_same_state() {
+        let mut other = uploaded("e", 4);
+        if let Record::Uploaded { key, etag, .. } = &mut other {
+            *key = "elsewhere/e".into();
+            *etag = "\"0123456789abcdef0123456789abcdef-3\"".into();
+        }
+        let recs = [
+            queued("a", 1),
+            started("b", "u1"),
+            part("b", "u1", 3),
+            uploaded("c", 9),
+            queued("d", 2),
+            other,
+        ];
+        let s = apply_all(&recs);
+        let mut out = Vec::new();
+        let n = s.write_snapshot(&mut out).expect("write");
+        assert_eq!(n, s.live_records());
+        let again = replay(&out, scheme());
+        assert_eq!(again.state, s);
+        assert_eq!(again.records, n);
+    }
+
+    #[test]
+    fn retain_drops_registry_and_queue_entries_but_never_multipart() {
+        let mut s = apply_all(&[uploaded("a", 1), queued("b", 1), started("c", "u")]);
+        let removed = s.retain_files(&mut |f| f.rel() == "a");
+        assert_eq!(removed, 1);
+        assert!(s.uploaded(&f("a")).is_some() && s.pending.is_empty());
+        assert_eq!(s.multipart.len(), 1);
+    }
+}

@@ -1,0 +1,450 @@
+//! Every file the planner is responsible for, each in exactly one [`Phase`], and the
+//! orders derived from the phases: when each settling file is due, which queued file goes
+//! next (priority, then age), when each backed-off file may go again, and the counts the
+//! status and the dispatch rules read.
+//!
+//! The derived indexes are private and change only in [`Files::set`] and
+//! [`Files::remove`], which un-index a file's old phase and index its new one; after each
+//! change the file's place in them is checked (`debug_assert!`), and [`Files::check`]
+//! recomputes everything from the phases (the model tests run it after every step).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use crate::file::{FileRef, Version};
+
+/// Where a file is in its life, and what happens next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Queued in the journal before a restart, not yet seen by the start-up scan: ready
+    /// at once when seen unchanged; left over after the scan means deleted meanwhile.
+    Recovered { version: Version },
+    /// Seen; ready once its version has not changed until `due`.
+    Settling { version: Version, due: Instant },
+    /// Stable; the shell is stat-ing it once more.
+    Confirming { version: Version },
+    /// Confirmed; its `queued` record is being written.
+    Journaling { version: Version },
+    /// Waiting for an uploader: now (`retry_at` none) or after a failure's backoff.
+    Queued {
+        version: Version,
+        attempts: u32,
+        retry_at: Option<Instant>,
+    },
+    /// With an uploader; `changed`: the watcher saw a newer version meanwhile.
+    Uploading {
+        version: Version,
+        attempts: u32,
+        changed: bool,
+    },
+    /// `once` gave up on this version for the run; it stays queued in the journal.
+    GivenUp { version: Version },
+}
+
+impl Phase {
+    pub fn version(&self) -> Version {
+        match self {
+            Phase::Recovered { version }
+            | Phase::Settling { version, .. }
+            | Phase::Confirming { version }
+            | Phase::Journaling { version }
+            | Phase::Queued { version, .. }
+            | Phase::Uploading { version, .. }
+            | Phase::GivenUp { version } => *version,
+        }
+    }
+}
+
+/// A tracked file: its phase and its source's priority.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub phase: Phase,
+    pub prio: i32,
+}
+
+/// Counts derived from the phases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Settling, confirming or journaling: not yet in the queue.
+    pub settling: usize,
+    /// Queued or uploading: the queue as the status shows it.
+    pub queued: usize,
+    pub queued_bytes: u64,
+    /// Of the queue, files below the multipart threshold.
+    pub queued_small: usize,
+    pub uploading: usize,
+    /// Of those uploading, files at or above the multipart threshold.
+    pub uploading_large: usize,
+    /// Recovered from the journal and not yet seen.
+    pub recovered: usize,
+    pub given_up: usize,
+}
+
+type ReadyKey = (Reverse<i32>, i64, FileRef);
+
+/// The planner's files. See the module documentation.
+#[derive(Debug)]
+pub struct Files {
+    map: HashMap<FileRef, Tracked>,
+    settle_due: BTreeSet<(Instant, FileRef)>,
+    ready: BTreeSet<ReadyKey>,
+    retry_due: BTreeSet<(Instant, FileRef)>,
+    counts: Counts,
+    multipart_threshold: u64,
+}
+
+impl Files {
+    pub fn new(multipart_threshold: u64) -> Files {
+        Files {
+            map: HashMap::new(),
+            settle_due: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            retry_due: BTreeSet::new(),
+            counts: Counts::default(),
+            multipart_threshold,
+        }
+    }
+
+    pub fn get(&self, file: &FileRef) -> Option<&Tracked> {
+        self.map.get(file)
+    }
+
+    pub fn phase(&self, file: &FileRef) -> Option<&Phase> {
+        self.map.get(file).map(|t| &t.phase)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FileRef, &Tracked)> {
+        self.map.iter()
+    }
+
+    /// Puts `file` in a new phase.
+    pub fn set(&mut self, file: FileRef, tracked: Tracked) {
+        if let Some(old) = self.map.remove(&file) {
+            self.index(&file, &old, false);
+        }
+        self.index(&file, &tracked, true);
+        self.map.insert(file.clone(), tracked);
+        debug_assert!(self.indexed_right(&file), "{file}: indexes disagree");
+    }
+
+    /// Changes only the phase, keeping the priority.
+    pub fn set_phase(&mut self, file: &FileRef, phase: Phase) {
+        if let Some(prio) = self.map.get(file).map(|t| t.prio) {
+            self.set(file.clone(), Tracked { phase, prio });
+        }
+    }
+
+    pub fn remove(&mut self, file: &FileRef) -> Option<Tracked> {
+        let old = self.map.remove(file)?;
+        self.index(file, &old, false);
+        debug_assert!(self.indexed_right(file), "{file}: indexes disagree");
+        Some(old)
+    }
+
+    /// Settling files whose wait is over at `now`, at most `limit` (one planner step
+    /// stays short in a flood), earliest first.
+    pub fn settled(&self, now: Instant, limit: usize) -> Vec<FileRef> {
+        self.settle_due
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .take(limit)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
+    /// Backed-off files whose wait is over at `now`.
+    pub fn retries_due(&self, now: Instant) -> Vec<FileRef> {
+        self.retry_due
+            .iter()
+            .take_while(|(due, _)| *due <= now)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+
+    /// The next file to send: highest priority, then oldest mtime; only a file below
+    /// the multipart threshold when `large_allowed` is false.
+    pub fn next_ready(&self, large_allowed: bool) -> Option<FileRef> {
+        let mut candidates = self.ready.iter();
+        let key = if large_allowed {
+            candidates.next()
+        } else {
+            candidates.find(|k| {
+                self.map
+                    .get(&k.2)
+                    .is_some_and(|t| t.phase.version().size < self.multipart_threshold)
+            })
+        };
+        key.map(|k| k.2.clone())
+    }
+
+    /// The earliest settle or retry deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let settle = self.settle_due.first().map(|(t, _)| *t);
+        let retry = self.retry_due.first().map(|(t, _)| *t);
+        settle.into_iter().chain(retry).min()
+    }
+
+    /// Adds (`on`) or removes a file's entries in the indexes and counts.
+    fn index(&mut self, file: &FileRef, t: &Tracked, on: bool) {
+        let small = t.phase.version().size < self.multipart_threshold;
+        let c = &mut self.counts;
+        match &t.phase {
+            Phase::Recovered { .. } => bump(&mut c.recovered, on),
+            Phase::GivenUp { .. } => bump(&mut c.given_up, on),
+            Phase::Settling { due, .. } => {
+                bump(&mut c.settling, on);
+                toggle(&mut self.settle_due, (*due, file.clone()), on);
+            }
+            Phase::Confirming { .. } | Phase::Journaling { .. } => bump(&mut c.settling, on),
+            Phase::Queued {
+                version, retry_at, ..
+            } => {
+                add_to_queue(c, version.size, small, on);
+                match retry_at {
+                    Some(at) => toggle(&mut self.retry_due, (*at, file.clone()), on),
+                    None => toggle(
+                        &mut self.ready,
+                        (Reverse(t.prio), version.mtime_ns, file.clone()),
+                        on,
+                    ),
+                }
+            }
+            Phase::Uploading { version, .. } => {
+                add_to_queue(c, version.size, small, on);
+                bump(&mut c.uploading, on);
+                if !small {
+                    bump(&mut c.uploading_large, on);
+                }
+            }
+        }
+    }
+
+    /// Whether `file` is in the indexes its phase calls for (`toggle` already asserts
+    /// that nothing is added twice or removed when absent; [`check`](Self::check) is the
+    /// full comparison).
+    fn indexed_right(&self, file: &FileRef) -> bool {
+        match self.map.get(file) {
+            Some(Tracked {
+                phase: Phase::Settling { due, .. },
+                ..
+            }) => self.settle_due.contains(&(*due, file.clone())),
+            Some(Tracked {
+                phase:
+                    Phase::Queued {
+                        version,
+                        retry_at: None,
+                        ..
+                    },
+                prio,
+            }) => self
+                .ready
+                .contains(&(Reverse(*prio), version.mtime_ns, file.clone())),
+            Some(Tracked {
+                phase: Phase::Queued {
+                    retry_at: Some(at), ..
+                },
+                ..
+            }) => self.retry_due.contains(&(*at, file.clone())),
+            _ => true,
+        }
+    }
+
+    /// Recomputes every index and count from the phases and compares: the whole
+    /// invariant, for tests.
+    pub fn check(&self) -> Result<(), String> {
+        let mut fresh = Files::new(self.multipart_threshold);
+        for (f, t) in &self.map {
+            fresh.index(f, t, true);
+        }
+        if fresh.counts != self.counts {
+            return Err(format!("counts {:?} != {:?}", self.counts, fresh.counts));
+        }
+        if fresh.settle_due != self.settle_due {
+            return Err("settle deadlines disagree with the phases".into());
+        }
+        if fresh.ready != self.ready {
+            return Err("the ready order disagrees with the phases".into());
+        }
+        if fresh.retry_due != self.retry_due {
+            return Err("retry deadlines disagree with the phases".into());
+        }
+        Ok(())
+    }
+}
+
+fn add_to_queue(c: &mut Counts, size: u64, small: bool, on: bool) {
+    bump(&mut c.queued, on);
+    if on {
+        c.queued_bytes += size;
+    } else {
+        debug_assert!(c.queued_bytes >= size, "queued bytes would go negative");
+        c.queued_bytes = c.queued_bytes.saturating_sub(size);
+    }
+    if small {
+        bump(&mut c.queued_small, on);
+    }
+}
+
+fn bump(n: &mut usize, on: bool) {
+    if on {
+        *n += 1;
+    } else {
+        debug_assert!(*n > 0, "a count would go negative");
+        *n = n.saturating_sub(1);
+    }
+}
+
+fn toggle<K: Ord>(set: &mut BTreeSet<K>, key: K, on: bool) {
+    let changed = if on {
+        set.insert(key)
+    } else {
+        set.remove(&key)
+    };
+    debug_assert!(
+        changed,
+        "an index entry was {}",
+        if on { "there already" } else { "missing" }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn v(size: u64, mtime_ns: i64) -> Version {
+        Version { size, mtime_ns }
+    }
+
+    fn f(rel: &str) -> FileRef {
+        FileRef::new("s", rel)
+    }
+
+    fn queued(version: Version) -> Phase {
+        Phase::Queued {
+            version,
+            attempts: 0,
+            retry_at: None,
+        }
+    }
+
+    #[test]
+    fn settling_files_come_out_by_deadline_and_limit() {
+        let t0 = Instant::now();
+        let mut files = Files::new(100);
+        for (i, name) in ["c", "a", "b"].iter().enumerate() {
+            let due = t0 + Duration::from_secs(i as u64);
+            files.set(
+                f(name),
+                Tracked {
+                    phase: Phase::Settling {
+                        version: v(1, 1),
+                        due,
+                    },
+                    prio: 0,
+                },
+            );
+        }
+        assert_eq!(files.settled(t0, 10), vec![f("c")]);
+        assert_eq!(
+            files.settled(t0 + Duration::from_secs(5), 2),
+            vec![f("c"), f("a")]
+        );
+        assert_eq!(files.next_deadline(), Some(t0));
+        assert_eq!(files.counts().settling, 3);
+        files.check().expect("consistent");
+    }
+
+    #[test]
+    fn the_queue_orders_by_priority_then_age_and_keeps_large_files_back_when_asked() {
+        let mut files = Files::new(100);
+        files.set(
+            f("old-low"),
+            Tracked {
+                phase: queued(v(1, 1)),
+                prio: 0,
+            },
+        );
+        files.set(
+            f("new-high"),
+            Tracked {
+                phase: queued(v(1, 9)),
+                prio: 5,
+            },
+        );
+        files.set(
+            f("old-high-large"),
+            Tracked {
+                phase: queued(v(500, 2)),
+                prio: 5,
+            },
+        );
+        assert_eq!(files.next_ready(true), Some(f("old-high-large")));
+        assert_eq!(files.next_ready(false), Some(f("new-high")));
+        let c = files.counts();
+        assert_eq!((c.queued, c.queued_bytes, c.queued_small), (3, 502, 2));
+        files.set_phase(
+            &f("old-high-large"),
+            Phase::Uploading {
+                version: v(500, 2),
+                attempts: 0,
+                changed: false,
+            },
+        );
+        let c = files.counts();
+        assert_eq!((c.queued, c.uploading, c.uploading_large), (3, 1, 1));
+        files.remove(&f("old-high-large"));
+        assert_eq!(files.counts().queued_bytes, 2);
+        files.check().expect("consistent");
+    }
+
+    #[test]
+    fn backed_off_files_are_not_ready_until_their_time() {
+        let t0 = Instant::now();
+        let mut files = Files::new(100);
+        let at = t0 + Duration::from_secs(3);
+        files.set(
+            f("a"),
+            Tracked {
+                phase: Phase::Queued {
+                    version: v(1, 1),
+                    attempts: 1,
+                    retry_at: Some(at),
+                },
+                prio: 0,
+            },
+        );
+        assert_eq!(files.next_ready(true), None);
+        assert!(files.retries_due(t0).is_empty());
+        assert_eq!(files.retries_due(at), vec![f("a")]);
+        assert_eq!(files.next_deadline(), Some(at));
+        files.check().expect("consistent");
+    }
+
+    #[test]
+    fn check_finds_an_index_that_disagrees() {
+        let mut files = Files::new(100);
+        files.set(
+            f("a"),
+            Tracked {
+                phase: queued(v(1, 1)),
+                prio: 0,
+            },
+        );
+        files.ready.clear();
+        assert!(files.check().is_err());
+    }
+}

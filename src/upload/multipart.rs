@@ -1,0 +1,389 @@
+//! The multipart upload of one version of a file: begun (created, or resumed and
+//! reconciled with the server's parts) → the missing parts sent → completed.
+//!
+//! Every step is journaled before the next relies on it: `mp_started` once the server
+//! gave an upload id, `part` as each part is stored, `uploaded` once completed. A part
+//! the journal or the server confirms is never sent again. Whenever the file turns out
+//! to have changed or gone, the upload is aborted on the server and forgotten
+//! ([`Upload::abandon_if_changed`], the one place that decides it).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::{Job, Object, Result, UploadError, Uploaded, body, read_error, unchanged};
+use crate::digest::{base64, hex};
+use crate::file::FileRef;
+use crate::journal::{Multipart, Record, part_len};
+use crate::s3::{Class, ServerPart, etag_hex};
+
+use super::Context;
+
+/// Uploads `object` in parts of `part_size`, resuming `resumable` when the journal has
+/// an upload of this version.
+pub(super) fn run(
+    object: &Object,
+    part_size: u64,
+    resumable: Option<Multipart>,
+) -> Result<Uploaded> {
+    let mut upload = match resumable {
+        Some(mp) => match Upload::resume(object, mp)? {
+            Some(u) => u,
+            // The upload is gone: completed just before a crash (the object is there),
+            // or expired by the server (start over).
+            None if object.already_there("already completed")? => {
+                return Ok(Uploaded::AlreadyThere);
+            }
+            None => Upload::create(object, part_size)?,
+        },
+        None => Upload::create(object, part_size)?,
+    };
+    let sent = upload.send_missing()?;
+    upload.abandon_if_changed()?;
+    upload.complete(sent)
+}
+
+/// An upload id on the server for this version, and the parts known stored.
+struct Upload<'a> {
+    object: &'a Object<'a>,
+    upload_id: String,
+    part_size: u64,
+    /// Part number to ETag.
+    done: BTreeMap<u32, String>,
+}
+
+impl<'a> Upload<'a> {
+    fn create(object: &'a Object<'a>, part_size: u64) -> Result<Upload<'a>> {
+        let (job, ctx) = (object.job, object.ctx);
+        let upload_id = ctx.s3.create_multipart(object.key, &object.metadata())?;
+        let record = Record::MpStarted {
+            file: job.file.clone(),
+            key: object.key.to_string(),
+            upload_id: upload_id.clone(),
+            version: job.version,
+            sha256: object.digests.sha256,
+            part_size,
+        };
+        if let Err(e) = ctx.journal(&[record]) {
+            // Not journaled means not resumable: don't leave it on the server.
+            let _ = ctx.s3.abort(object.key, &upload_id);
+            return Err(e);
+        }
+        Ok(Upload {
+            object,
+            upload_id,
+            part_size,
+            done: BTreeMap::new(),
+        })
+    }
+
+    /// The journaled upload, its parts reconciled with the server's; `None` when the
+    /// server no longer knows it (then it is forgotten).
+    fn resume(object: &'a Object<'a>, mp: Multipart) -> Result<Option<Upload<'a>>> {
+        let ctx = object.ctx;
+        let server = match ctx.s3.list_parts(&mp.key, &mp.upload_id) {
+            Ok(parts) => parts,
+            Err(e) if e.class() == Class::UploadLost => {
+                log::info!(
+                    "{}: the server no longer has upload {}; starting it over",
+                    object.job.file,
+                    mp.key
+                );
+                forget(ctx, &object.job.file, &mp.upload_id)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut upload = Upload {
+            object,
+            upload_id: mp.upload_id,
+            part_size: mp.part_size,
+            done: BTreeMap::new(),
+        };
+        upload.reconcile(&mp.parts, server)?;
+        Ok(Some(upload))
+    }
+
+    /// A part counts as done when the server has it with the journaled ETag, or (stored
+    /// after the journal's last record, before a crash) at the right size with an ETag
+    /// equal to the local part's MD5 or none at all. What is learnt is journaled.
+    fn reconcile(
+        &mut self,
+        journaled: &BTreeMap<u32, String>,
+        server: Vec<ServerPart>,
+    ) -> Result<()> {
+        let (job, digests) = (self.object.job, self.object.digests);
+        let total = digests.part_md5.len() as u32;
+        let mut learned = Vec::new();
+        for p in server {
+            if p.number == 0 || p.number > total {
+                continue;
+            }
+            let expected_len = part_len(job.version.size, self.part_size, p.number);
+            let local_md5 = hex(&digests.part_md5[p.number as usize - 1]);
+            let same_md5 = etag_hex(&p.etag).eq_ignore_ascii_case(&local_md5);
+            match journaled.get(&p.number) {
+                // A server that lists no ETags: the journal's word and the size must do.
+                Some(etag)
+                    if p.size == expected_len
+                        && (p.etag.is_empty() || etag_hex(etag) == etag_hex(&p.etag)) =>
+                {
+                    self.done.insert(p.number, etag.clone());
+                }
+                // Stored after the journal's last record, before a crash. Under this
+                // upload id the server only accepted parts whose Content-MD5 matched the
+                // hash of this same version (its SHA-256 was journaled with the id), so
+                // a part of the right size is ours even from a server that lists no
+                // ETags; S3 names a part's ETag by its MD5.
+                None if p.size == expected_len && (same_md5 || p.etag.is_empty()) => {
+                    let etag = if p.etag.is_empty() {
+                        format!("\"{local_md5}\"")
+                    } else {
+                        p.etag
+                    };
+                    learned.push(self.part_record(p.number, &etag));
+                    self.done.insert(p.number, etag);
+                }
+                _ => {}
+            }
+        }
+        self.object.ctx.journal(&learned)
+    }
+
+    fn part_record(&self, n: u32, etag: &str) -> Record {
+        Record::Part {
+            file: self.object.job.file.clone(),
+            upload_id: self.upload_id.clone(),
+            n,
+            etag: etag.to_string(),
+        }
+    }
+
+    /// Sends every part not known stored. Returns the bytes sent.
+    fn send_missing(&mut self) -> Result<u64> {
+        let job = self.object.job;
+        let total = self.object.digests.part_md5.len() as u32;
+        let stored: u64 = self
+            .done
+            .keys()
+            .map(|&n| part_len(job.version.size, self.part_size, n))
+            .sum();
+        job.progress.store(stored, Ordering::Relaxed);
+        let todo: VecDeque<u32> = (1..=total).filter(|n| !self.done.contains_key(n)).collect();
+        if !self.done.is_empty() {
+            log::info!(
+                "{}: resuming upload of {}: {} of {total} parts already stored",
+                job.file,
+                self.object.key,
+                self.done.len()
+            );
+        }
+        let sending = Sending::new(todo);
+        let threads = self
+            .object
+            .ctx
+            .settings
+            .concurrency
+            .min(sending.left())
+            .max(1);
+        if sending.left() > 0 {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| self.send_parts(&sending));
+                }
+            });
+        }
+        self.finish_sending(sending)
+    }
+
+    /// One sender thread: takes parts until none is left, one fails, the window closes
+    /// or shutdown is asked for.
+    fn send_parts(&self, sending: &Sending) {
+        let ctx = self.object.ctx;
+        // A closed window pauses the upload here, at a part boundary.
+        while !sending.failed.load(Ordering::Relaxed)
+            && !ctx.stop.load(Ordering::Relaxed)
+            && ctx.gate.is_open()
+        {
+            let Some(n) = lock(&sending.todo).pop_front() else {
+                return;
+            };
+            match self.send_part(n) {
+                Ok((etag, len)) => {
+                    sending.sent.fetch_add(len, Ordering::Relaxed);
+                    lock(&sending.stored).push((n, etag));
+                }
+                Err(e) => {
+                    sending.failed.store(true, Ordering::Relaxed);
+                    lock(&sending.failure).get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends part `n` (holding a shared permit) and journals it.
+    fn send_part(&self, n: u32) -> Result<(String, u64)> {
+        let (job, ctx) = (self.object.job, self.object.ctx);
+        let len = part_len(job.version.size, self.part_size, n);
+        let md5 = base64(&self.object.digests.part_md5[n as usize - 1]);
+        let offset = u64::from(n - 1) * self.part_size;
+        let mut reader = body(job, offset, len, ctx).map_err(|e| read_error(job, e))?;
+        let etag = {
+            let _permit = ctx.permits.acquire(true);
+            ctx.s3
+                .upload_part(self.object.key, &self.upload_id, n, &mut reader, len, &md5)?
+        };
+        ctx.journal(&[self.part_record(n, &etag)])?;
+        Ok((etag, len))
+    }
+
+    /// What the sender threads left: the parts stored, and why they stopped if they did.
+    fn finish_sending(&mut self, sending: Sending) -> Result<u64> {
+        let ctx = self.object.ctx;
+        self.done.extend(
+            sending
+                .stored
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(UploadError::Interrupted);
+        }
+        let failure = sending
+            .failure
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let left = sending
+            .todo
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        match failure {
+            None if left > 0 => {
+                log::info!(
+                    "{}: window closed; paused with {left} parts to go",
+                    self.object.job.file
+                );
+                Err(UploadError::Paused)
+            }
+            None => Ok(sending.sent.into_inner()),
+            Some(UploadError::S3(e)) if e.class() == Class::ContentChanged => {
+                self.abandon();
+                Err(UploadError::Changed)
+            }
+            Some(UploadError::S3(e)) if e.class() == Class::UploadLost => {
+                forget(ctx, &self.object.job.file, &self.upload_id)?;
+                Err(UploadError::S3(e))
+            }
+            // A part failing because the file shrank, changed or went away under it:
+            // the upload is of a version that no longer exists.
+            Some(e) => {
+                self.abandon_if_changed()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts and forgets the upload if the file is no longer this version: `Changed`
+    /// or `Gone` then, Ok if it still is.
+    fn abandon_if_changed(&self) -> Result<()> {
+        let job = self.object.job;
+        if unchanged(job)? {
+            return Ok(());
+        }
+        self.abandon();
+        match crate::file::stat(&job.path) {
+            Ok(None) => Err(UploadError::Gone),
+            _ => Err(UploadError::Changed),
+        }
+    }
+
+    fn abandon(&self) {
+        abandon(
+            self.object.ctx,
+            &self.object.job.file,
+            self.object.key,
+            &self.upload_id,
+        );
+    }
+
+    fn complete(self, sent: u64) -> Result<Uploaded> {
+        let ctx = self.object.ctx;
+        let etags: Vec<String> = self.done.values().cloned().collect();
+        debug_assert!(
+            self.done.keys().copied().eq(1..=etags.len() as u32),
+            "parts must be contiguous from 1"
+        );
+        match ctx.s3.complete(self.object.key, &self.upload_id, &etags) {
+            Ok(etag) => {
+                ctx.journal(&[self.object.uploaded(etag)])?;
+                Ok(Uploaded::Sent { bytes: sent })
+            }
+            // Completed before a crash, or expired by the server: S3 tells which.
+            Err(e) if e.class() == Class::UploadLost => {
+                if let Ok(true) = self.object.already_there("completed") {
+                    return Ok(Uploaded::Sent { bytes: sent });
+                }
+                forget(ctx, &self.object.job.file, &self.upload_id)?;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The work shared by one upload's sender threads.
+struct Sending {
+    todo: Mutex<VecDeque<u32>>,
+    stored: Mutex<Vec<(u32, String)>>,
+    failure: Mutex<Option<UploadError>>,
+    failed: AtomicBool,
+    sent: AtomicU64,
+}
+
+impl Sending {
+    fn new(todo: VecDeque<u32>) -> Sending {
+        Sending {
+            todo: Mutex::new(todo),
+            stored: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+        }
+    }
+
+    fn left(&self) -> usize {
+        lock(&self.todo).len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file gone before or during its upload: abort any multipart upload it had.
+pub(super) fn abandon_any(job: &Job, ctx: &Context) {
+    let mp = ctx.journal.read().multipart.get(&job.file).cloned();
+    if let Some(mp) = mp {
+        abandon(ctx, &job.file, &mp.key, &mp.upload_id);
+    }
+}
+
+/// Aborts a multipart upload on the server (best effort: S3 lifecycle rules clean up
+/// what this misses) and forgets it in the journal.
+fn abandon(ctx: &Context, file: &FileRef, key: &str, upload_id: &str) {
+    if let Err(e) = ctx.s3.abort(key, upload_id) {
+        log::warn!("{file}: could not abort the multipart upload of {key}: {e}");
+    }
+    if let Err(e) = forget(ctx, file, upload_id) {
+        log::warn!("{file}: {e}");
+    }
+}
+
+fn forget(ctx: &Context, file: &FileRef, upload_id: &str) -> Result<()> {
+    ctx.journal(&[Record::MpAborted {
+        file: file.clone(),
+        upload_id: upload_id.to_string(),
+    }])
+}
