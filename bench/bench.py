@@ -387,6 +387,13 @@ def run_until_scan_done(bin_, cfg, env, log_path):
 
 def registry_figures(bin_, s3, work, config, env, old):
     """Start-up with a big registry, and `once` over 100,000 small files."""
+    figs = startup_only(bin_, s3, work, config, env, old)
+    figs.update(many_files_figures(bin_, s3, work, config, env, old))
+    return figs
+
+
+def startup_only(bin_, s3, work, config, env, old):
+    """Start-up with 100,000 uploaded files still on disk and 10,000 pending."""
     figs = {}
     cfg = os.path.join(work, "d.json")
     state = os.path.join(work, "d-state")
@@ -417,18 +424,25 @@ def registry_figures(bin_, s3, work, config, env, old):
             if i < n_reg:
                 j.write(json.dumps({"t": "uploaded", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
                                     "sha256": sha, "key": f"daemon/{day}/w/{rel}",
-                                    "etag": f"\"{sha[:32]}\"", "at": int(old)}) + "\n")
+                                    "etag": f"\"{sha[:32]}\"", "at": int(old)}, separators=(",", ":")) + "\n")
             else:
                 j.write(json.dumps({"t": "queued", "src": "w", "rel": rel, "size": 0, "mtime_ns": mt,
-                                    "prio": 0, "queued_at": int(old)}) + "\n")
+                                    "prio": 0, "queued_at": int(old)}, separators=(",", ":")) + "\n")
     ready, peak = run_until_scan_done(bin_, cfg, env, os.path.join(work, "startup.log"))
     figs["startup"] = {"registry_entries": n_reg, "pending": n_pend, "seconds_to_scan_done": ready,
                        "rss_kib": peak, "baseline_rss_kib": base_kib,
                        "bytes_per_entry": (peak - base_kib) * 1024 / (n_reg + n_pend)}
     shutil.rmtree(src)
     shutil.rmtree(state)
-    # `once` over 100,000 small files with a fresh state dir, then once more with
-    # nothing left to do.
+    return figs
+
+
+def many_files_figures(bin_, s3, work, config, env, old):
+    """`once` over 100,000 small files with a fresh state dir, then once more with
+    nothing left to do: wall time and peak RSS of each."""
+    figs = {}
+    cfg = os.path.join(work, "d.json")
+    state = os.path.join(work, "d-state")
     n = 10000 if QUICK else 100000
     src = os.path.join(work, "d-many")
     for i in range(n):

@@ -52,6 +52,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Planner ticks run back to back before the channels are read again (a tick promotes
 /// at most [`planner::READY_BATCH`] files).
 const TICKS_PER_STEP: usize = 4;
+/// Watch events taken in one go before the planner ticks again: a start-up scan of
+/// 100,000 files is not 100,000 ticks.
+const WATCH_BATCH: usize = 1024;
 
 /// Messages to the planner from outside the pipeline.
 #[derive(Debug)]
@@ -166,7 +169,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     })
 }
 
-/// Opens the journal and forgets what is gone from disk.
+/// Opens the journal, reporting damage it skipped.
 fn open_journal(config: &Config) -> Result<Arc<Journal>, String> {
     let (journal, replayed) =
         Journal::open(&config.state_dir, config.key_scheme()).map_err(|e| e.to_string())?;
@@ -175,21 +178,6 @@ fn open_journal(config: &Config) -> Result<Arc<Journal>, String> {
             "journal {} line {line} was damaged (torn by a power cut?) and skipped: {why}",
             journal.path().display()
         );
-    }
-    let roots: std::collections::HashMap<&str, &std::path::Path> = config
-        .sources
-        .iter()
-        .map(|s| (s.name.as_str(), s.path.as_path()))
-        .collect();
-    let mut exists = |f: &crate::file::FileRef| {
-        roots
-            .get(f.source())
-            .is_some_and(|root| matches!(stat(&root.join(f.rel())), Ok(Some(_))))
-    };
-    match journal.prune(&mut exists) {
-        Ok(0) => {}
-        Ok(n) => log::info!("journal: forgot {n} entries whose files are gone"),
-        Err(e) => return Err(e.to_string()),
     }
     {
         let state = journal.read();
@@ -324,7 +312,15 @@ impl Shell {
                     }
                 }
                 recv(watch) -> msg => match msg {
-                    Ok(ev) => self.input(watch_input(ev)),
+                    Ok(ev) => {
+                        self.input(watch_input(ev));
+                        for ev in watch.try_iter().take(WATCH_BATCH) {
+                            self.input(watch_input(ev));
+                            if !self.planner.wants_events() {
+                                break;
+                            }
+                        }
+                    }
                     Err(_) => {
                         log::error!("the watcher stopped; stopping");
                         break;
@@ -359,9 +355,22 @@ impl Shell {
     fn input(&mut self, input: Input) {
         let now = Now::read();
         let mut effects = Vec::new();
+        let scan_done = matches!(input, Input::ScanDone);
         {
             let state = self.journal.read();
+            if let Input::Seen { file, version } = &input {
+                state.mark_seen(file, version);
+            }
             self.planner.handle(input, now, &state, &mut effects);
+        }
+        if scan_done {
+            // Registry entries the scan did not see are of files deleted (or replaced)
+            // while the daemon was down: forgotten now, without a stat of every file.
+            match self.journal.forget_unseen() {
+                Ok(0) => {}
+                Ok(n) => log::info!("journal: forgot {n} entries whose files are gone"),
+                Err(e) => log::warn!("journal: {e}"),
+            }
         }
         self.carry_out(now, effects);
     }

@@ -298,7 +298,7 @@ impl Scope {
             let Some((root, prio, true)) = self.sources.get(source) else {
                 continue;
             };
-            if !crowded && time_rule(u.at, u.version.mtime_ns, &self.cfg, now).is_none() {
+            if !crowded && time_rule(u.at(), u.version.mtime_ns, &self.cfg, now).is_none() {
                 continue;
             }
             out.push(Candidate {
@@ -307,7 +307,7 @@ impl Scope {
                 size: u.version.size,
                 mtime_ns: u.version.mtime_ns,
                 prio: *prio,
-                uploaded: Some((u.at, u.sha256)),
+                uploaded: Some((u.at(), u.sha256)),
             });
         }
         if crowded && self.cfg.emergency_delete_unuploaded {

@@ -37,8 +37,6 @@ pub use state::{
 };
 pub use storage::{Disk, Storage};
 
-use crate::file::FileRef;
-
 /// The journal file's name under `state_dir`.
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 /// The lock file's name under `state_dir`, held by the running daemon.
@@ -134,11 +132,7 @@ impl Journal {
         let lock = take_lock(state_dir)?;
         let path = state_dir.join(JOURNAL_FILE);
         let (mut replayed, existed) = match File::open(&path) {
-            Ok(f) => {
-                let reader = BufReader::with_capacity(IO_BUFFER_BYTES, f);
-                let r = state::replay_from(reader, scheme).map_err(io_err("read", &path))?;
-                (r, true)
-            }
+            Ok(f) => (replay_file(f, &path, scheme)?, true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => (replay(b"", scheme), false),
             Err(e) => return Err(io_err("read", &path)(e)),
         };
@@ -156,7 +150,8 @@ impl Journal {
         }
         let good_len = file.metadata().map_err(io_err("stat", &path))?.len();
         let lines = replayed.records + replayed.damaged_total;
-        let state = std::mem::take(&mut replayed.state);
+        let mut state = std::mem::take(&mut replayed.state);
+        state.replay_over();
         let live = state.live_records();
         let journal = Journal {
             path: path.clone(),
@@ -186,8 +181,7 @@ impl Journal {
     pub fn read_only(state_dir: &Path, scheme: KeyScheme) -> Result<Replay, JournalError> {
         let path = state_dir.join(JOURNAL_FILE);
         match File::open(&path) {
-            Ok(f) => state::replay_from(BufReader::with_capacity(IO_BUFFER_BYTES, f), scheme)
-                .map_err(io_err("read", &path)),
+            Ok(f) => replay_file(f, &path, scheme),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(replay(b"", scheme)),
             Err(e) => Err(io_err("read", &path)(e)),
         }
@@ -253,12 +247,11 @@ impl Journal {
         self.rewrite(&mut self.writer())
     }
 
-    /// Forgets registry and queue entries whose file `exists` says is gone, then
-    /// rewrites the journal. Multipart entries stay: their uploads must still be
-    /// aborted. Returns how many were forgotten.
-    pub fn prune(&self, exists: &mut dyn FnMut(&FileRef) -> bool) -> Result<usize, JournalError> {
+    /// After the start-up scan: forgets registry entries whose files it did not see (see
+    /// [`State::forget_unseen`]) and rewrites the journal if any were. Returns how many.
+    pub fn forget_unseen(&self) -> Result<usize, JournalError> {
         let mut w = self.writer();
-        let removed = self.state_mut().retain_files(exists);
+        let removed = self.state_mut().forget_unseen();
         if removed > 0 {
             self.rewrite(&mut w)?;
         }
@@ -334,6 +327,16 @@ impl Writer {
         self.good_len += buf.len() as u64;
         Ok(())
     }
+}
+
+/// Replays a journal file: a first pass counts its registry records (so the registry's
+/// table is made once, at its size), the second applies them.
+fn replay_file(mut f: File, path: &Path, scheme: KeyScheme) -> Result<Replay, JournalError> {
+    let uploaded = state::count_uploaded(BufReader::with_capacity(IO_BUFFER_BYTES, &mut f))
+        .map_err(io_err("read", path))?;
+    f.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
+    let reader = BufReader::with_capacity(IO_BUFFER_BYTES, f);
+    state::replay_from(reader, scheme, uploaded).map_err(io_err("read", path))
 }
 
 /// Creates the state dir if needed, fsyncing the directory that gained an entry, so

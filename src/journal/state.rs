@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::digest::{from_hex, hex};
 use crate::file::{FileRef, Version};
@@ -30,6 +31,45 @@ pub struct KeyScheme {
 }
 
 impl KeyScheme {
+    /// Whether `key` is the one [`key`](Self::key) gives, checked without building it
+    /// (replay asks this of every registry record).
+    pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> bool {
+        let (y, m, d) =
+            crate::key::civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
+        let mut date = [0u8; 10];
+        if !(0..=9999).contains(&y) {
+            return self.key(file, version).is_ok_and(|k| k == key);
+        }
+        let digits = |out: &mut [u8], mut v: u64| {
+            for slot in out.iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(&mut date[..4], y as u64);
+        date[4] = b'-';
+        digits(&mut date[5..7], u64::from(m));
+        date[7] = b'-';
+        digits(&mut date[8..], u64::from(d));
+        let parts: [&[u8]; 7] = [
+            self.prefix.as_bytes(),
+            self.vehicle_id.as_bytes(),
+            b"/",
+            &date,
+            b"/",
+            file.as_str().as_bytes(),
+            b"",
+        ];
+        let mut rest = key.as_bytes();
+        for p in parts {
+            match rest.strip_prefix(p) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.is_empty() && key.len() <= crate::key::MAX_KEY_BYTES
+    }
+
     pub fn key(&self, file: &FileRef, version: &Version) -> Result<String, String> {
         object_key(
             &self.prefix,
@@ -76,22 +116,48 @@ pub fn part_len(size: u64, part_size: u64, n: u32) -> u64 {
     part_size.min(size.saturating_sub(start))
 }
 
-/// One uploaded version, as the registry keeps it.
-#[derive(Debug, Clone, PartialEq)]
+/// One uploaded version, as the registry keeps it: 72 bytes.
+#[derive(Debug)]
 pub struct Uploaded {
     pub version: Version,
     pub sha256: [u8; 32],
-    /// When it was uploaded, Unix seconds.
-    pub at: i64,
     pub etag: Etag,
-    key: StoredKey,
+    /// When it was uploaded, Unix seconds (until 2106).
+    at: u32,
+    /// The object key is not the derived one: it is in [`State`]'s `other_keys`.
+    other_key: bool,
+    /// The start-up scan saw the file at this version ([`State::mark_seen`]). Atomic so
+    /// that it is set under the journal's read lock; it fills a padding byte.
+    seen: AtomicBool,
 }
 
-/// An object key: the derived one, or written out when it differs.
-#[derive(Debug, Clone, PartialEq)]
-enum StoredKey {
-    Derived,
-    Other(Box<str>),
+impl Clone for Uploaded {
+    fn clone(&self) -> Uploaded {
+        Uploaded {
+            seen: AtomicBool::new(self.seen.load(Ordering::Relaxed)),
+            ..*self
+        }
+    }
+}
+
+/// Equal as records: whether the scan saw the file is not part of the journal.
+impl PartialEq for Uploaded {
+    fn eq(&self, o: &Uploaded) -> bool {
+        (
+            self.version,
+            self.sha256,
+            self.etag,
+            self.at,
+            self.other_key,
+        ) == (o.version, o.sha256, o.etag, o.at, o.other_key)
+    }
+}
+
+impl Uploaded {
+    /// When it was uploaded, Unix seconds.
+    pub fn at(&self) -> i64 {
+        i64::from(self.at)
+    }
 }
 
 /// An S3 ETag in 18 bytes: `"<32 hex>"` (`parts` 0) or `"<32 hex>-<parts>"`. A server's
@@ -129,13 +195,30 @@ impl Etag {
 }
 
 /// The replayed journal.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct State {
     scheme: KeyScheme,
     pub pending: HashMap<FileRef, Pending>,
     pub multipart: HashMap<FileRef, Multipart>,
     /// Keyed by `source/rel` ([`FileRef::as_str`]).
     registry: HashMap<Box<str>, Uploaded>,
+    /// The object keys of registry entries whose key is not the derived one (rare: a
+    /// config change of prefix, vehicle id or UTC offset since the upload).
+    other_keys: HashMap<Box<str>, Box<str>>,
+    /// Set once the replay is over: entries applied from then on are of files just
+    /// uploaded, seen by definition (the start-up scan may still be running).
+    replayed: bool,
+}
+
+/// Equal when they hold the same facts (whether the replay is over is not one).
+impl PartialEq for State {
+    fn eq(&self, o: &State) -> bool {
+        self.scheme == o.scheme
+            && self.pending == o.pending
+            && self.multipart == o.multipart
+            && self.registry == o.registry
+            && self.other_keys == o.other_keys
+    }
 }
 
 impl State {
@@ -206,6 +289,7 @@ impl State {
             Record::Uploaded { .. } => self.apply_uploaded(record),
             Record::Deleted { file, .. } => {
                 self.registry.remove(file.as_str());
+                self.other_keys.remove(file.as_str());
                 self.pending.remove(file);
             }
         }
@@ -238,18 +322,21 @@ impl State {
         {
             self.multipart.remove(file);
         }
-        let derived = self.scheme.key(file, version).is_ok_and(|k| k == *key);
+        let derived = self.scheme.derives(key, file, version);
         let entry = Uploaded {
             version: *version,
             sha256: *sha256,
-            at: *at,
+            at: u32::try_from((*at).max(0)).unwrap_or(u32::MAX),
             etag: Etag::parse(etag),
-            key: if derived {
-                StoredKey::Derived
-            } else {
-                StoredKey::Other(key.as_str().into())
-            },
+            other_key: !derived,
+            seen: AtomicBool::new(self.replayed),
         };
+        if derived {
+            self.other_keys.remove(file.as_str());
+        } else {
+            self.other_keys
+                .insert(file.as_str().into(), key.as_str().into());
+        }
         match self.registry.get_mut(file.as_str()) {
             Some(slot) => *slot = entry,
             None => {
@@ -279,21 +366,43 @@ impl State {
 
     /// The object key of a registry entry.
     pub fn key_of(&self, file: &FileRef, u: &Uploaded) -> String {
-        match &u.key {
-            StoredKey::Other(k) => k.to_string(),
-            StoredKey::Derived => self.scheme.key(file, &u.version).unwrap_or_default(),
+        match self.other_keys.get(file.as_str()).filter(|_| u.other_key) {
+            Some(k) => k.to_string(),
+            None => self.scheme.key(file, &u.version).unwrap_or_default(),
         }
     }
 
-    /// Keeps only the registry and queue entries for which `keep` says yes.
-    pub fn retain_files(&mut self, keep: &mut dyn FnMut(&FileRef) -> bool) -> usize {
-        let before = self.registry.len() + self.pending.len();
-        self.registry.retain(|k, _| {
-            let (source, rel) = crate::file::split(k);
-            keep(&FileRef::new(source, rel))
-        });
-        self.pending.retain(|f, _| keep(f));
-        before - self.registry.len() - self.pending.len()
+    /// Marks the end of the replay: entries applied from now on count as seen.
+    pub fn replay_over(&mut self) {
+        self.replayed = true;
+    }
+
+    /// Notes that the start-up scan saw `file` at `version`; if that is the version the
+    /// registry has, the entry is kept by [`forget_unseen`](Self::forget_unseen).
+    pub fn mark_seen(&self, file: &FileRef, version: &Version) {
+        if let Some(u) = self.registry.get(file.as_str())
+            && u.version == *version
+        {
+            u.seen.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// After the start-up scan: forgets the registry entries it did not see at their
+    /// version (the files were deleted, or replaced, while the daemon was down). Their
+    /// objects stay in S3; this only keeps the registry from growing forever. Returns
+    /// how many were forgotten.
+    pub fn forget_unseen(&mut self) -> usize {
+        let before = self.registry.len();
+        self.registry.retain(|_, u| u.seen.load(Ordering::Relaxed));
+        let registry = &self.registry;
+        self.other_keys.retain(|k, _| registry.contains_key(k));
+        before - self.registry.len()
+    }
+
+    /// Makes room for `n` more registry entries at once, so that a replay does not grow
+    /// the table by doubling (when the old and the new table both exist for a moment).
+    pub fn reserve_registry(&mut self, n: usize) {
+        self.registry.reserve(n);
     }
 
     /// How many records [`write_snapshot`](Self::write_snapshot) writes.
@@ -333,7 +442,7 @@ impl State {
                 sha256: u.sha256,
                 key,
                 etag: u.etag.to_text(),
-                at: u.at,
+                at: u.at(),
                 file,
             };
             emit(r, &mut buf)?;
@@ -402,16 +511,85 @@ pub struct Replay {
 /// is skipped and reported, and every intact record before or after it is kept.
 pub fn replay(bytes: &[u8], scheme: KeyScheme) -> Replay {
     // Reading from memory cannot fail.
-    replay_from(bytes, scheme).unwrap_or_default()
+    let uploaded = count_uploaded(bytes).unwrap_or(0);
+    replay_from(bytes, scheme, uploaded).unwrap_or_default()
+}
+
+/// How many lines of a journal are `uploaded` records (the kind comes first, as this
+/// module writes it; spaces around it are allowed), for sizing the registry before a
+/// replay. A line counted wrongly only makes the table a little larger or smaller.
+pub fn count_uploaded(mut input: impl BufRead) -> io::Result<usize> {
+    /// How much of a line's start is looked at.
+    const HEAD: usize = 24;
+    const KIND: &[u8] = br#""uploaded""#;
+    let mut count = 0;
+    // The first bytes of the current line, up to START's length.
+    let mut head: Vec<u8> = Vec::with_capacity(HEAD);
+    let counts = |head: &[u8]| usize::from(head.windows(KIND.len()).any(|w| w == KIND));
+    let mut in_head = true;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let len = buf.len();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if in_head {
+                let take = (HEAD - head.len()).min(rest.len());
+                let chunk = &rest[..take];
+                let end = chunk.iter().position(|&b| b == b'\n');
+                head.extend_from_slice(&chunk[..end.unwrap_or(take)]);
+                if head.len() == HEAD {
+                    count += counts(&head);
+                    in_head = false;
+                }
+                if let Some(e) = end {
+                    if in_head {
+                        count += counts(&head);
+                    }
+                    head.clear();
+                    in_head = true;
+                    rest = &rest[e + 1..];
+                    continue;
+                }
+                rest = &rest[take..];
+            } else {
+                match rest.iter().position(|&b| b == b'\n') {
+                    Some(e) => {
+                        head.clear();
+                        in_head = true;
+                        rest = &rest[e + 1..];
+                    }
+                    None => rest = &[],
+                }
+            }
+        }
+        input.consume(len);
+    }
+    if in_head {
+        count += counts(&head);
+    }
+    Ok(count)
 }
 
 /// [`replay`] from a reader, one line at a time: memory holds the state and one line.
-pub fn replay_from(mut input: impl BufRead, scheme: KeyScheme) -> io::Result<Replay> {
+/// `uploaded_lines` (see [`count_uploaded`]) sizes the registry up front.
+pub fn replay_from(
+    mut input: impl BufRead,
+    scheme: KeyScheme,
+    uploaded_lines: usize,
+) -> io::Result<Replay> {
     let mut out = Replay {
         state: State::new(scheme),
         ends_whole: true,
         ..Replay::default()
     };
+    out.state.reserve_registry(uploaded_lines);
     let mut line = Vec::with_capacity(512);
     let mut number = 0;
     loop {
@@ -614,10 +792,40 @@ mod tests {
         }
         let s = apply_all(&[uploaded("a", 1), other]);
         let a = s.uploaded(&f("a")).expect("a");
-        assert_eq!(a.key, StoredKey::Derived);
+        assert!(!a.other_key && s.other_keys.len() == 1);
+        assert_eq!(
+            std::mem::size_of::<Uploaded>(),
+            72,
+            "a registry entry stays dense"
+        );
         assert_eq!(s.key_of(&f("a"), a), "v/1970-01-01/s/a");
         let b = s.uploaded(&f("b")).expect("b");
         assert_eq!(s.key_of(&f("b"), b), "elsewhere/b");
+    }
+
+    #[test]
+    fn a_derived_key_is_recognised_without_building_it() {
+        let s = KeyScheme {
+            prefix: "fleet/".into(),
+            vehicle_id: "v1".into(),
+            utc_offset_seconds: 8 * 3600,
+        };
+        let file = f("d/x y.log");
+        for mtime_s in [
+            0i64,
+            1_780_000_000,
+            1_780_000_000 - 8 * 3600 + 5,
+            9_000_000_000,
+        ] {
+            let v = Version {
+                size: 1,
+                mtime_ns: mtime_s * 1_000_000_000,
+            };
+            let key = s.key(&file, &v).expect("key");
+            assert!(s.derives(&key, &file, &v), "{key}");
+            assert!(!s.derives(&format!("{key}~2"), &file, &v));
+            assert!(!s.derives(&key.replace("fleet/", "other/"), &file, &v));
+        }
     }
 
     #[test]
@@ -689,6 +897,18 @@ mod tests {
     }
 
     #[test]
+    fn uploaded_lines_are_counted_across_buffer_edges() {
+        let mut bytes = lines(&[uploaded("a", 1), queued("b", 1), uploaded("c", 1)]);
+        bytes.extend_from_slice(b"\n{\"t\":\"upl\n");
+        bytes.extend(lines(&[uploaded("d", 1)]));
+        bytes.extend_from_slice(b"{\"t\": \"uploaded\", \"src\": \"s\"}\n{\"t\":\"uploaded\"}");
+        for cap in [1, 2, 7, 15, 16, 64, 4096] {
+            let reader = std::io::BufReader::with_capacity(cap, &bytes[..]);
+            assert_eq!(count_uploaded(reader).expect("count"), 5, "buffer {cap}");
+        }
+    }
+
+    #[test]
     fn an_overlong_line_is_damage_and_the_next_line_still_counts() {
         let mut bytes = vec![b'x'; MAX_LINE_BYTES * 3];
         bytes.push(b'\n');
@@ -724,11 +944,15 @@ mod tests {
     }
 
     #[test]
-    fn retain_drops_registry_and_queue_entries_but_never_multipart() {
-        let mut s = apply_all(&[uploaded("a", 1), queued("b", 1), started("c", "u")]);
-        let removed = s.retain_files(&mut |f| f.rel() == "a");
-        assert_eq!(removed, 1);
-        assert!(s.uploaded(&f("a")).is_some() && s.pending.is_empty());
-        assert_eq!(s.multipart.len(), 1);
+    fn entries_the_scan_did_not_see_at_their_version_are_forgotten() {
+        let mut s = apply_all(&[uploaded("a", 1), uploaded("b", 1), uploaded("c", 1)]);
+        s.replay_over();
+        s.mark_seen(&f("a"), &ver(1));
+        s.mark_seen(&f("b"), &ver(2)); // replaced meanwhile: not this version
+        // Uploaded during the scan (a flood fills the planner before the scan ends).
+        s.apply(&uploaded("d", 1));
+        assert_eq!(s.forget_unseen(), 2);
+        assert!(s.uploaded(&f("a")).is_some() && s.uploaded(&f("d")).is_some());
+        assert_eq!(s.registry_len(), 2);
     }
 }

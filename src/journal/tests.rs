@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::file::Version;
+use crate::file::{FileRef, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
@@ -227,14 +227,34 @@ fn a_failed_fsync_is_not_acknowledged_and_the_file_is_rewritten_before_the_next_
 }
 
 #[test]
-fn prune_forgets_files_that_are_gone_and_rewrites() {
-    let dir = Dir::new("prune");
+fn registry_entries_the_scan_did_not_see_are_forgotten_on_disk_too() {
+    let dir = Dir::new("unseen");
+    let uploaded = |rel: &str| Record::Uploaded {
+        file: FileRef::new("s", rel),
+        version: Version {
+            size: 1,
+            mtime_ns: 7,
+        },
+        sha256: [1; 32],
+        key: format!("k/{rel}"),
+        etag: String::new(),
+        at: 1,
+    };
+    let v = Version {
+        size: 1,
+        mtime_ns: 7,
+    };
     let (j, _) = Journal::open(&dir.0, KeyScheme::default()).expect("open");
-    j.append(&[queued("a", 1), queued("b", 2)]).expect("append");
-    let n = j.prune(&mut |f| f.rel() == "a").expect("prune");
-    assert_eq!(n, 1);
+    j.append(&[uploaded("a"), uploaded("b")]).expect("append");
+    assert_eq!(j.forget_unseen().expect("forget"), 0, "uploaded now: seen");
     drop(j);
-    assert_eq!(reopen_pending(&dir.0), vec![1]);
+    let (j, _) = Journal::open(&dir.0, KeyScheme::default()).expect("reopen");
+    j.read().mark_seen(&FileRef::new("s", "a"), &v);
+    assert_eq!(j.forget_unseen().expect("forget"), 1);
+    drop(j);
+    let r = Journal::read_only(&dir.0, KeyScheme::default()).expect("read");
+    assert_eq!(r.state.registry_len(), 1);
+    assert!(r.state.uploaded(&FileRef::new("s", "a")).is_some());
 }
 
 #[test]

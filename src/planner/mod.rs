@@ -162,6 +162,8 @@ pub struct Settings {
     pub multipart_threshold: u64,
     pub sources: HashMap<String, SourceInfo>,
     pub schedule: Option<Schedule>,
+    /// [`MAX_TRACKED_FILES`]; smaller in the model tests, to reach the flood path.
+    pub max_tracked_files: usize,
 }
 
 impl Settings {
@@ -185,6 +187,7 @@ impl Settings {
                 })
                 .collect(),
             schedule: config.schedule.clone(),
+            max_tracked_files: MAX_TRACKED_FILES,
         }
     }
 }
@@ -270,7 +273,7 @@ impl Planner {
 
     /// Whether to take more watch events now (see [`MAX_TRACKED_FILES`]).
     pub fn wants_events(&self) -> bool {
-        self.active() < MAX_TRACKED_FILES
+        self.active() < self.cfg.max_tracked_files
     }
 
     /// Files that cost memory and work: all but recovered and given-up ones.
@@ -292,7 +295,7 @@ impl Planner {
             Input::ScanDone => self.scan_done(),
             Input::Confirmed(answers) => self.confirmed(answers, now, journal, out),
             Input::Journaled { files, result } => self.journaled(files, result, now),
-            Input::Finished(report) => self.finished(report, now, out),
+            Input::Finished(report) => self.finished(report, now, journal, out),
         }
     }
 
@@ -449,6 +452,8 @@ impl Planner {
                 continue;
             };
             match answer {
+                // A stale observation caught up with a version already in S3.
+                Ok(Some(v)) if journal.is_uploaded(&file, &v) => self.forget(&file, journal, out),
                 Ok(Some(v)) if v == version => {
                     // Already queued as it is (a restart): nothing new to journal.
                     let known = journal
@@ -600,7 +605,7 @@ impl Planner {
             .map_or_else(PathBuf::new, |s| s.root.join(file.rel()))
     }
 
-    fn finished(&mut self, report: Report, now: Now, out: &mut Vec<Effect>) {
+    fn finished(&mut self, report: Report, now: Now, journal: &State, out: &mut Vec<Effect>) {
         let file = report.job.file.clone();
         self.progress.remove(&file);
         let Some(Phase::Uploading {
@@ -617,6 +622,15 @@ impl Planner {
             Ok(_) => {
                 if self.health.succeeded() {
                     log::info!("S3 accepts the requests again; uploads resume");
+                }
+                // An uploader that found this version in the registry journals nothing:
+                // a `queued` record left for it is dropped here.
+                if journal
+                    .pending
+                    .get(&file)
+                    .is_some_and(|p| p.version == version)
+                {
+                    out.push(dropped(&file, "uploaded"));
                 }
                 out.push(Effect::WakeDisk);
                 Next::Forget

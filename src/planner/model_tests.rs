@@ -24,7 +24,7 @@ use crate::s3::S3Error;
 
 const SEQUENCES: u64 = 2000;
 const STEPS: usize = 150;
-const NAMES: [&str; 6] = ["a", "b", "c", "d/e", "d/f", "g"];
+const NAMES: [&str; 8] = ["a", "b", "c", "d/e", "d/f", "g", "h/i/j", "k"];
 const WALL0_NS: i64 = 1_780_000_000_000_000_000;
 const STABILITY: Duration = Duration::from_secs(2);
 
@@ -52,12 +52,17 @@ struct World {
     /// Jobs out, with the content the file had when it was handed over (what the
     /// uploader hashes, if it is not changed before it starts).
     in_flight: Vec<(Job, Option<u64>)>,
+    /// Events the watcher has and the planner has not taken yet (it takes them only
+    /// while it has room, as the daemon's shell does).
+    watcher: std::collections::VecDeque<Input>,
+    /// The planner's room: small, so floods happen.
+    max_tracked: usize,
     /// The next journal append fails (not durable).
     fail_next_append: bool,
     s3_refusing: bool,
 }
 
-fn settings(mode: Mode) -> Settings {
+fn settings(mode: Mode, max_tracked_files: usize) -> Settings {
     let mut sources = HashMap::new();
     sources.insert(
         "s".to_string(),
@@ -75,6 +80,7 @@ fn settings(mode: Mode) -> Settings {
         multipart_threshold: 1000,
         sources,
         schedule: None,
+        max_tracked_files,
     }
 }
 
@@ -103,8 +109,10 @@ fn status_error(status: u16, code: &str) -> S3Error {
 impl World {
     fn new(seed: u64, mode: Mode) -> World {
         let base = Instant::now();
-        let state = State::new(KeyScheme::default());
-        let planner = Planner::new(settings(mode), Jitter::new(seed), &state, base);
+        let mut state = State::new(KeyScheme::default());
+        state.replay_over();
+        let max_tracked = 1 + (seed % 4) as usize;
+        let planner = Planner::new(settings(mode, max_tracked), Jitter::new(seed), &state, base);
         let mut w = World {
             rng: Jitter::new(seed),
             mode,
@@ -118,6 +126,8 @@ impl World {
             state,
             planner,
             in_flight: Vec::new(),
+            watcher: std::collections::VecDeque::new(),
+            max_tracked,
             fail_next_append: false,
             s3_refusing: false,
         };
@@ -237,10 +247,38 @@ impl World {
         };
         self.fs
             .insert(rel.to_string(), SimFile { content, version });
-        self.input(Input::Seen {
+        self.watch(Input::Seen {
             file: file(rel),
             version,
         });
+    }
+
+    /// The watcher reports an event: the planner takes it when it has room.
+    fn watch(&mut self, event: Input) {
+        self.watcher.push_back(event);
+        self.deliver();
+    }
+
+    /// Hands the planner the watcher's events while it wants them, doing what the
+    /// daemon's shell does with them (mark registry entries the scan sees; forget the
+    /// ones it did not see once it is done).
+    fn deliver(&mut self) {
+        while self.planner.wants_events() {
+            let Some(event) = self.watcher.pop_front() else {
+                return;
+            };
+            if let Input::Seen { file, version } = &event {
+                self.state.mark_seen(file, version);
+            }
+            let scan_done = matches!(event, Input::ScanDone);
+            self.input(event);
+            if scan_done && self.state.forget_unseen() > 0 {
+                self.journal.clear();
+                self.state
+                    .write_snapshot(&mut self.journal)
+                    .expect("snapshot");
+            }
+        }
     }
 
     fn scan(&mut self) {
@@ -250,12 +288,12 @@ impl World {
             .map(|(k, v)| (k.clone(), v.version))
             .collect();
         for (rel, version) in seen {
-            self.input(Input::Seen {
+            self.watch(Input::Seen {
                 file: file(&rel),
                 version,
             });
         }
-        self.input(Input::ScanDone);
+        self.watch(Input::ScanDone);
     }
 
     // ---- the uploader, following upload::upload's protocol ----
@@ -366,6 +404,7 @@ impl World {
 
     fn crash(&mut self) {
         self.in_flight.clear();
+        self.watcher.clear();
         self.fail_next_append = false;
         // Maybe a torn, unacknowledged line at the end.
         if self.chance(30) {
@@ -385,14 +424,11 @@ impl World {
                 .expect("snapshot");
         }
         self.state = replay(&self.journal, KeyScheme::default()).state;
+        self.state.replay_over();
         let seed = self.rng.next_u64();
         let now = self.now();
-        self.planner = Planner::new(
-            settings(self.mode),
-            Jitter::new(seed),
-            &self.state,
-            now.mono,
-        );
+        let cfg = settings(self.mode, self.max_tracked);
+        self.planner = Planner::new(cfg, Jitter::new(seed), &self.state, now.mono);
         self.scan();
     }
 
@@ -421,7 +457,7 @@ impl World {
             28..=32 => {
                 if let Some(rel) = self.pick(&existing) {
                     self.fs.remove(&rel);
-                    self.input(Input::Gone { file: file(&rel) });
+                    self.watch(Input::Gone { file: file(&rel) });
                 }
             }
             33..=36 => self.rename(&existing, &absent),
@@ -435,6 +471,7 @@ impl World {
             _ => self.crash(),
         }
         self.tick();
+        self.deliver();
     }
 
     fn rename(&mut self, existing: &[String], absent: &[&str]) {
@@ -443,8 +480,8 @@ impl World {
         };
         let moved = self.fs.remove(&from).expect("exists");
         self.fs.insert(to.to_string(), moved);
-        self.input(Input::Gone { file: file(&from) });
-        self.input(Input::Seen {
+        self.watch(Input::Gone { file: file(&from) });
+        self.watch(Input::Seen {
             file: file(to),
             version: moved.version,
         });
@@ -467,8 +504,10 @@ impl World {
             while !self.in_flight.is_empty() {
                 self.finish_one(true);
                 self.tick();
+                self.deliver();
             }
-            if self.planner.files().is_empty() {
+            self.deliver();
+            if self.planner.files().is_empty() && self.watcher.is_empty() {
                 return;
             }
             if self.mode == Mode::Once && self.planner.idle() {
