@@ -57,8 +57,18 @@ def main():
     if lat:
         w(f"| stable → upload start, {lat['files']} files (stability 2 s) | p50 {lat['p50_s'] * 1000:.1f} ms, "
           f"p99 {lat['p99_s'] * 1000:.1f} ms, max {lat['max_s'] * 1000:.1f} ms |")
-    w(f"| start-up with {st.get('registry_entries')} registry entries and {st.get('pending')} pending "
-      f"(until the start-up scan is done) | {st.get('seconds_to_scan_done') or 0:.2f} s; RSS {st.get('rss_kib', 0) / 1024:.1f} MiB |")
+    w(f"| start-up with {st.get('registry_entries')} uploaded files still on disk and {st.get('pending')} pending "
+      f"(process start until the start-up scan is done) | {st.get('seconds_to_scan_done') or 0:.2f} s; "
+      f"peak RSS {st.get('rss_kib', 0) / 1024:.1f} MiB ({st.get('rss_kib', 0) * 1024 / 1e6:.1f} MB) |")
+    w(f"| the same daemon with nothing to remember or watch | peak RSS {st.get('baseline_rss_kib', 0) / 1024:.1f} MiB |")
+    w(f"| bytes per registry entry ((peak − baseline) / entries, hash table and path included) | "
+      f"{st.get('bytes_per_entry', 0):.0f} B |")
+    many = d.get("many", {})
+    if many:
+        w(f"| `once` over {many['files']} small files, fresh state dir | {many['wall_s']:.1f} s, "
+          f"{many['cpu_s']:.1f} s CPU; peak RSS {many['rss_kib'] / 1024:.1f} MiB ({many['rss_kib'] * 1024 / 1e6:.1f} MB) |")
+        w(f"| `once` again, nothing left to do | {many['again_wall_s']:.2f} s; peak RSS "
+          f"{many['again_rss_kib'] / 1024:.1f} MiB |")
     w(f"| achieved rate under a {cap.get('cap_bytes_per_second', 0) / 2**20:.0f} MiB/s cap, 3 uploaders "
       f"(includes start-up and hashing) | {cap.get('achieved_bytes_per_second', 0) / 2**20:.2f} MiB/s = "
       f"{cap.get('ratio', 0):.3f} of the cap |")
@@ -75,22 +85,29 @@ def main():
     if lat:
         w(f"| stable → upload start | ≤ 0.5 s after the stability period | p99 {lat['p99_s'] * 1000:.0f} ms | "
           f"{'yes' if lat['p99_s'] <= 0.5 else 'no'} |")
-    ok_rss = st.get("rss_kib", 1e9) <= 32 * 1024
+    ok_rss = st.get("rss_kib", 1e9) * 1024 <= 24e6
     ok_t = (st.get("seconds_to_scan_done") or 1e9) <= 1.0
-    w(f"| 100k registry entries | RSS ≤ 32 MB, start-up ≤ 1 s | {st.get('rss_kib', 0) / 1024:.1f} MiB, "
-      f"{st.get('seconds_to_scan_done') or 0:.2f} s | {'yes' if ok_rss and ok_t else 'no'} |")
+    w(f"| 100k uploaded + 10k pending, start-up | peak RSS ≤ 24 MB, ≤ 1.0 s | "
+      f"{st.get('rss_kib', 0) * 1024 / 1e6:.1f} MB, {st.get('seconds_to_scan_done') or 0:.2f} s | "
+      f"{'yes' if ok_rss and ok_t else 'no'} |")
+    if many:
+        ok = many["rss_kib"] * 1024 <= 32e6
+        w(f"| `once` uploading {many['files']} small files | peak RSS ≤ 32 MB | "
+          f"{many['rss_kib'] * 1024 / 1e6:.1f} MB | {'yes' if ok else 'no'} |")
     w("")
-    w("## Where a target is missed, and why\n")
-    w("**100,000 registry entries.** Start-up means: open the state dir, replay the journal (110,000 JSON "
-      "lines), drop entries whose files are gone (one `stat` each), then the start-up scan (a `stat` and an "
-      "inotify watch per directory, each file checked against the registry). The first measurement of this "
-      "run's predecessor was 135 MB and 7.5 s; three fixes (no second copy of the replayed state, no clone of "
-      "the registry for the planner, no re-journaling of files already queued, no rewrite of an undamaged "
-      "journal) brought it to the figure above. What remains is the registry's in-memory form: each entry "
-      "keeps its path, SHA-256 (as hex), key and ETag as separate heap strings, about 400 bytes with the hash "
-      "table, so 100,000 entries are ~40 MB. Reaching 32 MB needs a denser form (the SHA-256 as 32 bytes, "
-      "the key and ETag left on disk and streamed through compaction); reaching 1 s needs the replay and the "
-      "scan to overlap or the prune to be lazy. Both are noted for the next person; neither risks data.\n")
+    w("## How the registry fits\n")
+    w("A vehicle keeps 100,000 uploaded files on disk, and the registry must know each one. An entry "
+      "is 72 bytes (size, mtime, SHA-256 and ETag as bytes, upload time as `u32`, two flags) keyed "
+      "by its `source/rel` path in one of 16 hash tables; the object key is not kept when it is the "
+      "one derived from the path and mtime (it nearly always is) and is rebuilt when the journal is "
+      "compacted. Replay streams the journal and sizes the tables from a first pass that counts "
+      "`uploaded` lines, so they never double during a start-up; while `once` uploads 100,000 files "
+      "the registry grows one sixteenth at a time. The start-up scan marks the entries it sees and "
+      "the rest are forgotten when it ends, instead of a `stat` of every registered file. The "
+      "planner holds at most 16,384 files; past that the watcher waits and a flood stays on disk.\n")
+    w("Before this design (2026-11-22, first measurement): start-up 2.18 s and 52 MiB with 100,000 "
+      "entries (~400 bytes an entry: hex SHA-256, key and ETag as heap strings); `once` with nothing "
+      "to do after 100,000 uploads 97 MB, and the run that uploaded them ~100 MB.\n")
     open(os.path.join(ROOT, "docs/BENCHMARKS.md"), "w").write("\n".join(out) + "\n")
     print("wrote docs/BENCHMARKS.md")
 

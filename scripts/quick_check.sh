@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -q -- -D warnings
-cargo test --bins -q
+cargo test --lib --bins -q

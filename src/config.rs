@@ -350,8 +350,8 @@ fn section<T: DeserializeOwned>(
 
 impl Config {
     /// How this config names objects, so the journal can leave derivable keys out.
-    pub fn key_scheme(&self) -> crate::journal::KeyScheme {
-        crate::journal::KeyScheme {
+    pub fn key_scheme(&self) -> crate::key::KeyScheme {
+        crate::key::KeyScheme {
             prefix: self.s3.prefix.clone(),
             vehicle_id: self.vehicle_id.clone(),
             utc_offset_seconds: self.schedule.as_ref().map_or(0, |s| s.utc_offset_seconds),
@@ -404,66 +404,8 @@ impl Config {
 
         let raw_sources: Vec<Value> = section(&mut top, "sources")?
             .ok_or_else(|| ConfigError::field("sources", "missing"))?;
-        if raw_sources.is_empty() {
-            return Err(ConfigError::field("sources", "needs at least one source"));
-        }
-        let mut sources = Vec::with_capacity(raw_sources.len());
-        let mut names = HashSet::new();
-        for (i, raw) in raw_sources.into_iter().enumerate() {
-            let field = format!("sources[{i}]");
-            let raw: RawSource = typed(&field, raw)?;
-            check_key_part(&format!("{field}.name"), &raw.name)?;
-            if !names.insert(raw.name.clone()) {
-                return Err(ConfigError::field(
-                    format!("{field}.name"),
-                    format!("duplicate source name {:?}", raw.name),
-                ));
-            }
-            match std::fs::metadata(&raw.path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(ConfigError::field(
-                        format!("{field}.path"),
-                        format!("{} is not a directory", raw.path.display()),
-                    ));
-                }
-                Err(e) => {
-                    return Err(ConfigError::field(
-                        format!("{field}.path"),
-                        format!("{}: {e}", raw.path.display()),
-                    ));
-                }
-            }
-            let include = patterns(&format!("{field}.include"), raw.include)?;
-            let exclude = patterns(&format!("{field}.exclude"), raw.exclude)?;
-            sources.push(Source {
-                name: raw.name,
-                path: raw.path,
-                recursive: raw.recursive.unwrap_or(true),
-                include,
-                exclude,
-                priority: raw.priority.unwrap_or(0),
-                delete_after_upload: raw.delete_after_upload.unwrap_or(true),
-            });
-        }
-
-        // The state dir inside a source would upload the journal as a log, and a source
-        // inside the state dir would upload the daemon's own files.
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let state_canon = canon(&state_dir);
-        for (i, s) in sources.iter().enumerate() {
-            let src = canon(&s.path);
-            if state_canon.starts_with(&src) || src.starts_with(&state_canon) {
-                return Err(ConfigError::field(
-                    "state_dir",
-                    format!(
-                        "{} overlaps sources[{i}].path {}: keep them apart",
-                        state_dir.display(),
-                        s.path.display()
-                    ),
-                ));
-            }
-        }
+        let sources = sources_config(raw_sources)?;
+        check_apart(&state_dir, &sources)?;
 
         let raw_s3: RawS3 =
             section(&mut top, "s3")?.ok_or_else(|| ConfigError::field("s3", "missing"))?;
@@ -473,29 +415,7 @@ impl Config {
             .and_then(|c| c.profile)
             .filter(|p| !p.is_empty());
 
-        let retry = match section::<RawRetry>(&mut top, "retry")? {
-            None => RetryConfig {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(300),
-            },
-            Some(r) => {
-                let initial = opt_duration("retry.initial_seconds", r.initial_seconds, 1)?;
-                let max = opt_duration("retry.max_seconds", r.max_seconds, 300)?;
-                if initial.is_zero() {
-                    return Err(ConfigError::field(
-                        "retry.initial_seconds",
-                        "must be above 0",
-                    ));
-                }
-                if max < initial {
-                    return Err(ConfigError::field(
-                        "retry.max_seconds",
-                        "must not be below retry.initial_seconds",
-                    ));
-                }
-                RetryConfig { initial, max }
-            }
-        };
+        let retry = retry_config(section::<RawRetry>(&mut top, "retry")?)?;
 
         let schedule = match section::<RawSchedule>(&mut top, "schedule")? {
             None => None,
@@ -512,32 +432,7 @@ impl Config {
             Some(raw) => metrics_config(raw, &s3.region, env)?,
         };
 
-        let log = match section::<RawLog>(&mut top, "log")? {
-            None => LogConfig {
-                level: log::LevelFilter::Info,
-                file: None,
-            },
-            Some(raw) => {
-                let level = match raw.level.as_deref().unwrap_or("info") {
-                    "off" => log::LevelFilter::Off,
-                    "error" => log::LevelFilter::Error,
-                    "warn" => log::LevelFilter::Warn,
-                    "info" => log::LevelFilter::Info,
-                    "debug" => log::LevelFilter::Debug,
-                    "trace" => log::LevelFilter::Trace,
-                    other => {
-                        return Err(ConfigError::field(
-                            "log.level",
-                            format!("{other:?} is not one of off, error, warn, info, debug, trace"),
-                        ));
-                    }
-                };
-                LogConfig {
-                    level,
-                    file: raw.file,
-                }
-            }
-        };
+        let log = log_config(section::<RawLog>(&mut top, "log")?)?;
 
         Ok(Config {
             vehicle_id,
@@ -638,21 +533,136 @@ fn patterns(field: &str, raw: Option<Vec<String>>) -> Result<Vec<Pattern>, Confi
         .collect()
 }
 
+/// Validates `sources`: at least one, names unique and safe as key parts, each path a
+/// directory, patterns that parse.
+fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
+    if raw_sources.is_empty() {
+        return Err(ConfigError::field("sources", "needs at least one source"));
+    }
+    let mut sources = Vec::with_capacity(raw_sources.len());
+    let mut names = HashSet::new();
+    for (i, raw) in raw_sources.into_iter().enumerate() {
+        let field = format!("sources[{i}]");
+        let raw: RawSource = typed(&field, raw)?;
+        check_key_part(&format!("{field}.name"), &raw.name)?;
+        if !names.insert(raw.name.clone()) {
+            return Err(ConfigError::field(
+                format!("{field}.name"),
+                format!("duplicate source name {:?}", raw.name),
+            ));
+        }
+        match std::fs::metadata(&raw.path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ConfigError::field(
+                    format!("{field}.path"),
+                    format!("{} is not a directory", raw.path.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(ConfigError::field(
+                    format!("{field}.path"),
+                    format!("{}: {e}", raw.path.display()),
+                ));
+            }
+        }
+        let include = patterns(&format!("{field}.include"), raw.include)?;
+        let exclude = patterns(&format!("{field}.exclude"), raw.exclude)?;
+        sources.push(Source {
+            name: raw.name,
+            path: raw.path,
+            recursive: raw.recursive.unwrap_or(true),
+            include,
+            exclude,
+            priority: raw.priority.unwrap_or(0),
+            delete_after_upload: raw.delete_after_upload.unwrap_or(true),
+        });
+    }
+    Ok(sources)
+}
+
+/// The state dir inside a source would upload the journal as a log, and a source inside
+/// the state dir would upload the daemon's own files.
+fn check_apart(state_dir: &Path, sources: &[Source]) -> Result<(), ConfigError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let state_canon = canon(state_dir);
+    for (i, s) in sources.iter().enumerate() {
+        let src = canon(&s.path);
+        if state_canon.starts_with(&src) || src.starts_with(&state_canon) {
+            return Err(ConfigError::field(
+                "state_dir",
+                format!(
+                    "{} overlaps sources[{i}].path {}: keep them apart",
+                    state_dir.display(),
+                    s.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn retry_config(raw: Option<RawRetry>) -> Result<RetryConfig, ConfigError> {
+    Ok(match raw {
+        None => RetryConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        },
+        Some(r) => {
+            let initial = opt_duration("retry.initial_seconds", r.initial_seconds, 1)?;
+            let max = opt_duration("retry.max_seconds", r.max_seconds, 300)?;
+            if initial.is_zero() {
+                return Err(ConfigError::field(
+                    "retry.initial_seconds",
+                    "must be above 0",
+                ));
+            }
+            if max < initial {
+                return Err(ConfigError::field(
+                    "retry.max_seconds",
+                    "must not be below retry.initial_seconds",
+                ));
+            }
+            RetryConfig { initial, max }
+        }
+    })
+}
+
+fn log_config(raw: Option<RawLog>) -> Result<LogConfig, ConfigError> {
+    Ok(match raw {
+        None => LogConfig {
+            level: log::LevelFilter::Info,
+            file: None,
+        },
+        Some(raw) => {
+            let level = match raw.level.as_deref().unwrap_or("info") {
+                "off" => log::LevelFilter::Off,
+                "error" => log::LevelFilter::Error,
+                "warn" => log::LevelFilter::Warn,
+                "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                other => {
+                    return Err(ConfigError::field(
+                        "log.level",
+                        format!("{other:?} is not one of off, error, warn, info, debug, trace"),
+                    ));
+                }
+            };
+            LogConfig {
+                level,
+                file: raw.file,
+            }
+        }
+    })
+}
+
 fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Config, ConfigError> {
     let bucket = raw
         .bucket
         .filter(|b| !b.is_empty())
         .ok_or_else(|| ConfigError::field("s3.bucket", "missing"))?;
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if !bucket_ok {
-        return Err(ConfigError::field(
-            "s3.bucket",
-            format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
-        ));
-    }
+    check_bucket(&bucket)?;
     let region = raw
         .region
         .filter(|r| !r.is_empty())
@@ -682,24 +692,8 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
-    let multipart_threshold_bytes = opt_size(
-        "s3.multipart_threshold",
-        raw.multipart_threshold,
-        8 * 1024 * 1024,
-    )?;
-    let part_size_bytes = opt_size("s3.part_size", raw.part_size, 8 * 1024 * 1024)?;
-    if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&part_size_bytes) {
-        return Err(ConfigError::field(
-            "s3.part_size",
-            format!("{part_size_bytes} bytes is outside S3's 5 MiB to 5 GiB"),
-        ));
-    }
-    if multipart_threshold_bytes < MIN_PART_SIZE_BYTES {
-        return Err(ConfigError::field(
-            "s3.multipart_threshold",
-            "must be at least 5 MiB (S3's smallest part)",
-        ));
-    }
+    let (multipart_threshold_bytes, part_size_bytes) =
+        part_sizes(raw.multipart_threshold, raw.part_size)?;
     let concurrency = raw.concurrency.unwrap_or(2);
     if concurrency < 1 || concurrency > MAX_CONCURRENCY as i64 {
         return Err(ConfigError::field(
@@ -739,6 +733,43 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
         storage_class,
         ca_bundle,
     })
+}
+
+fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::field(
+            "s3.bucket",
+            format!("{bucket:?} is not a valid bucket name (3-63 of a-z 0-9 . -)"),
+        ))
+    }
+}
+
+/// `s3.multipart_threshold` and `s3.part_size`, both default 8 MiB, within S3's limits.
+fn part_sizes(
+    threshold: Option<Quantity>,
+    part_size: Option<Quantity>,
+) -> Result<(u64, u64), ConfigError> {
+    let threshold = opt_size("s3.multipart_threshold", threshold, 8 * 1024 * 1024)?;
+    let part_size = opt_size("s3.part_size", part_size, 8 * 1024 * 1024)?;
+    if !(MIN_PART_SIZE_BYTES..=MAX_PART_SIZE_BYTES).contains(&part_size) {
+        return Err(ConfigError::field(
+            "s3.part_size",
+            format!("{part_size} bytes is outside S3's 5 MiB to 5 GiB"),
+        ));
+    }
+    if threshold < MIN_PART_SIZE_BYTES {
+        return Err(ConfigError::field(
+            "s3.multipart_threshold",
+            "must be at least 5 MiB (S3's smallest part)",
+        ));
+    }
+    Ok((threshold, part_size))
 }
 
 /// AWS's own endpoint for `service` in `region`; China regions live under `.com.cn`.
@@ -929,76 +960,7 @@ fn metrics_config(
             "must be at least 1",
         ));
     }
-    let mut alarms = Vec::new();
-    let mut names = HashSet::new();
-    for (i, value) in raw.alarms.unwrap_or_default().into_iter().enumerate() {
-        let field = format!("metrics.alarms[{i}]");
-        let a: RawAlarm = typed(&field, value)?;
-        check_key_part(&format!("{field}.name"), &a.name)?;
-        if !names.insert(a.name.clone()) {
-            return Err(ConfigError::field(
-                format!("{field}.name"),
-                format!("duplicate alarm name {:?}", a.name),
-            ));
-        }
-        if !METRIC_NAMES.contains(&a.metric.as_str()) {
-            return Err(ConfigError::field(
-                format!("{field}.metric"),
-                format!("{:?} is not one of {}", a.metric, METRIC_NAMES.join(", ")),
-            ));
-        }
-        let statistic = a.statistic.unwrap_or_else(|| "Sum".to_string());
-        if !["Sum", "Average", "Minimum", "Maximum", "SampleCount"].contains(&statistic.as_str()) {
-            return Err(ConfigError::field(
-                format!("{field}.statistic"),
-                format!("{statistic:?} is not one of Sum, Average, Minimum, Maximum, SampleCount"),
-            ));
-        }
-        let comparison = match a.comparison.as_str() {
-            ">=" => "GreaterThanOrEqualToThreshold",
-            ">" => "GreaterThanThreshold",
-            "<" => "LessThanThreshold",
-            "<=" => "LessThanOrEqualToThreshold",
-            other => {
-                return Err(ConfigError::field(
-                    format!("{field}.comparison"),
-                    format!("{other:?} is not one of >=, >, <, <="),
-                ));
-            }
-        };
-        if !a.threshold.is_finite() {
-            return Err(ConfigError::field(
-                format!("{field}.threshold"),
-                "must be a finite number",
-            ));
-        }
-        let period_seconds = a.period_seconds.unwrap_or(300);
-        if !(period_seconds == 10
-            || period_seconds == 30
-            || (period_seconds >= 60 && period_seconds.is_multiple_of(60)))
-        {
-            return Err(ConfigError::field(
-                format!("{field}.period_seconds"),
-                format!("{period_seconds} is not 10, 30 or a multiple of 60"),
-            ));
-        }
-        let evaluation_periods = a.evaluation_periods.unwrap_or(1);
-        if evaluation_periods == 0 {
-            return Err(ConfigError::field(
-                format!("{field}.evaluation_periods"),
-                "must be at least 1",
-            ));
-        }
-        alarms.push(Alarm {
-            name: a.name,
-            metric: a.metric,
-            statistic,
-            comparison: comparison.to_string(),
-            threshold: a.threshold,
-            period_seconds,
-            evaluation_periods,
-        });
-    }
+    let alarms = alarms_config(raw.alarms.unwrap_or_default())?;
     if raw.enabled == Some(false) {
         return Ok(None);
     }
@@ -1009,6 +971,85 @@ fn metrics_config(
         interval,
         alarms,
     }))
+}
+
+/// `metrics.alarms`: names unique and safe, each alarm valid.
+fn alarms_config(raw: Vec<Value>) -> Result<Vec<Alarm>, ConfigError> {
+    let mut alarms: Vec<Alarm> = Vec::new();
+    for (i, value) in raw.into_iter().enumerate() {
+        let field = format!("metrics.alarms[{i}]");
+        let a: RawAlarm = typed(&field, value)?;
+        if alarms.iter().any(|x| x.name == a.name) {
+            return Err(ConfigError::field(
+                format!("{field}.name"),
+                format!("duplicate alarm name {:?}", a.name),
+            ));
+        }
+        alarms.push(alarm_config(&field, a)?);
+    }
+    Ok(alarms)
+}
+
+/// One alarm, at `field` (`metrics.alarms[i]`).
+fn alarm_config(field: &str, a: RawAlarm) -> Result<Alarm, ConfigError> {
+    check_key_part(&format!("{field}.name"), &a.name)?;
+    if !METRIC_NAMES.contains(&a.metric.as_str()) {
+        return Err(ConfigError::field(
+            format!("{field}.metric"),
+            format!("{:?} is not one of {}", a.metric, METRIC_NAMES.join(", ")),
+        ));
+    }
+    let statistic = a.statistic.unwrap_or_else(|| "Sum".to_string());
+    if !["Sum", "Average", "Minimum", "Maximum", "SampleCount"].contains(&statistic.as_str()) {
+        return Err(ConfigError::field(
+            format!("{field}.statistic"),
+            format!("{statistic:?} is not one of Sum, Average, Minimum, Maximum, SampleCount"),
+        ));
+    }
+    let comparison = match a.comparison.as_str() {
+        ">=" => "GreaterThanOrEqualToThreshold",
+        ">" => "GreaterThanThreshold",
+        "<" => "LessThanThreshold",
+        "<=" => "LessThanOrEqualToThreshold",
+        other => {
+            return Err(ConfigError::field(
+                format!("{field}.comparison"),
+                format!("{other:?} is not one of >=, >, <, <="),
+            ));
+        }
+    };
+    if !a.threshold.is_finite() {
+        return Err(ConfigError::field(
+            format!("{field}.threshold"),
+            "must be a finite number",
+        ));
+    }
+    let period_seconds = a.period_seconds.unwrap_or(300);
+    if !(period_seconds == 10
+        || period_seconds == 30
+        || (period_seconds >= 60 && period_seconds.is_multiple_of(60)))
+    {
+        return Err(ConfigError::field(
+            format!("{field}.period_seconds"),
+            format!("{period_seconds} is not 10, 30 or a multiple of 60"),
+        ));
+    }
+    let evaluation_periods = a.evaluation_periods.unwrap_or(1);
+    if evaluation_periods == 0 {
+        return Err(ConfigError::field(
+            format!("{field}.evaluation_periods"),
+            "must be at least 1",
+        ));
+    }
+    Ok(Alarm {
+        name: a.name,
+        metric: a.metric,
+        statistic,
+        comparison: comparison.to_string(),
+        threshold: a.threshold,
+        period_seconds,
+        evaluation_periods,
+    })
 }
 
 fn opt_size(field: &str, q: Option<Quantity>, default: u64) -> Result<u64, ConfigError> {

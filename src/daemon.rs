@@ -107,19 +107,8 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     let watcher = Watcher::spawn(sources(&config), WATCH_CHANNEL_CAPACITY)
         .map_err(|e| format!("inotify: {e}"))?;
 
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ std::process::id() as u64;
-    log::debug!("retry jitter seed {seed}");
-    let planner = Planner::new(
-        planner::Settings::from_config(&config, mode),
-        Jitter::new(seed),
-        &journal.read(),
-        Instant::now(),
-    );
     let mut shell = Shell {
-        planner,
+        planner: new_planner(&config, mode, &journal),
         mode,
         journal: Arc::clone(&journal),
         ctx: Arc::clone(&ctx),
@@ -169,6 +158,21 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     })
 }
 
+/// The planner, knowing what the journal had queued, with a jitter seed of its own.
+fn new_planner(config: &Config, mode: Mode, journal: &Journal) -> Planner {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ std::process::id() as u64;
+    log::debug!("retry jitter seed {seed}");
+    Planner::new(
+        planner::Settings::from_config(config, mode),
+        Jitter::new(seed),
+        &journal.read(),
+        Instant::now(),
+    )
+}
+
 /// Opens the journal, reporting damage it skipped.
 fn open_journal(config: &Config) -> Result<Arc<Journal>, String> {
     let (journal, replayed) =
@@ -196,9 +200,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
         s3,
         journal,
         settings: Settings {
-            vehicle_id: config.vehicle_id.clone(),
-            prefix: config.s3.prefix.clone(),
-            utc_offset_seconds: config.schedule.as_ref().map_or(0, |s| s.utc_offset_seconds),
+            scheme: config.key_scheme(),
             multipart_threshold_bytes: config.s3.multipart_threshold_bytes,
             part_size_bytes: config.s3.part_size_bytes,
             concurrency: config.s3.concurrency,

@@ -4,27 +4,76 @@
 //! Keys keep the file name's bytes (UTF-8, spaces, `+`, `%`); percent-encoding for the
 //! URL is rusty-s3's job, not this module's.
 
+use crate::file::{FileRef, Version};
+
 /// S3's limit on a key's length in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// The object key of a file, or why it cannot have one.
-pub fn object_key(
-    prefix: &str,
-    vehicle_id: &str,
-    mtime_unix_seconds: i64,
-    utc_offset_seconds: i32,
-    source: &str,
-    rel: &str,
-) -> Result<String, String> {
-    let (y, m, d) = civil_date(mtime_unix_seconds + utc_offset_seconds as i64);
-    let key = format!("{prefix}{vehicle_id}/{y:04}-{m:02}-{d:02}/{source}/{rel}");
-    if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "key is {} bytes, over S3's {MAX_KEY_BYTES}",
-            key.len()
-        ));
+/// How this vehicle names its objects: the prefix, the vehicle id and the UTC offset the
+/// dates are read at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyScheme {
+    pub prefix: String,
+    pub vehicle_id: String,
+    pub utc_offset_seconds: i32,
+}
+
+impl KeyScheme {
+    /// Whether `key` is the one [`key`](Self::key) gives, checked without building it
+    /// (replay asks this of every registry record).
+    pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> bool {
+        let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
+        let mut date = [0u8; 10];
+        if !(0..=9999).contains(&y) {
+            return self.key(file, version).is_ok_and(|k| k == key);
+        }
+        let digits = |out: &mut [u8], mut v: u64| {
+            for slot in out.iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(&mut date[..4], y as u64);
+        date[4] = b'-';
+        digits(&mut date[5..7], u64::from(m));
+        date[7] = b'-';
+        digits(&mut date[8..], u64::from(d));
+        let parts: [&[u8]; 7] = [
+            self.prefix.as_bytes(),
+            self.vehicle_id.as_bytes(),
+            b"/",
+            &date,
+            b"/",
+            file.as_str().as_bytes(),
+            b"",
+        ];
+        let mut rest = key.as_bytes();
+        for p in parts {
+            match rest.strip_prefix(p) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.is_empty() && key.len() <= MAX_KEY_BYTES
     }
-    Ok(key)
+
+    /// The object key of a version of a file, or why it cannot have one.
+    pub fn key(&self, file: &FileRef, version: &Version) -> Result<String, String> {
+        let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
+        let key = format!(
+            "{}{}/{y:04}-{m:02}-{d:02}/{}",
+            self.prefix,
+            self.vehicle_id,
+            file.as_str()
+        );
+        if key.len() > MAX_KEY_BYTES {
+            return Err(format!(
+                "key is {} bytes, over S3's {MAX_KEY_BYTES}",
+                key.len()
+            ));
+        }
+        Ok(key)
+    }
 }
 
 /// Year, month, day of the day containing unix time `t` (seconds, UTC). Howard Hinnant's
@@ -85,6 +134,26 @@ mod tests {
         assert_eq!(civil_date(951_782_400), (2000, 2, 29));
         assert_eq!(civil_date(1_795_392_000), (2026, 11, 23));
         assert_eq!(rfc3339_utc(1_795_392_000 + 3661), "2026-11-23T01:01:01Z");
+    }
+
+    fn object_key(
+        prefix: &str,
+        vehicle_id: &str,
+        t: i64,
+        utc_offset_seconds: i32,
+        source: &str,
+        rel: &str,
+    ) -> Result<String, String> {
+        let scheme = KeyScheme {
+            prefix: prefix.into(),
+            vehicle_id: vehicle_id.into(),
+            utc_offset_seconds,
+        };
+        let version = Version {
+            size: 0,
+            mtime_ns: t * 1_000_000_000,
+        };
+        scheme.key(&FileRef::new(source, rel), &version)
     }
 
     #[test]

@@ -236,6 +236,18 @@ pub struct ServerPart {
     pub size: u64,
 }
 
+/// One UploadPart request.
+#[derive(Debug, Clone, Copy)]
+pub struct PartUpload<'a> {
+    pub key: &'a str,
+    pub upload_id: &'a str,
+    /// 1-based.
+    pub number: u32,
+    pub len: u64,
+    /// The part's MD5, base64: the server checks the bytes against it.
+    pub md5_b64: &'a str,
+}
+
 /// The S3 client: one bucket, one agent, refreshable credentials.
 pub struct S3 {
     agent: Agent,
@@ -415,16 +427,16 @@ impl S3 {
         Ok(id)
     }
 
-    /// One part, the server verifying `md5_b64` (Content-MD5).
-    pub fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        body: &mut dyn Read,
-        len: u64,
-        md5_b64: &str,
-    ) -> Result<String, S3Error> {
+    /// One part of `len` bytes from `body`, the server verifying `md5_b64`
+    /// (Content-MD5).
+    pub fn upload_part(&self, part: &PartUpload, body: &mut dyn Read) -> Result<String, S3Error> {
+        let PartUpload {
+            key,
+            upload_id,
+            number,
+            len,
+            md5_b64,
+        } = *part;
         let creds = self.creds();
         let n =
             u16::try_from(number).map_err(|_| bad("UploadPart", key, format!("part {number}")))?;

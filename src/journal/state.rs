@@ -15,72 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::digest::{from_hex, hex};
 use crate::file::{FileRef, Version};
 use crate::journal::record::{Record, parse};
-use crate::key::object_key;
+pub use crate::key::KeyScheme;
 
 /// A journal line longer than this is damage, not a record (a key is at most 1 KiB).
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Damaged lines reported one by one; past this only counted.
 const MAX_DAMAGE_REPORTED: usize = 100;
-
-/// How object keys are made, so the registry can leave out the keys it can derive.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeyScheme {
-    pub prefix: String,
-    pub vehicle_id: String,
-    pub utc_offset_seconds: i32,
-}
-
-impl KeyScheme {
-    /// Whether `key` is the one [`key`](Self::key) gives, checked without building it
-    /// (replay asks this of every registry record).
-    pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> bool {
-        let (y, m, d) =
-            crate::key::civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
-        let mut date = [0u8; 10];
-        if !(0..=9999).contains(&y) {
-            return self.key(file, version).is_ok_and(|k| k == key);
-        }
-        let digits = |out: &mut [u8], mut v: u64| {
-            for slot in out.iter_mut().rev() {
-                *slot = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        digits(&mut date[..4], y as u64);
-        date[4] = b'-';
-        digits(&mut date[5..7], u64::from(m));
-        date[7] = b'-';
-        digits(&mut date[8..], u64::from(d));
-        let parts: [&[u8]; 7] = [
-            self.prefix.as_bytes(),
-            self.vehicle_id.as_bytes(),
-            b"/",
-            &date,
-            b"/",
-            file.as_str().as_bytes(),
-            b"",
-        ];
-        let mut rest = key.as_bytes();
-        for p in parts {
-            match rest.strip_prefix(p) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        rest.is_empty() && key.len() <= crate::key::MAX_KEY_BYTES
-    }
-
-    pub fn key(&self, file: &FileRef, version: &Version) -> Result<String, String> {
-        object_key(
-            &self.prefix,
-            &self.vehicle_id,
-            version.mtime_seconds(),
-            self.utc_offset_seconds,
-            file.source(),
-            file.rel(),
-        )
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
@@ -201,7 +141,7 @@ pub struct State {
     pub pending: HashMap<FileRef, Pending>,
     pub multipart: HashMap<FileRef, Multipart>,
     /// Keyed by `source/rel` ([`FileRef::as_str`]).
-    registry: HashMap<Box<str>, Uploaded>,
+    registry: Registry,
     /// The object keys of registry entries whose key is not the derived one (rare: a
     /// config change of prefix, vehicle id or UTC offset since the upload).
     other_keys: HashMap<Box<str>, Box<str>>,
@@ -357,7 +297,7 @@ impl State {
 
     /// Every registry entry, by `source/rel` (see [`crate::file::split`]).
     pub fn registry(&self) -> impl Iterator<Item = (&str, &Uploaded)> {
-        self.registry.iter().map(|(k, v)| (&**k, v))
+        self.registry.iter()
     }
 
     pub fn registry_len(&self) -> usize {
@@ -393,7 +333,8 @@ impl State {
     /// how many were forgotten.
     pub fn forget_unseen(&mut self) -> usize {
         let before = self.registry.len();
-        self.registry.retain(|_, u| u.seen.load(Ordering::Relaxed));
+        self.registry
+            .retain(&mut |_, u| u.seen.load(Ordering::Relaxed));
         let registry = &self.registry;
         self.other_keys.retain(|k, _| registry.contains_key(k));
         before - self.registry.len()
@@ -430,10 +371,12 @@ impl State {
             }
             Ok(())
         };
-        let mut paths: Vec<&str> = self.registry.keys().map(|k| &**k).collect();
+        let mut paths: Vec<&str> = self.registry.iter().map(|(k, _)| k).collect();
         paths.sort_unstable();
         for path in paths {
-            let u = &self.registry[path];
+            let Some(u) = self.registry.get(path) else {
+                continue;
+            };
             let (source, rel) = crate::file::split(path);
             let file = FileRef::new(source, rel);
             let key = self.key_of(&file, u);
@@ -488,6 +431,94 @@ impl State {
             }
         }
         out
+    }
+}
+
+/// Shards of the registry: with 16 tables, one growing (when a table doubles, old and new
+/// exist for a moment) costs a sixteenth of the whole, so the registry grows by small
+/// steps while `once` uploads 100,000 files.
+const REGISTRY_SHARDS: usize = 16;
+
+/// The registry's map, in [`REGISTRY_SHARDS`] shards chosen by a hash of the path
+/// (made on first use).
+#[derive(Debug, Clone, Default)]
+struct Registry {
+    shards: Vec<HashMap<Box<str>, Uploaded>>,
+}
+
+impl PartialEq for Registry {
+    fn eq(&self, o: &Registry) -> bool {
+        self.len() == o.len() && self.iter().all(|(k, v)| o.get(k) == Some(v))
+    }
+}
+
+impl Registry {
+    /// FNV-1a of the path, so the shard is the same in every process.
+    fn shard(key: &str) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h % REGISTRY_SHARDS as u64) as usize
+    }
+
+    fn map(&self, key: &str) -> Option<&HashMap<Box<str>, Uploaded>> {
+        self.shards.get(Registry::shard(key))
+    }
+
+    fn map_mut(&mut self, key: &str) -> &mut HashMap<Box<str>, Uploaded> {
+        if self.shards.is_empty() {
+            self.shards = vec![HashMap::new(); REGISTRY_SHARDS];
+        }
+        &mut self.shards[Registry::shard(key)]
+    }
+
+    fn get(&self, key: &str) -> Option<&Uploaded> {
+        self.map(key)?.get(key)
+    }
+
+    fn get_mut(&mut self, key: &str) -> Option<&mut Uploaded> {
+        self.map_mut(key).get_mut(key)
+    }
+
+    fn insert(&mut self, key: Box<str>, value: Uploaded) {
+        self.map_mut(&key).insert(key, value);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Uploaded> {
+        self.map_mut(key).remove(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Uploaded)> {
+        self.shards
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (&**k, v)))
+    }
+
+    fn retain(&mut self, keep: &mut dyn FnMut(&str, &Uploaded) -> bool) {
+        for m in &mut self.shards {
+            m.retain(|k, v| keep(k, v));
+        }
+    }
+
+    /// Room for `n` entries in all, spread evenly with a little slack.
+    fn reserve(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let per_shard = n / REGISTRY_SHARDS + n / (REGISTRY_SHARDS * 16) + 16;
+        self.map_mut("");
+        for m in &mut self.shards {
+            m.reserve(per_shard);
+        }
     }
 }
 

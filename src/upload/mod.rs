@@ -28,7 +28,7 @@ pub use permits::{Permit, Permits};
 use crate::digest::{Digests, HashError, base64, hash_file};
 use crate::file::{FileRef, Version, stat};
 use crate::journal::{Journal, JournalError, MAX_PARTS, Record};
-use crate::key::{object_key, rfc3339_utc};
+use crate::key::{KeyScheme, rfc3339_utc};
 use crate::s3::{Class, S3, S3Error};
 use crate::throttle::Gate;
 
@@ -106,9 +106,8 @@ type Result<T> = std::result::Result<T, UploadError>;
 
 /// What the uploader needs besides the job.
 pub struct Settings {
-    pub vehicle_id: String,
-    pub prefix: String,
-    pub utc_offset_seconds: i32,
+    /// How objects are named (and the vehicle id for the metadata).
+    pub scheme: KeyScheme,
     pub multipart_threshold_bytes: u64,
     pub part_size_bytes: u64,
     /// Parts of one file sent at once (bounded further by the shared permits).
@@ -153,17 +152,12 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     if ctx.journal.read().is_uploaded(&job.file, &job.version) {
         return Ok(Uploaded::AlreadyThere);
     }
-    let key = object_key(
-        &s.prefix,
-        &s.vehicle_id,
-        job.version.mtime_seconds(),
-        s.utc_offset_seconds,
-        job.file.source(),
-        job.file.rel(),
-    )
-    .map_err(|why| UploadError::Unkeyable {
-        why: format!("{}: {why}", job.path.display()),
-    })?;
+    let key = s
+        .scheme
+        .key(&job.file, &job.version)
+        .map_err(|why| UploadError::Unkeyable {
+            why: format!("{}: {why}", job.path.display()),
+        })?;
     let multipart = job.version.size >= s.multipart_threshold_bytes;
     let part_size = part_size_for(job.version.size, s.part_size_bytes);
     let digests = hash(job, ctx, multipart.then_some(part_size))?;
@@ -214,7 +208,7 @@ impl Object<'_> {
     fn metadata(&self) -> Vec<(String, String)> {
         let s = &self.ctx.settings;
         vec![
-            ("vehicle-id".to_string(), s.vehicle_id.clone()),
+            ("vehicle-id".to_string(), s.scheme.vehicle_id.clone()),
             ("source".to_string(), self.job.file.source().to_string()),
             (
                 "mtime".to_string(),

@@ -15,7 +15,7 @@ use super::{Job, Object, Result, UploadError, Uploaded, body, read_error, unchan
 use crate::digest::{base64, hex};
 use crate::file::FileRef;
 use crate::journal::{Multipart, Record, part_len};
-use crate::s3::{Class, ServerPart, etag_hex};
+use crate::s3::{Class, PartUpload, ServerPart, etag_hex};
 
 use super::Context;
 
@@ -229,10 +229,16 @@ impl<'a> Upload<'a> {
         let md5 = base64(&self.object.digests.part_md5[n as usize - 1]);
         let offset = u64::from(n - 1) * self.part_size;
         let mut reader = body(job, offset, len, ctx).map_err(|e| read_error(job, e))?;
+        let part = PartUpload {
+            key: self.object.key,
+            upload_id: &self.upload_id,
+            number: n,
+            len,
+            md5_b64: &md5,
+        };
         let etag = {
             let _permit = ctx.permits.acquire(true);
-            ctx.s3
-                .upload_part(self.object.key, &self.upload_id, n, &mut reader, len, &md5)?
+            ctx.s3.upload_part(&part, &mut reader)?
         };
         ctx.journal(&[self.part_record(n, &etag)])?;
         Ok((etag, len))
