@@ -99,6 +99,9 @@ pub struct Source {
     pub priority: i32,
     /// Default true; only acted on when `disk` is configured.
     pub delete_after_upload: bool,
+    /// Default none. A file still changing after this long is uploaded as a snapshot of
+    /// its first bytes (at most once per this long while it keeps changing).
+    pub max_wait: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +218,7 @@ struct RawSource {
     exclude: Option<Vec<String>>,
     priority: Option<i32>,
     delete_after_upload: Option<bool>,
+    max_wait_seconds: Option<Quantity>,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +466,7 @@ impl Config {
                     "include": s.include.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                     "exclude": s.exclude.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                     "priority": s.priority, "delete_after_upload": s.delete_after_upload,
+                    "max_wait_seconds": s.max_wait.map(secs),
                 })
             })
             .collect();
@@ -576,6 +581,19 @@ fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
             exclude,
             priority: raw.priority.unwrap_or(0),
             delete_after_upload: raw.delete_after_upload.unwrap_or(true),
+            max_wait: match raw.max_wait_seconds {
+                None => None,
+                Some(q) => {
+                    let d = duration(&format!("{field}.max_wait_seconds"), q)?;
+                    if d.is_zero() {
+                        return Err(ConfigError::field(
+                            format!("{field}.max_wait_seconds"),
+                            "must be above 0 (leave it out for no limit)",
+                        ));
+                    }
+                    Some(d)
+                }
+            },
         });
     }
     Ok(sources)

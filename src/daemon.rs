@@ -39,7 +39,7 @@ use crate::retry::Jitter;
 use crate::s3::S3;
 use crate::status::{self, Rate};
 use crate::throttle::Gate;
-use crate::upload::{self, Context, Job, Permits, Settings, UploadError};
+use crate::upload::{self, Context, Job, Permits, Recent, Settings, UploadError};
 use crate::watch::{SourceSpec, WatchEvent, Watcher};
 
 /// Watch events buffered before the watcher waits for the planner.
@@ -209,6 +209,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
         stop,
         sent_bytes: Arc::new(AtomicU64::new(0)),
         gate: Arc::new(Gate::default()),
+        recent: Recent::default(),
     }
 }
 
@@ -342,7 +343,7 @@ impl Shell {
         for _ in 0..TICKS_PER_STEP {
             now = Now::read();
             let mut effects = Vec::new();
-            self.planner.tick(now, &mut effects);
+            self.planner.tick(now, &self.journal.read(), &mut effects);
             if effects.is_empty() {
                 break;
             }
@@ -365,6 +366,9 @@ impl Shell {
             }
             self.planner.handle(input, now, &state, &mut effects);
         }
+        // Renames found at the end of the scan are journaled before what the scan did
+        // not see is forgotten.
+        self.carry_out(now, effects);
         if scan_done {
             // Registry entries the scan did not see are of files deleted (or replaced)
             // while the daemon was down: forgotten now, without a stat of every file.
@@ -374,7 +378,6 @@ impl Shell {
                 Err(e) => log::warn!("journal: {e}"),
             }
         }
-        self.carry_out(now, effects);
     }
 
     /// Carries out effects, feeding their answers back to the planner until none is left.

@@ -40,14 +40,17 @@ pub enum HashError {
 }
 
 /// Reads exactly `size` bytes of `path`, computing the SHA-256 and, with `part_size`,
-/// the MD5 of each part.
+/// the MD5 of each part. A file longer than `size` has changed, unless `prefix`: then
+/// only its first `size` bytes are read (a snapshot of a growing file).
 pub fn hash_file(
     path: &Path,
     size: u64,
     part_size: Option<u64>,
+    prefix: bool,
     stop: &AtomicBool,
 ) -> Result<Digests, HashError> {
-    let mut file = File::open(path).map_err(HashError::Io)?;
+    let file = File::open(path).map_err(HashError::Io)?;
+    let mut file = file.take(if prefix { size } else { u64::MAX });
     let mut sha = Sha256::new();
     let mut parts = part_size.map(PartHasher::new);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
@@ -177,6 +180,10 @@ pub fn base64(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn hash_file_bytes(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         for (input, want) in [
@@ -206,7 +213,7 @@ mod tests {
         let path = dir.join("f");
         std::fs::write(&path, b"abc").expect("write");
         let stop = AtomicBool::new(false);
-        let d = hash_file(&path, 3, Some(2), &stop).expect("hash");
+        let d = hash_file(&path, 3, Some(2), false, &stop).expect("hash");
         assert_eq!(
             d.sha256_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -215,17 +222,19 @@ mod tests {
         assert_eq!(hex(&d.part_md5[1]), "4a8a08f09d37b73795649038408b5f33"); // md5("c")
         assert_eq!(d.part_md5[1], md5(b"c"));
         assert!(matches!(
-            hash_file(&path, 2, None, &stop),
+            hash_file(&path, 2, None, false, &stop),
             Err(HashError::Changed)
         ));
+        let first_two = hash_file(&path, 2, None, true, &stop).expect("a prefix");
+        assert_eq!(first_two.sha256, hash_file_bytes(b"ab"));
         assert!(matches!(
-            hash_file(&path, 4, None, &stop),
+            hash_file(&path, 4, None, false, &stop),
             Err(HashError::Changed)
         ));
-        let whole = hash_file(&path, 3, None, &stop).expect("hash");
+        let whole = hash_file(&path, 3, None, false, &stop).expect("hash");
         assert!(whole.part_md5.is_empty());
         std::fs::write(&path, b"").expect("write");
-        let empty = hash_file(&path, 0, Some(5), &stop).expect("hash");
+        let empty = hash_file(&path, 0, Some(5), false, &stop).expect("hash");
         assert_eq!(
             empty.part_md5,
             vec![md5(b"")],
@@ -233,7 +242,7 @@ mod tests {
         );
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(
-            hash_file(&path, 0, None, &stop),
+            hash_file(&path, 0, None, false, &stop),
             Err(HashError::Stopped)
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -86,6 +86,8 @@ pub struct Candidate {
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    /// 0: not known.
+    pub ino: u64,
     pub prio: i32,
     /// When it was uploaded (unix seconds) and with which SHA-256; `None`: not uploaded.
     pub uploaded: Option<(i64, [u8; 32])>,
@@ -306,6 +308,7 @@ impl Scope {
                 path: root.join(rel),
                 size: u.version.size,
                 mtime_ns: u.version.mtime_ns,
+                ino: u.version.ino,
                 prio: *prio,
                 uploaded: Some((u.at(), u.sha256)),
             });
@@ -321,6 +324,7 @@ impl Scope {
                         path: root.join(f.rel()),
                         size: p.version.size,
                         mtime_ns: p.version.mtime_ns,
+                        ino: p.version.ino,
                         prio: *prio,
                         uploaded: None,
                     });
@@ -350,9 +354,10 @@ impl Scope {
         let expected = Version {
             size: c.size,
             mtime_ns: c.mtime_ns,
+            ino: c.ino,
         };
         match stat(&c.path) {
-            Ok(Some(now)) if c.uploaded.is_none() || now == expected => {}
+            Ok(Some(now)) if c.uploaded.is_none() || expected.matches(&now) => {}
             Ok(Some(_)) => {
                 log::debug!("disk: {} changed since its upload; kept", c.path.display());
                 return false;
@@ -382,7 +387,7 @@ impl Scope {
             return false;
         }
         if let Some((_, sha)) = &c.uploaded {
-            match hash_file(&c.path, c.size, None, &AtomicBool::new(false)) {
+            match hash_file(&c.path, c.size, None, false, &AtomicBool::new(false)) {
                 Ok(d) if d.sha256 == *sha => {}
                 _ => {
                     log::warn!(
@@ -505,6 +510,7 @@ mod tests {
             path: PathBuf::from(name),
             size,
             mtime_ns: mtime * 1_000_000_000,
+            ino: 0,
             prio,
             uploaded: uploaded_at.map(|a| (a, [0; 32])),
         }
@@ -656,7 +662,7 @@ mod pass_tests {
             std::fs::write(&path, name.as_bytes()).expect("write");
             let version = stat(&path).expect("stat").expect("file");
             let digests =
-                hash_file(&path, version.size, None, &AtomicBool::new(false)).expect("hash");
+                hash_file(&path, version.size, None, false, &AtomicBool::new(false)).expect("hash");
             let record = Record::Uploaded {
                 file: FileRef::new("s", name),
                 version,

@@ -61,18 +61,37 @@ impl fmt::Debug for FileRef {
 }
 
 /// One version of a file: what `stat` said of it. Two observations with the same
-/// version are taken as the same content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// version are taken as the same content: the same file (inode), size and mtime. A file
+/// replaced by another (a rename over it) is a new version even with the same size and
+/// mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Version {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// The inode; 0 when not known (records written before it was kept).
+    pub ino: u64,
 }
 
 impl Version {
     /// The mtime in whole seconds (for keys and ages).
     pub fn mtime_seconds(&self) -> i64 {
         self.mtime_ns.div_euclid(1_000_000_000)
+    }
+
+    /// Whether a recorded version and an observed one are the same: equal, or equal but
+    /// for an inode the record does not know.
+    pub fn matches(&self, observed: &Version) -> bool {
+        self.size == observed.size
+            && self.mtime_ns == observed.mtime_ns
+            && (self.ino == 0 || observed.ino == 0 || self.ino == observed.ino)
+    }
+
+    /// Whether `later` is this version grown by appending: the same file, no shorter,
+    /// not older. (Whether its first bytes are still these is checked when they are
+    /// read.)
+    pub fn grown_into(&self, later: &Version) -> bool {
+        self.ino == later.ino && later.size >= self.size && later.mtime_ns >= self.mtime_ns
     }
 }
 
@@ -83,6 +102,7 @@ pub fn stat(path: &Path) -> io::Result<Option<Version>> {
         Ok(m) if m.file_type().is_file() => Ok(Some(Version {
             size: m.len(),
             mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ino: m.ino(),
         })),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -105,6 +125,22 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_version_without_an_inode_matches_any_inode() {
+        let v = |size, mtime_ns, ino| Version {
+            size,
+            mtime_ns,
+            ino,
+        };
+        assert!(v(1, 2, 0).matches(&v(1, 2, 9)));
+        assert!(v(1, 2, 9).matches(&v(1, 2, 9)));
+        assert!(!v(1, 2, 8).matches(&v(1, 2, 9)), "replaced by another file");
+        assert!(!v(1, 3, 9).matches(&v(1, 2, 9)));
+        assert!(v(1, 2, 9).grown_into(&v(5, 4, 9)));
+        assert!(!v(1, 2, 9).grown_into(&v(5, 4, 8)));
+        assert!(!v(5, 2, 9).grown_into(&v(1, 4, 9)));
+    }
+
+    #[test]
     fn stat_sees_regular_files_only() {
         let dir = std::env::temp_dir().join(format!("tvm-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -112,6 +148,7 @@ mod tests {
         std::fs::write(&f, b"abc").expect("write");
         let v = stat(&f).expect("stat").expect("a file");
         assert_eq!(v.size, 3);
+        assert!(v.ino > 0);
         assert!(v.mtime_seconds() > 1_600_000_000);
         assert_eq!(stat(&dir).expect("stat"), None, "a directory");
         assert_eq!(stat(&dir.join("missing")).expect("stat"), None);

@@ -19,13 +19,14 @@ pub struct KeyScheme {
 }
 
 impl KeyScheme {
-    /// Whether `key` is the one [`key`](Self::key) gives, checked without building it
-    /// (replay asks this of every registry record).
-    pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> bool {
+    /// Whether `key` is the one [`key_with_suffix`](Self::key_with_suffix) gives for some
+    /// suffix, and which (0: none), checked without building it (replay asks this of
+    /// every registry record).
+    pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> Option<u16> {
         let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
         let mut date = [0u8; 10];
         if !(0..=9999).contains(&y) {
-            return self.key(file, version).is_ok_and(|k| k == key);
+            return self.key(file, version).ok().filter(|k| k == key).map(|_| 0);
         }
         let digits = |out: &mut [u8], mut v: u64| {
             for slot in out.iter_mut().rev() {
@@ -47,14 +48,40 @@ impl KeyScheme {
             file.as_str().as_bytes(),
             b"",
         ];
+        if key.len() > MAX_KEY_BYTES {
+            return None;
+        }
         let mut rest = key.as_bytes();
         for p in parts {
-            match rest.strip_prefix(p) {
-                Some(r) => rest = r,
-                None => return false,
-            }
+            rest = rest.strip_prefix(p)?;
         }
-        rest.is_empty() && key.len() <= MAX_KEY_BYTES
+        parse_suffix(rest)
+    }
+
+    /// The day (days since 1970-01-01 at the UTC offset) a version's key is dated.
+    pub fn day(&self, version: &Version) -> i64 {
+        (version.mtime_seconds() + i64::from(self.utc_offset_seconds)).div_euclid(86_400)
+    }
+
+    /// The key with `~N` appended (N ≥ 2; 0 gives the plain key): a later, different
+    /// content of a path whose key is taken on that day.
+    pub fn key_with_suffix(
+        &self,
+        file: &FileRef,
+        version: &Version,
+        suffix: u16,
+    ) -> Result<String, String> {
+        let mut key = self.key(file, version)?;
+        if suffix >= 2 {
+            key.push_str(&format!("~{suffix}"));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(format!(
+                "key is {} bytes, over S3's {MAX_KEY_BYTES}",
+                key.len()
+            ));
+        }
+        Ok(key)
     }
 
     /// The object key of a version of a file, or why it cannot have one.
@@ -74,6 +101,18 @@ impl KeyScheme {
         }
         Ok(key)
     }
+}
+
+/// The `N` of a key's `~N` tail (empty: 0), N ≥ 2 without leading zeros.
+fn parse_suffix(tail: &[u8]) -> Option<u16> {
+    if tail.is_empty() {
+        return Some(0);
+    }
+    let digits = std::str::from_utf8(tail.strip_prefix(b"~")?).ok()?;
+    if digits.starts_with('0') {
+        return None;
+    }
+    digits.parse::<u16>().ok().filter(|n| *n >= 2)
 }
 
 /// Year, month, day of the day containing unix time `t` (seconds, UTC). Howard Hinnant's
@@ -152,6 +191,7 @@ mod tests {
         let version = Version {
             size: 0,
             mtime_ns: t * 1_000_000_000,
+            ino: 0,
         };
         scheme.key(&FileRef::new(source, rel), &version)
     }
@@ -173,6 +213,33 @@ mod tests {
         let rel = "dir with space/ünï+%20ç.log";
         let k = object_key("", "v1", 0, 0, "terminal", rel).expect("key");
         assert_eq!(k, format!("v1/1970-01-01/terminal/{rel}"));
+    }
+
+    #[test]
+    fn later_contents_take_numbered_keys_and_are_recognised() {
+        let scheme = KeyScheme {
+            prefix: String::new(),
+            vehicle_id: "v1".into(),
+            utc_offset_seconds: 0,
+        };
+        let f = FileRef::new("syslog", "messages");
+        let v = Version::default();
+        let k2 = scheme.key_with_suffix(&f, &v, 2).expect("key");
+        assert_eq!(k2, "v1/1970-01-01/syslog/messages~2");
+        assert_eq!(
+            scheme.key_with_suffix(&f, &v, 0).expect("key"),
+            scheme.key(&f, &v).expect("key")
+        );
+        assert_eq!(scheme.derives(&k2, &f, &v), Some(2));
+        assert_eq!(
+            scheme.derives("v1/1970-01-01/syslog/messages", &f, &v),
+            Some(0)
+        );
+        for other in ["~1", "~02", "~x", "~", "~70000", ".1"] {
+            let k = format!("v1/1970-01-01/syslog/messages{other}");
+            assert_eq!(scheme.derives(&k, &f, &v), None, "{k}");
+        }
+        assert_eq!(scheme.day(&v), 0);
     }
 
     #[test]

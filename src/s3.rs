@@ -100,6 +100,12 @@ impl S3Error {
         }
     }
 
+    /// The server refused a conditional write: the key is taken (412).
+    pub fn key_taken(&self) -> bool {
+        matches!(self, S3Error::Status { status: 412, .. })
+            || self.code() == Some("PreconditionFailed")
+    }
+
     /// The S3 error code, if the server gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -354,7 +360,9 @@ impl S3 {
         }
     }
 
-    /// One PUT of `len` bytes from `body`, the server verifying `sha256_b64`.
+    /// One PUT of `len` bytes from `body`, the server verifying `sha256_b64`, only if
+    /// nothing is at `key` yet (`If-None-Match: *`; a server that honours it answers 412
+    /// otherwise, see [`S3Error::key_taken`]).
     pub fn put(
         &self,
         key: &str,
@@ -366,6 +374,7 @@ impl S3 {
         let creds = self.creds();
         let mut action = self.bucket.put_object(Some(&creds), key);
         let headers = action.headers_mut();
+        headers.insert("if-none-match", "*".to_string());
         headers.insert("x-amz-checksum-sha256", sha256_b64.to_string());
         for (k, v) in meta {
             headers.insert(format!("x-amz-meta-{k}"), v.clone());
@@ -377,7 +386,8 @@ impl S3 {
         let mut req = self
             .agent
             .put(&url)
-            .header("content-length", len.to_string());
+            .header("content-length", len.to_string())
+            .header("if-none-match", "*");
         req = req.header("x-amz-checksum-sha256", sha256_b64);
         for (k, v) in meta {
             req = req.header(format!("x-amz-meta-{k}"), v);
@@ -390,6 +400,52 @@ impl S3 {
             .map_err(|e| transport("PutObject", key, e))?;
         let (resp, _) = check("PutObject", key, resp)?;
         etag("PutObject", key, &resp)
+    }
+
+    /// CopyObject: the object at `source_key` (in this bucket) copied to `key` with new
+    /// metadata, no body sent. (S3 ignores `If-None-Match` on a copy: the caller makes
+    /// sure `key` is free.) At most 5 GiB.
+    pub fn copy(
+        &self,
+        key: &str,
+        source_key: &str,
+        meta: &[(String, String)],
+    ) -> Result<String, S3Error> {
+        let creds = self.creds();
+        let mut action = self.bucket.put_object(Some(&creds), key);
+        let source_path: Vec<String> = source_key
+            .split('/')
+            .map(crate::sigv4::uri_encode)
+            .collect();
+        let source = format!("/{}/{}", self.bucket.name(), source_path.join("/"));
+        let headers = action.headers_mut();
+        headers.insert("x-amz-copy-source", source.clone());
+        headers.insert("x-amz-metadata-directive", "REPLACE".to_string());
+        for (k, v) in meta {
+            headers.insert(format!("x-amz-meta-{k}"), v.clone());
+        }
+        if let Some(class) = &self.storage_class {
+            headers.insert("x-amz-storage-class", class.clone());
+        }
+        let url = self.sign(&action);
+        let mut req = self
+            .agent
+            .put(&url)
+            .header("x-amz-copy-source", &source)
+            .header("x-amz-metadata-directive", "REPLACE");
+        for (k, v) in meta {
+            req = req.header(format!("x-amz-meta-{k}"), v);
+        }
+        if let Some(class) = &self.storage_class {
+            req = req.header("x-amz-storage-class", class);
+        }
+        let resp = req
+            .send_empty()
+            .map_err(|e| transport("CopyObject", key, e))?;
+        let (_, body) = check("CopyObject", key, resp)?;
+        xml_tag(&body, "ETag")
+            .map(|e| e.replace("&quot;", "\"").replace("&#34;", "\""))
+            .ok_or_else(|| bad("CopyObject", key, format!("no ETag: {}", excerpt(&body))))
     }
 
     pub fn create_multipart(
@@ -487,8 +543,9 @@ impl S3 {
         Err(bad("ListParts", key, "pagination did not end".into()))
     }
 
-    /// Completes the upload with parts 1..=n in order. A 200 whose body is an `<Error>`
-    /// is an error, as S3 documents.
+    /// Completes the upload with parts 1..=n in order, only if nothing is at `key` yet
+    /// (`If-None-Match: *`). A 200 whose body is an `<Error>` is an error, as S3
+    /// documents.
     pub fn complete(
         &self,
         key: &str,
@@ -496,17 +553,21 @@ impl S3 {
         etags: &[String],
     ) -> Result<String, S3Error> {
         let creds = self.creds();
-        let action = self.bucket.complete_multipart_upload(
+        let mut action = self.bucket.complete_multipart_upload(
             Some(&creds),
             key,
             upload_id,
             etags.iter().map(String::as_str),
         );
+        action
+            .headers_mut()
+            .insert("if-none-match", "*".to_string());
         let url = self.sign(&action);
         let body = action.body();
         let resp = self
             .agent
             .post(&url)
+            .header("if-none-match", "*")
             .send(body.as_str())
             .map_err(|e| transport("CompleteMultipartUpload", key, e))?;
         let (_, text) = check("CompleteMultipartUpload", key, resp)?;

@@ -114,6 +114,25 @@ pub struct Window {
     pub next_open: Option<String>,
 }
 
+/// A file waiting, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub source: String,
+    pub path: String,
+    /// `settling`, `growing`, `queued`, `outside the upload window`, `backing off`,
+    /// `S3 refusing`, `S3 slowing down`, `recovered`, `given up this run`.
+    pub reason: String,
+    /// Since when, RFC 3339.
+    pub since: String,
+    pub seconds: u64,
+    /// When that changes (a retry, the window opening, a snapshot), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// Waiting files listed in the status, oldest first; the rest are only counted.
+pub const MAX_WAITING_LISTED: usize = 100;
+
 /// `status.json`: the daemon's live view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Live {
@@ -127,6 +146,12 @@ pub struct Live {
     pub eta_seconds: Option<f64>,
     pub window: Window,
     pub last_error: Option<LastError>,
+    /// Files waiting (not being uploaded), oldest first, at most
+    /// [`MAX_WAITING_LISTED`].
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
+    #[serde(default)]
+    pub waiting_total: u64,
 }
 
 impl Live {
@@ -202,6 +227,11 @@ pub struct Report {
     pub last_error: Option<LastError>,
     pub window: Window,
     pub journal_damaged_lines: usize,
+    /// From the daemon's live view (empty when it does not run).
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
+    #[serde(default)]
+    pub waiting_total: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -272,9 +302,11 @@ pub fn report(config: &Config) -> Result<Report, String> {
         throughput_bytes_per_second: live_now.map_or(0.0, |l| l.throughput_bytes_per_second),
         eta_seconds: live_now.and_then(|l| l.eta_seconds),
         settling_files: live_now.map_or(0, |l| l.queue.settling_files),
-        last_error: live.and_then(|l| l.last_error),
+        last_error: live.as_ref().and_then(|l| l.last_error.clone()),
         window: window(config),
         journal_damaged_lines: replay.damaged_total,
+        waiting: live_now.map(|l| l.waiting.clone()).unwrap_or_default(),
+        waiting_total: live_now.map_or(0, |l| l.waiting_total),
     })
 }
 
@@ -352,6 +384,7 @@ pub fn human_view(r: &Report) -> String {
         ));
     }
     transfers(&mut out, r);
+    waiting(&mut out, r);
     out.push_str(&format!(
         "uploaded   {:>7} files {:>11} (all time)\n",
         r.uploaded.files,
@@ -374,6 +407,54 @@ pub fn human_view(r: &Report) -> String {
         let msg: String = e.message.chars().take(60).collect();
         out.push_str(&format!("last error {}\n           {msg}\n", e.at));
     }
+    out
+}
+
+/// Waiting files shown in the human view; `status --json` lists up to
+/// [`MAX_WAITING_LISTED`].
+const WAITING_SHOWN: usize = 10;
+
+/// The oldest waiting files, a line each (the path on lines of its own when long).
+fn waiting(out: &mut String, r: &Report) {
+    if r.waiting.is_empty() {
+        return;
+    }
+    out.push_str(&format!(
+        "waiting    {:>7} files, oldest first:\n",
+        r.waiting_total
+    ));
+    for w in r.waiting.iter().take(WAITING_SHOWN) {
+        let mut line = format!("  {} for {}", w.reason, duration(w.seconds as f64));
+        if let Some(until) = &w.until {
+            line.push_str(&format!(" (until {until})"));
+        }
+        out.push_str(&wrap(&format!("{line}: {}:{}", w.source, w.path), 4));
+    }
+    let more = (r.waiting_total as usize).saturating_sub(WAITING_SHOWN.min(r.waiting.len()));
+    if more > 0 {
+        out.push_str(&format!("  and {more} more (status --json lists them)\n"));
+    }
+}
+
+/// `text` in lines of at most 80 columns, continuation lines indented by `indent`:
+/// long paths and messages are wrapped, never cut.
+pub fn wrap(text: &str, indent: usize) -> String {
+    const WIDTH: usize = 80;
+    let mut out = String::new();
+    let mut line = String::new();
+    let mut width = 0;
+    for c in text.chars() {
+        if width == WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent);
+            width = indent;
+        }
+        line.push(c);
+        width += 1;
+    }
+    out.push_str(&line);
+    out.push('\n');
     out
 }
 
@@ -471,7 +552,23 @@ mod tests {
 
     #[test]
     fn human_view_fits_eighty_columns() {
-        let text = human_view(&sample());
+        let mut r = sample();
+        r.waiting = vec![Waiting {
+            source: "syslog".into(),
+            path: format!("{}/messages", "deep/".repeat(30)),
+            reason: "growing".into(),
+            since: "2026-11-22T10:00:00Z".into(),
+            seconds: 754,
+            until: Some("2026-11-22T11:00:00Z".into()),
+        }];
+        r.waiting_total = 12;
+        let text = human_view(&r);
+        assert!(text.contains("growing for 12m34s"), "{text}");
+        assert!(text.contains("and 11 more"), "{text}");
+        assert!(
+            text.replace("\n    ", "").contains(&r.waiting[0].path),
+            "the path is whole, wrapped: {text}"
+        );
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 80,

@@ -240,9 +240,10 @@ fn small_files_are_not_held_behind_large_uploads() {
     );
     // Two large files of higher priority, each part held 1 s: without a slot kept for
     // small files they would take both uploaders and every permit for seconds.
-    for name in ["big1.mcap", "big2.mcap"] {
+    // (Different contents: a second file equal to an uploaded one is a server-side copy.)
+    for (i, name) in ["big1.mcap", "big2.mcap"].into_iter().enumerate() {
         let p = setup.source("bags").join(name);
-        write(&p, &bytes(30 * MIB, 1));
+        write(&p, &bytes(30 * MIB, 1 + i as u64));
         age_file(&p, 3600);
     }
     // Fresh small files: ready after the 2 s stability wait, while parts are in flight.

@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use record::{MAX_PARTS, Record};
 pub use state::{
-    Etag, KeyScheme, MAX_LINE_BYTES, Multipart, Pending, Replay, State, Uploaded, part_len, replay,
+    KeyScheme, MAX_LINE_BYTES, Multipart, Pending, Replay, State, Uploaded, part_len, replay,
 };
 pub use storage::{Disk, Storage};
 

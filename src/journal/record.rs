@@ -57,6 +57,14 @@ pub enum Record {
     },
     /// The disk manager deleted the file: the registry forgets it.
     Deleted { file: FileRef, reason: String },
+    /// An uploaded file was renamed (or moved) within its source to `file`: its
+    /// registry entry moves with it, keeping the key of its first name. `ino` is the
+    /// file's inode: the entry moves only if it is still that file's.
+    Renamed {
+        file: FileRef,
+        from: String,
+        ino: u64,
+    },
 }
 
 impl Record {
@@ -68,7 +76,8 @@ impl Record {
             | Record::Part { file, .. }
             | Record::MpAborted { file, .. }
             | Record::Uploaded { file, .. }
-            | Record::Deleted { file, .. } => file,
+            | Record::Deleted { file, .. }
+            | Record::Renamed { file, .. } => file,
         }
     }
 
@@ -102,6 +111,7 @@ impl Record {
             }
             Record::MpAborted { upload_id, .. } => nonempty("upload_id", upload_id)?,
             Record::Uploaded { key, .. } => nonempty("key", key)?,
+            Record::Renamed { from, .. } => nonempty("from", from)?,
             Record::Queued { .. } | Record::Dropped { .. } | Record::Deleted { .. } => {}
         }
         Ok(())
@@ -153,6 +163,10 @@ impl Record {
                 w.etag = Some(Cow::Borrowed(etag));
             }
             Record::MpAborted { upload_id, .. } => w.upload_id = Some(Cow::Borrowed(upload_id)),
+            Record::Renamed { from, ino, .. } => {
+                w.from = Some(Cow::Borrowed(from));
+                w.ino = Some(*ino);
+            }
             Record::Uploaded {
                 version,
                 sha256,
@@ -180,6 +194,7 @@ impl Record {
             Record::MpAborted { .. } => Kind::MpAborted,
             Record::Uploaded { .. } => Kind::Uploaded,
             Record::Deleted { .. } => Kind::Deleted,
+            Record::Renamed { .. } => Kind::Renamed,
         }
     }
 }
@@ -210,6 +225,7 @@ enum Kind {
     MpAborted,
     Uploaded,
     Deleted,
+    Renamed,
 }
 
 /// A record as it is on disk: one flat object; which fields are present depends on `t`.
@@ -225,6 +241,9 @@ struct Wire<'a> {
     size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mtime_ns: Option<i64>,
+    /// Absent in records written before inodes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ino: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prio: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +264,8 @@ struct Wire<'a> {
     etag: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<i64>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    from: Option<Cow<'a, str>>,
 }
 
 impl<'a> Wire<'a> {
@@ -265,12 +286,15 @@ impl<'a> Wire<'a> {
             n: None,
             etag: None,
             at: None,
+            from: None,
+            ino: None,
         }
     }
 
     fn version(&mut self, v: &Version) {
         self.size = Some(v.size);
         self.mtime_ns = Some(v.mtime_ns);
+        self.ino = (v.ino != 0).then_some(v.ino);
     }
 
     fn into_record(self) -> Result<Record, String> {
@@ -282,6 +306,7 @@ impl<'a> Wire<'a> {
             Ok(Version {
                 size: need("size", self.size)?,
                 mtime_ns: need("mtime_ns", self.mtime_ns)?,
+                ino: self.ino.unwrap_or(0),
             })
         };
         let text = |name: &str, v: &Option<Cow<str>>| -> Result<String, String> {
@@ -306,6 +331,11 @@ impl<'a> Wire<'a> {
             },
             Kind::Deleted => Record::Deleted {
                 reason: text("reason", &self.reason)?,
+                file,
+            },
+            Kind::Renamed => Record::Renamed {
+                from: text("from", &self.from)?,
+                ino: need("ino", self.ino)?,
                 file,
             },
             Kind::MpStarted => Record::MpStarted {
@@ -354,6 +384,7 @@ mod tests {
         let version = Version {
             size: 100,
             mtime_ns: -5,
+            ino: 77,
         };
         vec![
             Record::Queued {
@@ -395,6 +426,11 @@ mod tests {
             Record::Deleted {
                 file: f(),
                 reason: "keep_expired".into(),
+            },
+            Record::Renamed {
+                file: f(),
+                from: "a/b.log.0".into(),
+                ino: 12,
             },
         ]
     }

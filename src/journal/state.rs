@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::digest::{from_hex, hex};
 use crate::file::{FileRef, Version};
 use crate::journal::record::{Record, parse};
 pub use crate::key::KeyScheme;
@@ -56,18 +55,21 @@ pub fn part_len(size: u64, part_size: u64, n: u32) -> u64 {
     part_size.min(size.saturating_sub(start))
 }
 
-/// One uploaded version, as the registry keeps it: 72 bytes.
+/// One uploaded version, as the registry keeps it: 64 bytes. (The ETag S3 answered is
+/// in the `uploaded` record as written; the registry does not keep it, as nothing reads
+/// it back, so a compacted journal has it empty.)
 #[derive(Debug)]
 pub struct Uploaded {
     pub version: Version,
     pub sha256: [u8; 32],
-    pub etag: Etag,
     /// When it was uploaded, Unix seconds (until 2106).
     at: u32,
+    /// The `~N` of the key (0: none), when the key is the derived one.
+    suffix: u16,
     /// The object key is not the derived one: it is in [`State`]'s `other_keys`.
     other_key: bool,
     /// The start-up scan saw the file at this version ([`State::mark_seen`]). Atomic so
-    /// that it is set under the journal's read lock; it fills a padding byte.
+    /// that it is set under the journal's read lock.
     seen: AtomicBool,
 }
 
@@ -86,10 +88,10 @@ impl PartialEq for Uploaded {
         (
             self.version,
             self.sha256,
-            self.etag,
             self.at,
+            self.suffix,
             self.other_key,
-        ) == (o.version, o.sha256, o.etag, o.at, o.other_key)
+        ) == (o.version, o.sha256, o.at, o.suffix, o.other_key)
     }
 }
 
@@ -97,40 +99,6 @@ impl Uploaded {
     /// When it was uploaded, Unix seconds.
     pub fn at(&self) -> i64 {
         i64::from(self.at)
-    }
-}
-
-/// An S3 ETag in 18 bytes: `"<32 hex>"` (`parts` 0) or `"<32 hex>-<parts>"`. A server's
-/// other forms are not kept (nothing reads them back; they are for people).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Etag {
-    digest: [u8; 16],
-    /// 0: a plain digest; `u16::MAX`: unknown.
-    parts: u16,
-}
-
-impl Etag {
-    pub fn parse(text: &str) -> Etag {
-        let bare = text.trim().trim_matches('"');
-        let (digest, parts) = match bare.split_once('-') {
-            Some((d, n)) => (d, n.parse::<u16>().ok().filter(|&n| n < u16::MAX)),
-            None => (bare, Some(0)),
-        };
-        match (from_hex::<16>(digest), parts) {
-            (Some(digest), Some(parts)) => Etag { digest, parts },
-            _ => Etag {
-                digest: [0; 16],
-                parts: u16::MAX,
-            },
-        }
-    }
-
-    pub fn to_text(self) -> String {
-        match self.parts {
-            u16::MAX => String::new(),
-            0 => format!("\"{}\"", hex(&self.digest)),
-            n => format!("\"{}-{n}\"", hex(&self.digest)),
-        }
     }
 }
 
@@ -148,6 +116,39 @@ pub struct State {
     /// Set once the replay is over: entries applied from then on are of files just
     /// uploaded, seen by definition (the start-up scan may still be running).
     replayed: bool,
+    /// For paths whose registry entry was renamed away: the day and `~N` of the key it
+    /// had, so a new file there does not reuse that key (rotations; a few entries).
+    vacated: HashMap<Box<str>, (i64, u16)>,
+    /// Entries replaced by the upload of another file (inode) at their path, by inode:
+    /// the file may have been renamed and not seen yet under its new name (a rotation
+    /// while the daemon was down). Bounded; the oldest go first.
+    displaced: Displaced,
+}
+
+/// Entries kept aside when another file took their path; see [`State`].
+pub const MAX_DISPLACED: usize = 1024;
+
+#[derive(Debug, Default, Clone)]
+struct Displaced {
+    by_ino: HashMap<u64, (Box<str>, Uploaded, Box<str>)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl Displaced {
+    fn insert(&mut self, ino: u64, path: &str, u: Uploaded, key: String) {
+        if self
+            .by_ino
+            .insert(ino, (path.into(), u, key.into()))
+            .is_none()
+        {
+            self.order.push_back(ino);
+        }
+        while self.order.len() > MAX_DISPLACED {
+            if let Some(old) = self.order.pop_front() {
+                self.by_ino.remove(&old);
+            }
+        }
+    }
 }
 
 /// Equal when they hold the same facts (whether the replay is over is not one).
@@ -232,7 +233,45 @@ impl State {
                 self.other_keys.remove(file.as_str());
                 self.pending.remove(file);
             }
+            Record::Renamed { file, from, ino } => self.apply_renamed(file, from, *ino),
         }
+    }
+
+    /// Moves a registry entry to the file's new name; it keeps its key. Nothing moves if
+    /// the entry at `from` is not of that file (inode) any more.
+    fn apply_renamed(&mut self, to: &FileRef, from_rel: &str, ino: u64) {
+        let from = FileRef::new(to.source(), from_rel);
+        let (mut u, key) = if self.uploaded(&from).is_some_and(|u| u.version.ino == ino) {
+            let Some(u) = self.registry.remove(from.as_str()) else {
+                return;
+            };
+            let key = self.key_of(&from, &u);
+            self.other_keys.remove(from.as_str());
+            if !u.other_key {
+                self.vacated.insert(
+                    from.as_str().into(),
+                    (self.scheme.day(&u.version), u.suffix),
+                );
+            }
+            (u, key)
+        } else {
+            // Another file took its old path before the rename was seen.
+            match self.displaced.by_ino.remove(&ino) {
+                Some((path, u, key)) if *path == *from.as_str() => (u, key.to_string()),
+                Some(other) => {
+                    self.displaced.by_ino.insert(ino, other);
+                    return;
+                }
+                None => return,
+            }
+        };
+        // Seen where it is now: not forgotten at the end of the start-up scan.
+        u.seen = AtomicBool::new(true);
+        u.other_key = true;
+        u.suffix = 0;
+        self.other_keys.insert(to.as_str().into(), key.into());
+        self.vacated.remove(to.as_str());
+        self.registry.insert(to.as_str().into(), u);
     }
 
     fn apply_uploaded(&mut self, record: &Record) {
@@ -241,8 +280,8 @@ impl State {
             version,
             sha256,
             key,
-            etag,
             at,
+            ..
         } = record
         else {
             return;
@@ -251,38 +290,58 @@ impl State {
         if self
             .pending
             .get(file)
-            .is_some_and(|p| p.version == *version)
+            .is_some_and(|p| p.version.matches(version))
         {
             self.pending.remove(file);
         }
         if self
             .multipart
             .get(file)
-            .is_some_and(|m| m.version == *version)
+            .is_some_and(|m| m.version.matches(version))
         {
             self.multipart.remove(file);
         }
+        // Another file (inode) had this path: kept aside with its key, for a rename.
+        let replaced_key = self
+            .uploaded(file)
+            .filter(|u| u.version.ino != 0 && u.version.ino != version.ino)
+            .map(|u| self.key_of(file, u));
         let derived = self.scheme.derives(key, file, version);
         let entry = Uploaded {
             version: *version,
             sha256: *sha256,
             at: u32::try_from((*at).max(0)).unwrap_or(u32::MAX),
-            etag: Etag::parse(etag),
-            other_key: !derived,
+            suffix: derived.unwrap_or(0),
+            other_key: derived.is_none(),
             seen: AtomicBool::new(self.replayed),
         };
-        if derived {
-            self.other_keys.remove(file.as_str());
-        } else {
-            self.other_keys
-                .insert(file.as_str().into(), key.as_str().into());
-        }
+        match derived {
+            Some(_) => self.other_keys.remove(file.as_str()),
+            None => self
+                .other_keys
+                .insert(file.as_str().into(), key.as_str().into()),
+        };
+        self.vacated.remove(file.as_str());
         match self.registry.get_mut(file.as_str()) {
-            Some(slot) => *slot = entry,
+            Some(slot) => {
+                let replaced = std::mem::replace(slot, entry);
+                if let Some(key) = replaced_key {
+                    let ino = replaced.version.ino;
+                    self.displaced.insert(ino, file.as_str(), replaced, key);
+                }
+            }
             None => {
                 self.registry.insert(file.as_str().into(), entry);
             }
         }
+    }
+
+    /// The uploaded file a file at `version` was before a rename whose path another
+    /// file has taken since: its path.
+    pub fn displaced(&self, version: &Version) -> Option<FileRef> {
+        let (path, u, _) = self.displaced.by_ino.get(&version.ino)?;
+        let (source, rel) = crate::file::split(path);
+        (u.version == *version).then(|| FileRef::new(source, rel))
     }
 
     /// The registry's entry for a file: its last uploaded version.
@@ -290,9 +349,34 @@ impl State {
         self.registry.get(file.as_str())
     }
 
-    /// Whether this exact version of the file is in S3 already.
+    /// Whether this version of the file is in S3 already.
     pub fn is_uploaded(&self, file: &FileRef, version: &Version) -> bool {
-        self.uploaded(file).is_some_and(|u| u.version == *version)
+        self.uploaded(file)
+            .is_some_and(|u| u.version.matches(version))
+    }
+
+    /// The first `~N` to try for a key of this version of `file` (0: the plain key):
+    /// past every key this path is known to have used on the same day, so a new content
+    /// never overwrites an earlier one. (Conditional writes catch what this misses.)
+    pub fn next_suffix(&self, file: &FileRef, version: &Version) -> u16 {
+        let day = self.scheme.day(version);
+        let used = self
+            .uploaded(file)
+            .filter(|u| !u.other_key && self.scheme.day(&u.version) == day)
+            .map(|u| u.suffix)
+            .into_iter()
+            .chain(
+                self.vacated
+                    .get(file.as_str())
+                    .filter(|(d, _)| *d == day)
+                    .map(|(_, s)| *s),
+            )
+            .max();
+        match used {
+            None => 0,
+            Some(0) => 2,
+            Some(n) => n.saturating_add(1),
+        }
     }
 
     /// Every registry entry, by `source/rel` (see [`crate::file::split`]).
@@ -308,7 +392,10 @@ impl State {
     pub fn key_of(&self, file: &FileRef, u: &Uploaded) -> String {
         match self.other_keys.get(file.as_str()).filter(|_| u.other_key) {
             Some(k) => k.to_string(),
-            None => self.scheme.key(file, &u.version).unwrap_or_default(),
+            None => self
+                .scheme
+                .key_with_suffix(file, &u.version, u.suffix)
+                .unwrap_or_default(),
         }
     }
 
@@ -321,10 +408,22 @@ impl State {
     /// registry has, the entry is kept by [`forget_unseen`](Self::forget_unseen).
     pub fn mark_seen(&self, file: &FileRef, version: &Version) {
         if let Some(u) = self.registry.get(file.as_str())
-            && u.version == *version
+            && u.version.matches(version)
         {
             u.seen.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Registry entries the start-up scan has not seen at their version (so far): files
+    /// deleted, replaced or renamed while the daemon was down.
+    pub fn unseen(&self) -> impl Iterator<Item = (FileRef, &Uploaded)> {
+        self.registry
+            .iter()
+            .filter(|(_, u)| !u.seen.load(Ordering::Relaxed))
+            .map(|(k, u)| {
+                let (source, rel) = crate::file::split(k);
+                (FileRef::new(source, rel), u)
+            })
     }
 
     /// After the start-up scan: forgets the registry entries it did not see at their
@@ -384,7 +483,7 @@ impl State {
                 version: u.version,
                 sha256: u.sha256,
                 key,
-                etag: u.etag.to_text(),
+                etag: String::new(),
                 at: u.at(),
                 file,
             };
@@ -710,7 +809,11 @@ mod tests {
     }
 
     fn ver(size: u64) -> Version {
-        Version { size, mtime_ns: 7 }
+        Version {
+            size,
+            mtime_ns: 7,
+            ino: 0,
+        }
     }
 
     fn queued(rel: &str, size: u64) -> Record {
@@ -728,7 +831,7 @@ mod tests {
             version: ver(size),
             sha256: SHA,
             key: format!("v/1970-01-01/s/{rel}"),
-            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            etag: String::new(),
             at: 2,
         }
     }
@@ -826,7 +929,7 @@ mod tests {
         assert!(!a.other_key && s.other_keys.len() == 1);
         assert_eq!(
             std::mem::size_of::<Uploaded>(),
-            72,
+            64,
             "a registry entry stays dense"
         );
         assert_eq!(s.key_of(&f("a"), a), "v/1970-01-01/s/a");
@@ -851,24 +954,13 @@ mod tests {
             let v = Version {
                 size: 1,
                 mtime_ns: mtime_s * 1_000_000_000,
+                ino: 0,
             };
             let key = s.key(&file, &v).expect("key");
-            assert!(s.derives(&key, &file, &v), "{key}");
-            assert!(!s.derives(&format!("{key}~2"), &file, &v));
-            assert!(!s.derives(&key.replace("fleet/", "other/"), &file, &v));
+            assert_eq!(s.derives(&key, &file, &v), Some(0), "{key}");
+            assert_eq!(s.derives(&format!("{key}~2"), &file, &v), Some(2));
+            assert_eq!(s.derives(&key.replace("fleet/", "other/"), &file, &v), None);
         }
-    }
-
-    #[test]
-    fn etags_keep_digest_and_part_count() {
-        for text in [
-            "\"0123456789abcdef0123456789abcdef\"",
-            "\"0123456789abcdef0123456789abcdef-12\"",
-        ] {
-            assert_eq!(Etag::parse(text).to_text(), text);
-        }
-        assert_eq!(Etag::parse("\"e\"").to_text(), "");
-        assert_eq!(Etag::parse("").to_text(), "");
     }
 
     #[test]
@@ -953,9 +1045,8 @@ mod tests {
     #[test]
     fn snapshot_replays_to_the_same_state() {
         let mut other = uploaded("e", 4);
-        if let Record::Uploaded { key, etag, .. } = &mut other {
+        if let Record::Uploaded { key, .. } = &mut other {
             *key = "elsewhere/e".into();
-            *etag = "\"0123456789abcdef0123456789abcdef-3\"".into();
         }
         let recs = [
             queued("a", 1),
@@ -972,6 +1063,52 @@ mod tests {
         let again = replay(&out, scheme());
         assert_eq!(again.state, s);
         assert_eq!(again.records, n);
+    }
+
+    #[test]
+    fn a_rename_moves_the_entry_and_its_key_and_the_old_path_takes_the_next_suffix() {
+        let mut s = State::new(scheme());
+        let mut a = uploaded("messages", 1);
+        if let Record::Uploaded { version, .. } = &mut a {
+            version.ino = 5;
+        }
+        s.apply(&a);
+        let key = s.key_of(&f("messages"), s.uploaded(&f("messages")).expect("entry"));
+        // Not that file any more: nothing moves.
+        s.apply(&Record::Renamed {
+            file: f("messages.1"),
+            from: "messages".into(),
+            ino: 6,
+        });
+        assert!(s.uploaded(&f("messages.1")).is_none());
+        s.apply(&Record::Renamed {
+            file: f("messages.1"),
+            from: "messages".into(),
+            ino: 5,
+        });
+        assert!(s.uploaded(&f("messages")).is_none());
+        let moved = s.uploaded(&f("messages.1")).expect("moved");
+        assert_eq!(
+            s.key_of(&f("messages.1"), moved),
+            key,
+            "the key of its first name"
+        );
+        assert_eq!(
+            s.next_suffix(&f("messages"), &ver(9)),
+            2,
+            "its old key is taken"
+        );
+        let mut again = State::new(scheme());
+        let mut out = Vec::new();
+        s.write_snapshot(&mut out).expect("snapshot");
+        replay(&out, scheme()).state.clone_into(&mut again);
+        assert_eq!(
+            again.key_of(
+                &f("messages.1"),
+                again.uploaded(&f("messages.1")).expect("e")
+            ),
+            key
+        );
     }
 
     #[test]

@@ -85,7 +85,11 @@ impl Drop for Dir {
 fn queued(rel: &str, size: u64) -> Record {
     Record::Queued {
         file: FileRef::new("s", rel),
-        version: Version { size, mtime_ns: 7 },
+        version: Version {
+            size,
+            mtime_ns: 7,
+            ino: 0,
+        },
         prio: 0,
         queued_at: 1,
     }
@@ -234,6 +238,7 @@ fn registry_entries_the_scan_did_not_see_are_forgotten_on_disk_too() {
         version: Version {
             size: 1,
             mtime_ns: 7,
+            ino: 0,
         },
         sha256: [1; 32],
         key: format!("k/{rel}"),
@@ -243,6 +248,7 @@ fn registry_entries_the_scan_did_not_see_are_forgotten_on_disk_too() {
     let v = Version {
         size: 1,
         mtime_ns: 7,
+        ino: 0,
     };
     let (j, _) = Journal::open(&dir.0, KeyScheme::default()).expect("open");
     j.append(&[uploaded("a"), uploaded("b")]).expect("append");

@@ -20,38 +20,65 @@ pub enum Phase {
     /// Queued in the journal before a restart, not yet seen by the start-up scan: ready
     /// at once when seen unchanged; left over after the scan means deleted meanwhile.
     Recovered { version: Version },
-    /// Seen; ready once its version has not changed until `due`.
-    Settling { version: Version, due: Instant },
-    /// Stable; the shell is stat-ing it once more.
-    Confirming { version: Version },
+    /// Seen; ready once its version has not changed until `due`. It has been waiting
+    /// (changing) since `since`; `gap` is the longest pause between its changes while it
+    /// grew (zero for a file written once). With `max_wait_seconds` on its source, a
+    /// snapshot of it goes at `max_wait_at` if it is still changing then.
+    Settling {
+        version: Version,
+        due: Instant,
+        since: Instant,
+        gap: std::time::Duration,
+        max_wait_at: Option<Instant>,
+    },
+    /// Stable (or waited long enough, for a `snapshot`); the shell is stat-ing it once
+    /// more.
+    Confirming { version: Version, snapshot: bool },
     /// Confirmed; its `queued` record is being written.
-    Journaling { version: Version },
+    Journaling { version: Version, snapshot: bool },
     /// Waiting for an uploader: now (`retry_at` none) or after a failure's backoff.
     Queued {
         version: Version,
         attempts: u32,
         retry_at: Option<Instant>,
+        snapshot: bool,
     },
     /// With an uploader; `changed`: the watcher saw a newer version meanwhile.
     Uploading {
         version: Version,
         attempts: u32,
         changed: bool,
+        snapshot: bool,
     },
     /// `once` gave up on this version for the run; it stays queued in the journal.
     GivenUp { version: Version },
+    /// Ready before the start-up scan ended, but with the inode of an uploaded file: it
+    /// may be that file renamed while the daemon was down, which the end of the scan
+    /// tells.
+    Held { version: Version },
 }
 
 impl Phase {
+    /// When a settling file must be looked at: stable, or due for a snapshot.
+    pub fn settle_at(&self) -> Option<Instant> {
+        match self {
+            Phase::Settling {
+                due, max_wait_at, ..
+            } => Some(max_wait_at.map_or(*due, |m| m.min(*due))),
+            _ => None,
+        }
+    }
+
     pub fn version(&self) -> Version {
         match self {
             Phase::Recovered { version }
             | Phase::Settling { version, .. }
-            | Phase::Confirming { version }
-            | Phase::Journaling { version }
+            | Phase::Confirming { version, .. }
+            | Phase::Journaling { version, .. }
             | Phase::Queued { version, .. }
             | Phase::Uploading { version, .. }
-            | Phase::GivenUp { version } => *version,
+            | Phase::GivenUp { version }
+            | Phase::Held { version } => *version,
         }
     }
 }
@@ -79,6 +106,7 @@ pub struct Counts {
     /// Recovered from the journal and not yet seen.
     pub recovered: usize,
     pub given_up: usize,
+    pub held: usize,
 }
 
 type ReadyKey = (Reverse<i32>, i64, FileRef);
@@ -87,6 +115,9 @@ type ReadyKey = (Reverse<i32>, i64, FileRef);
 #[derive(Debug)]
 pub struct Files {
     map: HashMap<FileRef, Tracked>,
+    /// Tracked files by inode (a rename noticed when the old name's `Gone` comes after
+    /// the new name was seen).
+    by_ino: HashMap<u64, FileRef>,
     settle_due: BTreeSet<(Instant, FileRef)>,
     ready: BTreeSet<ReadyKey>,
     retry_due: BTreeSet<(Instant, FileRef)>,
@@ -98,6 +129,7 @@ impl Files {
     pub fn new(multipart_threshold: u64) -> Files {
         Files {
             map: HashMap::new(),
+            by_ino: HashMap::new(),
             settle_due: BTreeSet::new(),
             ready: BTreeSet::new(),
             retry_due: BTreeSet::new(),
@@ -130,12 +162,21 @@ impl Files {
         self.map.iter()
     }
 
+    /// The tracked file with this inode, if any.
+    pub fn by_ino(&self, ino: u64) -> Option<&FileRef> {
+        self.by_ino.get(&ino)
+    }
+
     /// Puts `file` in a new phase.
     pub fn set(&mut self, file: FileRef, tracked: Tracked) {
         if let Some(old) = self.map.remove(&file) {
             self.index(&file, &old, false);
         }
         self.index(&file, &tracked, true);
+        let ino = tracked.phase.version().ino;
+        if ino != 0 {
+            self.by_ino.insert(ino, file.clone());
+        }
         self.map.insert(file.clone(), tracked);
         debug_assert!(self.indexed_right(&file), "{file}: indexes disagree");
     }
@@ -150,6 +191,10 @@ impl Files {
     pub fn remove(&mut self, file: &FileRef) -> Option<Tracked> {
         let old = self.map.remove(file)?;
         self.index(file, &old, false);
+        let ino = old.phase.version().ino;
+        if self.by_ino.get(&ino) == Some(file) {
+            self.by_ino.remove(&ino);
+        }
         debug_assert!(self.indexed_right(file), "{file}: indexes disagree");
         Some(old)
     }
@@ -204,9 +249,12 @@ impl Files {
         match &t.phase {
             Phase::Recovered { .. } => bump(&mut c.recovered, on),
             Phase::GivenUp { .. } => bump(&mut c.given_up, on),
-            Phase::Settling { due, .. } => {
+            Phase::Held { .. } => bump(&mut c.held, on),
+            Phase::Settling { .. } => {
                 bump(&mut c.settling, on);
-                toggle(&mut self.settle_due, (*due, file.clone()), on);
+                if let Some(at) = t.phase.settle_at() {
+                    toggle(&mut self.settle_due, (at, file.clone()), on);
+                }
             }
             Phase::Confirming { .. } | Phase::Journaling { .. } => bump(&mut c.settling, on),
             Phase::Queued {
@@ -238,9 +286,11 @@ impl Files {
     fn indexed_right(&self, file: &FileRef) -> bool {
         match self.map.get(file) {
             Some(Tracked {
-                phase: Phase::Settling { due, .. },
+                phase: p @ Phase::Settling { .. },
                 ..
-            }) => self.settle_due.contains(&(*due, file.clone())),
+            }) => p
+                .settle_at()
+                .is_some_and(|at| self.settle_due.contains(&(at, file.clone()))),
             Some(Tracked {
                 phase:
                     Phase::Queued {
@@ -326,7 +376,11 @@ mod tests {
     use std::time::Duration;
 
     fn v(size: u64, mtime_ns: i64) -> Version {
-        Version { size, mtime_ns }
+        Version {
+            size,
+            mtime_ns,
+            ino: 1,
+        }
     }
 
     fn f(rel: &str) -> FileRef {
@@ -338,6 +392,7 @@ mod tests {
             version,
             attempts: 0,
             retry_at: None,
+            snapshot: false,
         }
     }
 
@@ -353,6 +408,9 @@ mod tests {
                     phase: Phase::Settling {
                         version: v(1, 1),
                         due,
+                        since: t0,
+                        gap: Duration::ZERO,
+                        max_wait_at: None,
                     },
                     prio: 0,
                 },
@@ -402,6 +460,7 @@ mod tests {
                 version: v(500, 2),
                 attempts: 0,
                 changed: false,
+                snapshot: false,
             },
         );
         let c = files.counts();
@@ -423,6 +482,7 @@ mod tests {
                     version: v(1, 1),
                     attempts: 1,
                     retry_at: Some(at),
+                    snapshot: false,
                 },
                 prio: 0,
             },
@@ -431,6 +491,26 @@ mod tests {
         assert!(files.retries_due(t0).is_empty());
         assert_eq!(files.retries_due(at), vec![f("a")]);
         assert_eq!(files.next_deadline(), Some(at));
+        files.check().expect("consistent");
+    }
+
+    #[test]
+    fn a_settling_file_is_due_at_its_snapshot_time_if_that_comes_first() {
+        let t0 = Instant::now();
+        let mut files = Files::new(100);
+        let phase = Phase::Settling {
+            version: v(1, 1),
+            due: t0 + Duration::from_secs(60),
+            since: t0,
+            gap: Duration::from_secs(7),
+            max_wait_at: Some(t0 + Duration::from_secs(30)),
+        };
+        files.set(f("a"), Tracked { phase, prio: 0 });
+        assert_eq!(files.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        assert_eq!(
+            files.settled(t0 + Duration::from_secs(30), 10),
+            vec![f("a")]
+        );
         files.check().expect("consistent");
     }
 

@@ -38,6 +38,12 @@ pub const READY_BATCH: usize = 512;
 /// events: the watcher then waits, and the rest of a flood stays on disk rather than in
 /// memory. Dispatch starts without waiting for the start-up scan once this is reached.
 pub const MAX_TRACKED_FILES: usize = 16_384;
+/// Uploaded files lately seen going away, remembered by inode so that one reappearing
+/// under a new name (a rotation) is known for what it is; the oldest are dropped first.
+pub const MAX_MOVED_AWAY: usize = 1024;
+/// A file changed again within this many `stability_seconds` of its previous change is
+/// taken as still being written (see [`Planner::settling`]).
+pub const GROWING_FACTOR: u32 = 10;
 /// In `once` mode a file that failed this many times (transiently) is given up; it stays
 /// queued in the journal for the next run.
 pub const ONCE_MAX_ATTEMPTS: u32 = 4;
@@ -149,6 +155,8 @@ pub struct Totals {
 pub struct SourceInfo {
     pub root: PathBuf,
     pub prio: i32,
+    /// `max_wait_seconds`: snapshots of files that never stop changing.
+    pub max_wait: Option<Duration>,
 }
 
 /// The planner's settings, from the config.
@@ -182,6 +190,7 @@ impl Settings {
                     let info = SourceInfo {
                         root: s.path.clone(),
                         prio: s.priority,
+                        max_wait: s.max_wait,
                     };
                     (s.name.clone(), info)
                 })
@@ -190,6 +199,14 @@ impl Settings {
             max_tracked_files: MAX_TRACKED_FILES,
         }
     }
+}
+
+/// An upload that ended: of which version, after how many failed attempts.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    version: Version,
+    attempts: u32,
+    snapshot: bool,
 }
 
 /// What happens to a file after its upload ended.
@@ -206,9 +223,39 @@ enum Next {
     GiveUp,
 }
 
+/// Uploaded files seen going away, by inode (see [`MAX_MOVED_AWAY`]).
+#[derive(Debug, Default)]
+struct MovedAway {
+    by_ino: HashMap<u64, FileRef>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl MovedAway {
+    fn insert(&mut self, ino: u64, file: FileRef) {
+        if self.by_ino.insert(ino, file).is_none() {
+            self.order.push_back(ino);
+        }
+        while self.order.len() > MAX_MOVED_AWAY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_ino.remove(&old);
+            }
+        }
+    }
+}
+
 pub struct Planner {
     cfg: Settings,
     files: Files,
+    moved_away: MovedAway,
+    /// The registry's and the queue's inodes, gathered when dispatch starts before the
+    /// scan ends.
+    registry_inodes: Option<std::collections::HashSet<u64>>,
+    /// Files renamed while the daemon was down from a name queued before the restart
+    /// (see [`Job::origin`]).
+    origins: HashMap<FileRef, FileRef>,
+    /// The inodes of the files queued before the restart, and their names then (more
+    /// than one when a file was queued under two names).
+    recovered_inodes: HashMap<u64, Vec<FileRef>>,
     health: Health,
     jitter: Jitter,
     scan_done: bool,
@@ -227,11 +274,16 @@ impl Planner {
     /// ready at once when the scan sees them unchanged.
     pub fn new(cfg: Settings, jitter: Jitter, journal: &State, now: Instant) -> Planner {
         let mut files = Files::new(cfg.multipart_threshold);
-        let recovered = journal
+        let mut recovered: Vec<(&FileRef, Version)> = journal
             .pending
             .iter()
             .map(|(f, p)| (f, p.version))
-            .chain(journal.multipart.iter().map(|(f, m)| (f, m.version)));
+            .chain(journal.multipart.iter().map(|(f, m)| (f, m.version)))
+            .collect();
+        // In path order: which name an inode is remembered under must not depend on
+        // hashing.
+        recovered.sort_by(|a, b| a.0.cmp(b.0));
+        let mut recovered_inodes = HashMap::new();
         for (file, version) in recovered {
             if let Some(src) = cfg.sources.get(file.source()) {
                 let phase = Phase::Recovered { version };
@@ -242,11 +294,21 @@ impl Planner {
                         prio: src.prio,
                     },
                 );
+                if version.ino != 0 {
+                    recovered_inodes
+                        .entry(version.ino)
+                        .or_insert_with(Vec::new)
+                        .push(file.clone());
+                }
             }
         }
         Planner {
             cfg,
             files,
+            moved_away: MovedAway::default(),
+            registry_inodes: None,
+            origins: HashMap::new(),
+            recovered_inodes,
             health: Health::Up,
             jitter,
             scan_done: false,
@@ -276,10 +338,10 @@ impl Planner {
         self.active() < self.cfg.max_tracked_files
     }
 
-    /// Files that cost memory and work: all but recovered and given-up ones.
+    /// Files that cost memory and work: all but recovered, given-up and held ones.
     fn active(&self) -> usize {
         let c = self.files.counts();
-        self.files.len() - c.recovered - c.given_up
+        self.files.len() - c.recovered - c.given_up - c.held
     }
 
     /// Whether the start-up scan is over, or the planner is too full to wait for it.
@@ -292,7 +354,7 @@ impl Planner {
         match input {
             Input::Seen { file, version } => self.seen(file, version, now, journal, out),
             Input::Gone { file } => self.gone(&file, journal, out),
-            Input::ScanDone => self.scan_done(),
+            Input::ScanDone => self.scan_done(journal, out),
             Input::Confirmed(answers) => self.confirmed(answers, now, journal, out),
             Input::Journaled { files, result } => self.journaled(files, result, now),
             Input::Finished(report) => self.finished(report, now, journal, out),
@@ -300,14 +362,22 @@ impl Planner {
     }
 
     /// What time alone moves on: settled files, due retries, the window, dispatch.
-    pub fn tick(&mut self, now: Now, out: &mut Vec<Effect>) {
+    pub fn tick(&mut self, now: Now, journal: &State, out: &mut Vec<Effect>) {
         let stable = self.files.settled(now.mono, READY_BATCH);
         if !stable.is_empty() {
             let mut ask = Vec::with_capacity(stable.len());
             for file in stable {
-                let version = self.files.phase(&file).map(Phase::version);
-                if let Some(version) = version {
-                    self.files.set_phase(&file, Phase::Confirming { version });
+                if let Some(Phase::Settling { version, due, .. }) = self.files.phase(&file).cloned()
+                {
+                    // Due by its max_wait_seconds while still changing: a snapshot.
+                    let snapshot = due > now.mono;
+                    if snapshot {
+                        log::info!(
+                            "{file}: still changing after max_wait_seconds; uploading a snapshot"
+                        );
+                    }
+                    self.files
+                        .set_phase(&file, Phase::Confirming { version, snapshot });
                     ask.push((file, version));
                 }
             }
@@ -315,18 +385,22 @@ impl Planner {
         }
         for file in self.files.retries_due(now.mono) {
             if let Some(Phase::Queued {
-                version, attempts, ..
+                version,
+                attempts,
+                snapshot,
+                ..
             }) = self.files.phase(&file).cloned()
             {
                 let ready = Phase::Queued {
                     version,
                     attempts,
                     retry_at: None,
+                    snapshot,
                 };
                 self.files.set_phase(&file, ready);
             }
         }
-        self.dispatch(now, out);
+        self.dispatch(now, journal, out);
         let c = self.files.counts();
         let small = c.queued_small > 0 || c.settling > 0;
         if self.small_reserved != Some(small) {
@@ -358,36 +432,112 @@ impl Planner {
                 Phase::Queued { version: v, .. }
                 | Phase::GivenUp { version: v }
                 | Phase::Settling { version: v, .. }
-                | Phase::Confirming { version: v }
-                | Phase::Journaling { version: v },
+                | Phase::Confirming { version: v, .. }
+                | Phase::Journaling { version: v, .. },
             ) if *v == version => return,
-            Some(Phase::Recovered { version: v }) => *v == version,
+            Some(Phase::Recovered { version: v }) => v.matches(&version),
             _ => false,
         };
         if journal.is_uploaded(&file, &version) {
             self.forget(&file, journal, out);
             return;
         }
+        if let Some(from) = self.renamed_from(&file, &version, journal) {
+            self.moved_away.by_ino.remove(&version.ino);
+            log::info!(
+                "{file}: renamed from {}; already in S3, not sent again",
+                from.rel()
+            );
+            out.push(renamed(&from, &file, version.ino));
+            self.forget(&file, journal, out);
+            return;
+        }
+        // The same file (inode, size, mtime) tracked under another name: renamed while
+        // queued or being sent; its upload may have reached S3 under that name.
+        if let Some(other) = self.files.by_ino(version.ino).filter(|o| **o != file)
+            && self
+                .files
+                .phase(other)
+                .is_some_and(|p| p.version() == version)
+        {
+            self.origins.insert(file.clone(), other.clone());
+        }
         let old_enough = self.cfg.mode == Mode::Once
             && now.wall_ns.saturating_sub(version.mtime_ns) >= self.cfg.stability.as_nanos() as i64;
-        let due = if recovered || old_enough {
+        let ready_now = recovered || old_enough;
+        let phase = self.settling(&file, version, now, journal, ready_now);
+        self.files.set(file, Tracked { phase, prio });
+    }
+
+    /// A file seen at `version` waits to be unchanged: for `stability_seconds`, or, if it
+    /// keeps growing, for twice the longest pause between its changes (so a log appended
+    /// every few seconds is not sent again after each append), at most
+    /// [`GROWING_FACTOR`] × `stability_seconds`. With `max_wait_seconds` on its source, a
+    /// snapshot goes once it has been changing that long.
+    fn settling(
+        &self,
+        file: &FileRef,
+        version: Version,
+        now: Now,
+        journal: &State,
+        ready_now: bool,
+    ) -> Phase {
+        let (since, mut gap, prev) = match self.files.phase(file) {
+            Some(Phase::Settling {
+                version: prev,
+                since,
+                gap,
+                ..
+            }) => (*since, *gap, Some(*prev)),
+            // Changed again after its last upload (or snapshot): the pause counts.
+            _ => (
+                now.mono,
+                Duration::ZERO,
+                journal.uploaded(file).map(|u| u.version),
+            ),
+        };
+        let limit = self.cfg.stability * GROWING_FACTOR;
+        if let Some(prev) = prev.filter(|p| p.grown_into(&version)) {
+            let step =
+                Duration::from_nanos(version.mtime_ns.saturating_sub(prev.mtime_ns).max(0) as u64);
+            if step <= limit {
+                gap = gap.max(step);
+            }
+        }
+        let quiet = self.cfg.stability.max((gap * 2).min(limit));
+        let due = if ready_now {
             now.mono
         } else {
-            now.mono + self.cfg.stability
+            now.mono + quiet
         };
-        let phase = Phase::Settling { version, due };
-        self.files.set(file, Tracked { phase, prio });
+        let max_wait_at = self
+            .cfg
+            .sources
+            .get(file.source())
+            .and_then(|s| s.max_wait)
+            .map(|w| since + w);
+        Phase::Settling {
+            version,
+            due,
+            since,
+            gap,
+            max_wait_at,
+        }
     }
 
     fn mark_changed(&mut self, file: &FileRef) {
         if let Some(Phase::Uploading {
-            version, attempts, ..
+            version,
+            attempts,
+            snapshot,
+            ..
         }) = self.files.phase(file).cloned()
         {
             let phase = Phase::Uploading {
                 version,
                 attempts,
                 changed: true,
+                snapshot,
             };
             self.files.set_phase(file, phase);
         }
@@ -396,12 +546,56 @@ impl Planner {
     /// Stops tracking a file; a queued record left in the journal is dropped.
     fn forget(&mut self, file: &FileRef, journal: &State, out: &mut Vec<Effect>) {
         self.files.remove(file);
+        self.origins.remove(file);
         if journal.pending.contains_key(file) && !journal.multipart.contains_key(file) {
             out.push(dropped(file, "gone"));
         }
     }
 
+    /// The uploaded file that `file` at `version` was before a rename, if any: one seen
+    /// going away, in the same source, with the same inode, size and mtime.
+    fn renamed_from(&self, file: &FileRef, version: &Version, journal: &State) -> Option<FileRef> {
+        if version.ino == 0 {
+            return None;
+        }
+        let from = self
+            .moved_away
+            .by_ino
+            .get(&version.ino)
+            .filter(|from| {
+                journal
+                    .uploaded(from)
+                    .is_some_and(|u| u.version == *version)
+            })
+            .cloned()
+            .or_else(|| journal.displaced(version))?;
+        (from != *file && from.source() == file.source()).then_some(from)
+    }
+
     fn gone(&mut self, file: &FileRef, journal: &State, out: &mut Vec<Effect>) {
+        if let Some(u) = journal.uploaded(file).filter(|u| u.version.ino != 0) {
+            let ino = u.version.ino;
+            self.moved_away.insert(ino, file.clone());
+            // Seen already under its new name (events come late in a flood)?
+            let new_name = self
+                .files
+                .by_ino(ino)
+                .filter(|to| *to != file && to.source() == file.source())
+                .cloned();
+            if let Some(to) = new_name {
+                let version = self.files.phase(&to).map(Phase::version);
+                let waiting = !matches!(self.files.phase(&to), Some(Phase::Uploading { .. }));
+                if waiting && version.is_some_and(|v| v == u.version) {
+                    self.moved_away.by_ino.remove(&ino);
+                    log::info!(
+                        "{to}: renamed from {}; already in S3, not sent again",
+                        file.rel()
+                    );
+                    out.push(renamed(file, &to, ino));
+                    self.forget(&to, journal, out);
+                }
+            }
+        }
         // A queued or uploading file is left to its uploader, which also aborts a
         // multipart upload and drops it from the journal; a settling one just goes.
         if let Some(Phase::Settling { .. } | Phase::Confirming { .. }) = self.files.phase(file) {
@@ -409,8 +603,9 @@ impl Planner {
         }
     }
 
-    fn scan_done(&mut self) {
+    fn scan_done(&mut self, journal: &State, out: &mut Vec<Effect>) {
         self.scan_done = true;
+        self.renames_while_down(journal, out);
         let c = self.files.counts();
         log::info!(
             "start-up scan done in {:.2}s: {} files settling, {} queued",
@@ -425,13 +620,99 @@ impl Planner {
             .files
             .iter()
             .filter_map(|(f, t)| match t.phase {
-                Phase::Recovered { version } => Some((f.clone(), version)),
+                Phase::Recovered { version } | Phase::Held { version } => {
+                    Some((f.clone(), version))
+                }
                 _ => None,
             })
             .collect();
         for (file, version) in left {
-            self.files.set_phase(&file, queued(version, 0));
+            self.files.set_phase(&file, queued(version, 0, false));
         }
+        self.registry_inodes = None;
+    }
+
+    /// At the end of the start-up scan: files renamed while the daemon was down. The
+    /// registry entries the scan did not see are matched by inode against the files it
+    /// found that the registry does not know; the renames are journaled so that no entry
+    /// is overwritten before it has moved on (a rotation moves `.1` to `.2` before `.0`
+    /// to `.1`).
+    fn renames_while_down(&mut self, journal: &State, out: &mut Vec<Effect>) {
+        // In path order, so that what the bound drops does not depend on hashing.
+        let mut unseen: Vec<(FileRef, u64)> = journal
+            .unseen()
+            .filter(|(_, u)| u.version.ino != 0)
+            .map(|(f, u)| (f, u.version.ino))
+            .collect();
+        unseen.sort();
+        for (file, ino) in unseen {
+            self.moved_away.insert(ino, file);
+        }
+        let mut renames = Vec::new();
+        for (file, t) in self.files.iter() {
+            let v = t.phase.version();
+            let waiting = !matches!(t.phase, Phase::Uploading { .. } | Phase::GivenUp { .. });
+            if waiting
+                && !journal.is_uploaded(file, &v)
+                && let Some(from) = self.renamed_from(file, &v, journal)
+            {
+                renames.push((from, file.clone(), v.ino));
+            }
+        }
+        self.queued_renames(journal);
+        renames.sort();
+        let renames = dependency_order(renames);
+        if renames.is_empty() {
+            return;
+        }
+        log::info!(
+            "{} files were renamed while the daemon was down; not sent again",
+            renames.len()
+        );
+        let mut records = Vec::with_capacity(renames.len());
+        for (from, to, ino) in renames {
+            self.moved_away.by_ino.remove(&ino);
+            self.forget(&to, journal, out);
+            if let Effect::Journal { records: r, .. } = renamed(&from, &to, ino) {
+                records.extend(r);
+            }
+        }
+        out.push(Effect::Journal {
+            records,
+            files: Vec::new(),
+        });
+    }
+
+    /// At the end of the start-up scan: files queued before the restart under another
+    /// name (a recovered entry the scan did not see, same inode, size and mtime) are
+    /// linked to that name, which their uploader checks first.
+    fn queued_renames(&mut self, journal: &State) {
+        if self.recovered_inodes.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        for (file, t) in self.files.iter() {
+            let v = t.phase.version();
+            let waiting = !matches!(t.phase, Phase::Recovered { .. } | Phase::Uploading { .. });
+            let Some(names) = self.recovered_inodes.get(&v.ino) else {
+                continue;
+            };
+            // An old name that does not hold it any more (gone, or another file now).
+            let from = names.iter().find(|from| {
+                *from != file
+                    && !matches!(
+                        self.files.phase(from),
+                        Some(p) if !matches!(p, Phase::Recovered { .. }) && p.version().ino == v.ino
+                    )
+            });
+            if let Some(from) = from
+                && waiting
+                && !journal.is_uploaded(file, &v)
+            {
+                found.push((file.clone(), from.clone()));
+            }
+        }
+        self.origins.extend(found);
     }
 
     fn confirmed(
@@ -445,7 +726,7 @@ impl Planner {
         let mut waiting = Vec::new();
         for (file, answer) in answers {
             let Some(Tracked {
-                phase: Phase::Confirming { version },
+                phase: Phase::Confirming { version, snapshot },
                 prio,
             }) = self.files.get(&file).cloned()
             else {
@@ -454,14 +735,16 @@ impl Planner {
             match answer {
                 // A stale observation caught up with a version already in S3.
                 Ok(Some(v)) if journal.is_uploaded(&file, &v) => self.forget(&file, journal, out),
-                Ok(Some(v)) if v == version => {
+                // Stable as seen; or, for a snapshot, the same file however far it grew:
+                // its first bytes as they are now are what goes.
+                Ok(Some(v)) if v == version || (snapshot && version.grown_into(&v)) => {
                     // Already queued as it is (a restart): nothing new to journal.
                     let known = journal
                         .pending
                         .get(&file)
-                        .is_some_and(|p| p.version == v && p.prio == prio);
+                        .is_some_and(|p| p.version.matches(&v) && p.prio == prio);
                     if known {
-                        self.files.set_phase(&file, queued(v, 0));
+                        self.files.set_phase(&file, queued(v, 0, snapshot));
                         continue;
                     }
                     records.push(Record::Queued {
@@ -470,11 +753,15 @@ impl Planner {
                         prio,
                         queued_at: now.unix(),
                     });
-                    self.files
-                        .set_phase(&file, Phase::Journaling { version: v });
+                    let phase = Phase::Journaling {
+                        version: v,
+                        snapshot,
+                    };
+                    self.files.set_phase(&file, phase);
                     waiting.push(file);
                 }
-                Ok(Some(v)) => self.settle(&file, v, now),
+                // Changed since it was seen: as if seen so now (a rename is noticed too).
+                Ok(Some(v)) => self.seen(file, v, now, journal, out),
                 Ok(None) => self.forget(&file, journal, out),
                 Err(why) => {
                     log::warn!("{file}: {why}; looking again later");
@@ -490,9 +777,23 @@ impl Planner {
         }
     }
 
+    /// Back to waiting for `stability_seconds` (a change seen on a closer look, or a
+    /// failure to journal).
     fn settle(&mut self, file: &FileRef, version: Version, now: Now) {
-        let due = now.mono + self.cfg.stability;
-        self.files.set_phase(file, Phase::Settling { version, due });
+        let max_wait_at = self
+            .cfg
+            .sources
+            .get(file.source())
+            .and_then(|s| s.max_wait)
+            .map(|w| now.mono + w);
+        let phase = Phase::Settling {
+            version,
+            due: now.mono + self.cfg.stability,
+            since: now.mono,
+            gap: Duration::ZERO,
+            max_wait_at,
+        };
+        self.files.set_phase(file, phase);
     }
 
     fn journaled(&mut self, files: Vec<FileRef>, result: Result<(), String>, now: Now) {
@@ -501,16 +802,17 @@ impl Planner {
             log::error!("{e}; {} files stay waiting", files.len());
         }
         for file in files {
-            if let Some(Phase::Journaling { version }) = self.files.phase(&file).cloned() {
+            if let Some(Phase::Journaling { version, snapshot }) = self.files.phase(&file).cloned()
+            {
                 match result {
-                    Ok(()) => self.files.set_phase(&file, queued(version, 0)),
+                    Ok(()) => self.files.set_phase(&file, queued(version, 0, snapshot)),
                     Err(_) => self.settle(&file, version, now),
                 }
             }
         }
     }
 
-    fn dispatch(&mut self, now: Now, out: &mut Vec<Effect>) {
+    fn dispatch(&mut self, now: Now, journal: &State, out: &mut Vec<Effect>) {
         if !self.may_dispatch() {
             return;
         }
@@ -533,8 +835,49 @@ impl Planner {
             let Some(file) = self.files.next_ready(large_ok) else {
                 break;
             };
+            if self.maybe_renamed(&file, journal) {
+                continue;
+            }
             out.push(Effect::Dispatch(self.start(&file)));
         }
+    }
+
+    /// Before the start-up scan ends (a flood filled the planner): holds a file that has
+    /// the inode of an uploaded one, for the end of the scan to tell whether it is that
+    /// file renamed. Returns whether it was held. The registry's inodes are gathered
+    /// once, only then.
+    fn maybe_renamed(&mut self, file: &FileRef, journal: &State) -> bool {
+        if self.scan_done {
+            return false;
+        }
+        let Some(version) = self.files.phase(file).map(Phase::version) else {
+            return false;
+        };
+        if version.ino == 0 {
+            return false;
+        }
+        let inodes = self.registry_inodes.get_or_insert_with(|| {
+            journal
+                .registry()
+                .map(|(_, u)| u.version.ino)
+                .filter(|i| *i != 0)
+                .collect()
+        });
+        // The inode of an uploaded file under another name, or of a file queued under
+        // another name before the restart.
+        let uploaded_elsewhere = inodes.contains(&version.ino)
+            && journal
+                .uploaded(file)
+                .is_none_or(|u| u.version.ino != version.ino);
+        let queued_elsewhere = self
+            .recovered_inodes
+            .get(&version.ino)
+            .is_some_and(|names| names.iter().any(|f| f != file));
+        if !uploaded_elsewhere && !queued_elsewhere {
+            return false;
+        }
+        self.files.set_phase(file, Phase::Held { version });
+        true
     }
 
     /// `once` after a refusal: what is queued is given up, not sent.
@@ -575,16 +918,20 @@ impl Planner {
     }
 
     fn start(&mut self, file: &FileRef) -> Job {
-        let (version, attempts) = match self.files.phase(file) {
+        let (version, attempts, snapshot) = match self.files.phase(file) {
             Some(Phase::Queued {
-                version, attempts, ..
-            }) => (*version, *attempts),
+                version,
+                attempts,
+                snapshot,
+                ..
+            }) => (*version, *attempts, *snapshot),
             other => unreachable!("{file} dispatched from {other:?}"),
         };
         let phase = Phase::Uploading {
             version,
             attempts,
             changed: false,
+            snapshot,
         };
         self.files.set_phase(file, phase);
         let progress = Arc::new(AtomicU64::new(0));
@@ -594,6 +941,8 @@ impl Planner {
             file: file.clone(),
             path: self.path(file),
             version,
+            snapshot,
+            origin: self.origins.get(file).cloned(),
             progress,
         }
     }
@@ -612,11 +961,18 @@ impl Planner {
             version,
             attempts,
             changed,
+            snapshot,
         }) = self.files.phase(&file).cloned()
         else {
             log::debug!("{file}: a report for a file not uploading");
             return;
         };
+        if matches!(
+            report.result,
+            Ok(_) | Err(UploadError::Gone | UploadError::Changed)
+        ) {
+            self.origins.remove(&file);
+        }
         self.account(&report, now);
         let next = match report.result {
             Ok(_) => {
@@ -628,7 +984,7 @@ impl Planner {
                 if journal
                     .pending
                     .get(&file)
-                    .is_some_and(|p| p.version == version)
+                    .is_some_and(|p| p.version.matches(&version))
                 {
                     out.push(dropped(&file, "uploaded"));
                 }
@@ -651,7 +1007,12 @@ impl Planner {
         };
         // Seen changing while it was sent: whatever happened, look at it again.
         let next = if changed { Next::LookAgain } else { next };
-        self.apply_next(&file, version, attempts, next, out);
+        let done = Attempt {
+            version,
+            attempts,
+            snapshot,
+        };
+        self.apply_next(&file, done, next, out);
     }
 
     /// Counts what the report says, once.
@@ -659,6 +1020,10 @@ impl Planner {
         let job = &report.job;
         match &report.result {
             Ok(Uploaded::AlreadyThere) => self.totals.files_already_in_s3 += 1,
+            Ok(Uploaded::Copied) => {
+                self.totals.files_uploaded += 1;
+                self.totals.bytes_uploaded += job.version.size;
+            }
             Ok(Uploaded::Sent { bytes }) => {
                 self.totals.files_uploaded += 1;
                 self.totals.bytes_uploaded += job.version.size;
@@ -743,14 +1108,12 @@ impl Planner {
         }
     }
 
-    fn apply_next(
-        &mut self,
-        file: &FileRef,
-        version: Version,
-        attempts: u32,
-        next: Next,
-        out: &mut Vec<Effect>,
-    ) {
+    fn apply_next(&mut self, file: &FileRef, done: Attempt, next: Next, out: &mut Vec<Effect>) {
+        let Attempt {
+            version,
+            attempts,
+            snapshot,
+        } = done;
         let phase = match next {
             Next::Forget => {
                 self.files.remove(file);
@@ -761,7 +1124,7 @@ impl Planner {
                 out.push(Effect::Look(file.clone()));
                 return;
             }
-            Next::Requeue => queued(version, attempts),
+            Next::Requeue => queued(version, attempts, snapshot),
             Next::GiveUp => Phase::GivenUp { version },
             Next::Retry { at, counts } => {
                 let attempts = attempts + u32::from(counts);
@@ -775,6 +1138,7 @@ impl Planner {
                         version,
                         attempts,
                         retry_at: Some(at),
+                        snapshot,
                     }
                 }
             }
@@ -869,8 +1233,95 @@ impl Planner {
                 at: crate::key::rfc3339_utc(*at),
                 message: m.clone(),
             }),
+            waiting: self.waiting(now),
+            waiting_total: (self.files.len() - c.uploading) as u64,
             ..Live::default()
         }
+    }
+
+    /// Every file not being uploaded, why it waits and since when, oldest first (at most
+    /// [`status::MAX_WAITING_LISTED`]).
+    fn waiting(&self, now: Now) -> Vec<status::Waiting> {
+        let wall = |t: Instant| -> i64 {
+            let ago = now.mono.saturating_duration_since(t).as_secs() as i64;
+            let ahead = t.saturating_duration_since(now.mono).as_secs() as i64;
+            now.unix() - ago + ahead
+        };
+        let mut out: Vec<(i64, status::Waiting)> = Vec::new();
+        for (file, t) in self.files.iter() {
+            let Some((reason, since, until)) = self.why_waiting(&t.phase, now, &wall) else {
+                continue;
+            };
+            let w = status::Waiting {
+                source: file.source().to_string(),
+                path: file.rel().to_string(),
+                reason: reason.to_string(),
+                since: crate::key::rfc3339_utc(since),
+                seconds: now.unix().saturating_sub(since).max(0) as u64,
+                until: until.map(crate::key::rfc3339_utc),
+            };
+            out.push((since, w));
+        }
+        out.sort_by(|a, b| (a.0, &a.1.path).cmp(&(b.0, &b.1.path)));
+        out.truncate(status::MAX_WAITING_LISTED);
+        out.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// Why a file in `phase` waits: the reason, since when and until when (Unix
+    /// seconds); `None` when it does not wait (being uploaded).
+    fn why_waiting(
+        &self,
+        phase: &Phase,
+        now: Now,
+        wall: &dyn Fn(Instant) -> i64,
+    ) -> Option<(&'static str, i64, Option<i64>)> {
+        let mtime = |v: &Version| v.mtime_seconds().min(now.unix());
+        Some(match phase {
+            Phase::Uploading { .. } => return None,
+            Phase::Settling {
+                version,
+                since,
+                gap,
+                max_wait_at,
+                ..
+            } => {
+                let growing = !gap.is_zero()
+                    || now.mono.saturating_duration_since(*since) > self.cfg.stability * 2;
+                let reason = if growing { "growing" } else { "settling" };
+                (
+                    reason,
+                    wall(*since).min(mtime(version)),
+                    max_wait_at.map(wall),
+                )
+            }
+            Phase::Confirming { version, .. } | Phase::Journaling { version, .. } => {
+                ("settling", mtime(version), None)
+            }
+            Phase::Recovered { version } => ("recovered", mtime(version), None),
+            Phase::GivenUp { version } => ("given up this run", mtime(version), None),
+            Phase::Held { version } => ("held for the start-up scan", mtime(version), None),
+            Phase::Queued {
+                version, retry_at, ..
+            } => {
+                let since = mtime(version);
+                match (retry_at, &self.health) {
+                    (Some(at), _) => ("backing off", since, Some(wall(*at))),
+                    _ if self.gate.is_some_and(|g| !g.0) => {
+                        let next = self
+                            .cfg
+                            .schedule
+                            .as_ref()
+                            .and_then(|s| s.next_open(now.schedule));
+                        ("outside the upload window", since, next)
+                    }
+                    (_, Health::Refused { until }) => ("S3 refusing", since, Some(wall(*until))),
+                    (_, Health::SlowedDown { until, .. }) if *until > now.mono => {
+                        ("S3 slowing down", since, Some(wall(*until)))
+                    }
+                    _ => ("queued", since, None),
+                }
+            }
+        })
     }
 
     fn window_view(&self, now: Now) -> status::Window {
@@ -893,12 +1344,44 @@ impl Planner {
     }
 }
 
-fn queued(version: Version, attempts: u32) -> Phase {
+fn queued(version: Version, attempts: u32, snapshot: bool) -> Phase {
     Phase::Queued {
         version,
         attempts,
         retry_at: None,
+        snapshot,
     }
+}
+
+fn renamed(from: &FileRef, to: &FileRef, ino: u64) -> Effect {
+    Effect::Journal {
+        records: vec![Record::Renamed {
+            file: to.clone(),
+            from: from.rel().to_string(),
+            ino,
+        }],
+        files: Vec::new(),
+    }
+}
+
+/// Renames `(from, to, ino)` in an order where none overwrites an entry that has yet to
+/// move on: a rename into `x` comes after the rename out of `x`. Renames in a cycle are
+/// left out (those files are sent again under their new names).
+fn dependency_order(mut todo: Vec<(FileRef, FileRef, u64)>) -> Vec<(FileRef, FileRef, u64)> {
+    let mut out = Vec::with_capacity(todo.len());
+    while let Some(i) = todo
+        .iter()
+        .position(|(_, to, _)| !todo.iter().any(|(from, _, _)| from == to))
+    {
+        out.push(todo.remove(i));
+    }
+    if !todo.is_empty() {
+        log::warn!(
+            "{} renames form a cycle; those files are sent again",
+            todo.len()
+        );
+    }
+    out
 }
 
 fn dropped(file: &FileRef, reason: &str) -> Effect {

@@ -38,8 +38,27 @@ pub struct Job {
     pub file: FileRef,
     pub path: PathBuf,
     pub version: Version,
+    /// A snapshot of a file still being appended to: its first `version.size` bytes
+    /// are uploaded, and the file may grow meanwhile (but not be rewritten).
+    pub snapshot: bool,
+    /// The name this file had when it was queued before a restart (renamed while the
+    /// daemon was down): its upload may have reached S3 under that name's key before
+    /// the crash recorded it.
+    pub origin: Option<FileRef>,
     /// Bytes of this file stored or sent so far, for `status`.
     pub progress: Arc<AtomicU64>,
+}
+
+impl Job {
+    /// Whether the file, now at `now`, is still the job's version: the same, or for a
+    /// snapshot the same file grown by appending.
+    fn is_current(&self, now: &Version) -> bool {
+        if self.snapshot {
+            self.version.grown_into(now)
+        } else {
+            *now == self.version
+        }
+    }
 }
 
 /// A job that ended with the file in S3.
@@ -50,6 +69,8 @@ pub enum Uploaded {
     Sent { bytes: u64 },
     /// S3 had it already (a crash before journaling, a wiped state dir).
     AlreadyThere,
+    /// Made by a server-side copy of an object with the same content: nothing sent.
+    Copied,
 }
 
 /// A job that ended without the file in S3, and why.
@@ -69,8 +90,11 @@ pub enum UploadError {
     Read { path: PathBuf, source: io::Error },
     /// Writing the journal failed (disk full, read-only): nothing is acknowledged.
     Journal(JournalError),
-    /// The file cannot have an object (its key would be too long).
+    /// The file cannot have an object (its key would be too long, or every `~N` tried
+    /// holds another content).
     Unkeyable { why: String },
+    /// The key holds another content: try the next `~N`. Never leaves [`upload`].
+    KeyTaken,
 }
 
 impl fmt::Display for UploadError {
@@ -86,6 +110,7 @@ impl fmt::Display for UploadError {
             }
             UploadError::Journal(e) => write!(f, "{e}"),
             UploadError::Unkeyable { why } => write!(f, "{why}"),
+            UploadError::KeyTaken => write!(f, "the key holds another content"),
         }
     }
 }
@@ -126,6 +151,49 @@ pub struct Context {
     pub sent_bytes: Arc<AtomicU64>,
     /// The schedule's verdict and bandwidth cap, set by the planner.
     pub gate: Arc<Gate>,
+    /// Contents uploaded lately, for server-side copies of the same content.
+    pub recent: Recent,
+}
+
+/// Contents uploaded lately (SHA-256 → key), so that a copy of a file (logrotate's
+/// `copytruncate`) becomes a server-side copy instead of the same bytes sent again.
+/// Bounded: the oldest are dropped first; memory only (after a restart a copy is sent).
+#[derive(Debug, Default)]
+pub struct Recent {
+    inner: std::sync::Mutex<RecentInner>,
+}
+
+#[derive(Debug, Default)]
+struct RecentInner {
+    by_sha: std::collections::HashMap<[u8; 32], String>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// Contents remembered for copies.
+pub const MAX_RECENT_UPLOADS: usize = 1024;
+
+impl Recent {
+    pub fn note(&self, sha256: [u8; 32], key: &str) {
+        let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if r.by_sha.insert(sha256, key.to_string()).is_none() {
+            r.order.push_back(sha256);
+        }
+        while r.order.len() > MAX_RECENT_UPLOADS {
+            if let Some(old) = r.order.pop_front() {
+                r.by_sha.remove(&old);
+            }
+        }
+    }
+
+    pub fn find(&self, sha256: &[u8; 32]) -> Option<String> {
+        let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        r.by_sha.get(sha256).cloned()
+    }
+
+    pub fn forget(&self, sha256: &[u8; 32]) {
+        let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        r.by_sha.remove(sha256);
+    }
 }
 
 impl Context {
@@ -145,6 +213,12 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     }
 }
 
+/// How many keys (`~N`) are tried for one version before giving up: each refusal is a
+/// different content already at that key.
+const MAX_KEY_TRIES: u16 = 64;
+/// CopyObject copies at most this much in one request.
+const MAX_COPY_BYTES: u64 = 5 << 30;
+
 /// Uploads one file. Never panics on operating errors.
 pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     let s = &ctx.settings;
@@ -152,47 +226,107 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     if ctx.journal.read().is_uploaded(&job.file, &job.version) {
         return Ok(Uploaded::AlreadyThere);
     }
-    let key = s
-        .scheme
-        .key(&job.file, &job.version)
-        .map_err(|why| UploadError::Unkeyable {
-            why: format!("{}: {why}", job.path.display()),
-        })?;
     let multipart = job.version.size >= s.multipart_threshold_bytes;
     let part_size = part_size_for(job.version.size, s.part_size_bytes);
     let digests = hash(job, ctx, multipart.then_some(part_size))?;
     still_there(job, ctx)?;
-    let object = Object {
-        job,
-        ctx,
-        key: &key,
-        digests: &digests,
-    };
-    let resumable = ctx
-        .journal
-        .read()
-        .multipart
-        .get(&job.file)
-        .filter(|m| m.version == job.version && m.sha256 == digests.sha256)
-        .cloned();
-    // Before sending a version the registry does not have, ask S3: an object with the
-    // same SHA-256 means it was uploaded already (a crash before journaling, or a wiped
-    // state dir), also when the registry knows an older version of the file. Also
-    // before resuming a multipart upload: it may have been completed just before a power
-    // cut, and not every server says NoSuchUpload for it then (s3s-fs lists it as empty,
-    // inviting every part again).
-    if object.already_there("already in S3")? {
-        return Ok(Uploaded::AlreadyThere);
-    }
     // The window may have closed while this file was hashed.
     if !ctx.gate.is_open() {
         return Err(UploadError::Paused);
     }
-    if multipart {
-        multipart::run(&object, part_size, resumable)
-    } else {
-        object.put()
+    let journaled = ctx.journal.read().multipart.get(&job.file).cloned();
+    let resumable = match journaled {
+        Some(m) if m.version.matches(&job.version) && m.sha256 == digests.sha256 => Some(m),
+        // An upload of another version (or of the same one rewritten in place): not
+        // to be resumed, nor left on the server.
+        Some(m) => {
+            multipart::abandon_journaled(ctx, &job.file, &m);
+            None
+        }
+        None => None,
+    };
+    if let Some(mp) = resumable {
+        let key = mp.key.clone();
+        let object = Object::new(job, ctx, &key, &digests);
+        // It may have been completed just before a power cut, and not every server says
+        // NoSuchUpload for it then (s3s-fs lists it as empty, inviting every part again).
+        if object.occupant()? == Occupant::Same {
+            object.record_there("already completed")?;
+            return Ok(Uploaded::AlreadyThere);
+        }
+        return multipart::run(&object, part_size, Some(mp));
     }
+    if let Some(origin) = &job.origin
+        && let Some(key) = uploaded_as(job, ctx, origin, &digests)?
+    {
+        let object = Object::new(job, ctx, &key, &digests);
+        object.record_there(&format!("uploaded before a restart as {origin}"))?;
+        return Ok(Uploaded::AlreadyThere);
+    }
+    let first = ctx.journal.read().next_suffix(&job.file, &job.version);
+    for suffix in suffixes(first).take(usize::from(MAX_KEY_TRIES)) {
+        let key = s
+            .scheme
+            .key_with_suffix(&job.file, &job.version, suffix)
+            .map_err(|why| UploadError::Unkeyable {
+                why: format!("{}: {why}", job.path.display()),
+            })?;
+        let object = Object::new(job, ctx, &key, &digests);
+        match object.send(multipart, part_size) {
+            Err(UploadError::KeyTaken) => {
+                log::debug!("{}: {key} holds another content; trying the next", job.file);
+            }
+            other => return other,
+        }
+    }
+    Err(UploadError::Unkeyable {
+        why: format!(
+            "{}: {MAX_KEY_TRIES} keys tried, each holding another content",
+            job.path.display()
+        ),
+    })
+}
+
+/// The key under which this content reached S3 as `origin` (the file's name before a
+/// rename while the daemon was down), if it did: the keys `origin` may have used are
+/// looked at in turn, from the plain one, until a free one.
+fn uploaded_as(
+    job: &Job,
+    ctx: &Context,
+    origin: &FileRef,
+    digests: &Digests,
+) -> Result<Option<String>> {
+    for suffix in suffixes(0).take(usize::from(MAX_KEY_TRIES)) {
+        let Ok(key) = ctx
+            .settings
+            .scheme
+            .key_with_suffix(origin, &job.version, suffix)
+        else {
+            return Ok(None);
+        };
+        match Object::new(job, ctx, &key, digests).occupant()? {
+            Occupant::Free => return Ok(None),
+            Occupant::Same => return Ok(Some(key)),
+            Occupant::Other => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The `~N` to try in turn from `first`: 0 (the plain key), then 2, 3, ...
+fn suffixes(first: u16) -> impl Iterator<Item = u16> {
+    let start = if first == 1 { 2 } else { first };
+    std::iter::once(start).chain((start.max(1) + 1..=u16::MAX).filter(|n| *n >= 2))
+}
+
+/// What is at a key already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Occupant {
+    Free,
+    /// An object with this content (by its `sha256` metadata).
+    Same,
+    /// Another content.
+    Other,
 }
 
 /// One version of a file on its way to one key.
@@ -203,7 +337,97 @@ struct Object<'a> {
     digests: &'a Digests,
 }
 
-impl Object<'_> {
+impl<'a> Object<'a> {
+    fn new(job: &'a Job, ctx: &'a Context, key: &'a str, digests: &'a Digests) -> Object<'a> {
+        Object {
+            job,
+            ctx,
+            key,
+            digests,
+        }
+    }
+
+    /// Sends this version to this key, unless the key holds another content
+    /// ([`UploadError::KeyTaken`]): by a copy of an object of the same content uploaded
+    /// lately, a conditional PUT, or a multipart upload to a key found free.
+    fn send(&self, multipart: bool, part_size: u64) -> Result<Uploaded> {
+        if let Some(source) = self.ctx.recent.find(&self.digests.sha256) {
+            match self.copy_from(&source) {
+                Err(UploadError::S3(e)) if !e.key_taken() => {
+                    log::info!(
+                        "{}: copying {source} failed ({e}); sending it",
+                        self.job.file
+                    );
+                    self.ctx.recent.forget(&self.digests.sha256);
+                }
+                other => return other,
+            }
+        }
+        if !multipart {
+            return self.put();
+        }
+        match self.occupant()? {
+            Occupant::Free => multipart::run(self, part_size, None),
+            Occupant::Same => {
+                self.record_there("already in S3")?;
+                Ok(Uploaded::AlreadyThere)
+            }
+            Occupant::Other => Err(UploadError::KeyTaken),
+        }
+    }
+
+    /// The object at the key: none, this content, or another.
+    fn occupant(&self) -> Result<Occupant> {
+        let Some(head) = self.ctx.s3.head(self.key)? else {
+            return Ok(Occupant::Free);
+        };
+        let sha_hex = self.digests.sha256_hex();
+        let same = head
+            .get("sha256")
+            .is_some_and(|v| v.eq_ignore_ascii_case(&sha_hex));
+        Ok(if same {
+            Occupant::Same
+        } else {
+            Occupant::Other
+        })
+    }
+
+    /// Journals that this content is at the key already. `why` goes in the log line.
+    fn record_there(&self, why: &str) -> Result<()> {
+        log::info!("{}: {why} as {}, not sent again", self.job.file, self.key);
+        self.ctx.journal(&[self.uploaded(String::new())])?;
+        self.ctx.recent.note(self.digests.sha256, self.key);
+        Ok(())
+    }
+
+    /// A server-side copy of `source` (the same content, uploaded lately) to the key,
+    /// which must be free: CopyObject overwrites.
+    fn copy_from(&self, source: &str) -> Result<Uploaded> {
+        if self.job.version.size > MAX_COPY_BYTES {
+            return Err(UploadError::S3(crate::s3::S3Error::BadAnswer {
+                op: "CopyObject",
+                key: self.key.to_string(),
+                why: "over 5 GiB".into(),
+            }));
+        }
+        match self.occupant()? {
+            Occupant::Free => {}
+            Occupant::Same => {
+                self.record_there("already in S3")?;
+                return Ok(Uploaded::AlreadyThere);
+            }
+            Occupant::Other => return Err(UploadError::KeyTaken),
+        }
+        let etag = self.ctx.s3.copy(self.key, source, &self.metadata())?;
+        log::info!(
+            "{}: the same content as {source}: copied on the server, not sent",
+            self.job.file
+        );
+        self.ctx.journal(&[self.uploaded(etag)])?;
+        self.ctx.recent.note(self.digests.sha256, self.key);
+        Ok(Uploaded::Copied)
+    }
+
     /// The `x-amz-meta-*` of SPEC.md.
     fn metadata(&self) -> Vec<(String, String)> {
         let s = &self.ctx.settings;
@@ -230,29 +454,17 @@ impl Object<'_> {
         }
     }
 
-    /// Whether S3 has this content at the key already; if so it is journaled as
-    /// uploaded. `why` goes in the log line.
-    fn already_there(&self, why: &str) -> Result<bool> {
-        let head = self.ctx.s3.head(self.key)?;
-        let sha_hex = self.digests.sha256_hex();
-        let etag = head
-            .filter(|h| {
-                h.get("sha256")
-                    .is_some_and(|v| v.eq_ignore_ascii_case(&sha_hex))
-            })
-            .map(|h| h.get("etag").cloned().unwrap_or_default());
-        let Some(etag) = etag else {
-            return Ok(false);
-        };
-        log::info!("{}: {why} as {}, not sent again", self.job.file, self.key);
-        self.ctx.journal(&[self.uploaded(etag)])?;
-        Ok(true)
-    }
-
     fn put(&self) -> Result<Uploaded> {
         let (job, ctx) = (self.job, self.ctx);
         let size = job.version.size;
-        let mut reader = body(job, 0, size, ctx).map_err(|e| read_error(job, e))?;
+        let rewritten = AtomicBool::new(false);
+        let span = Span {
+            offset: 0,
+            len: size,
+            expect: Expect::Sha256(self.digests.sha256),
+            changed: &rewritten,
+        };
+        let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
         let sha = base64(&self.digests.sha256);
         let sent = {
             let _permit = ctx.permits.acquire(false);
@@ -262,17 +474,36 @@ impl Object<'_> {
         let etag = match sent {
             Ok(e) => e,
             Err(_) if ctx.stop.load(Ordering::Relaxed) => return Err(UploadError::Interrupted),
+            Err(_) if rewritten.load(Ordering::Relaxed) => return Err(UploadError::Changed),
             Err(e) if e.class() == Class::ContentChanged => return Err(UploadError::Changed),
+            // The key holds something: this content (a crash before journaling, a wiped
+            // state dir) or another one (the next `~N` then).
+            Err(e) if e.key_taken() => {
+                return match self.occupant()? {
+                    Occupant::Same => {
+                        self.record_there("already in S3")?;
+                        Ok(Uploaded::AlreadyThere)
+                    }
+                    _ => Err(UploadError::KeyTaken),
+                };
+            }
             // Cut short by a file that shrank or changed under the transfer.
             Err(e) => return Err(changed_or(job, ctx, UploadError::S3(e))),
         };
         ctx.journal(&[self.uploaded(etag)])?;
+        ctx.recent.note(self.digests.sha256, self.key);
         Ok(Uploaded::Sent { bytes: size })
     }
 }
 
 fn hash(job: &Job, ctx: &Context, part_size: Option<u64>) -> Result<Digests> {
-    match hash_file(&job.path, job.version.size, part_size, &ctx.stop) {
+    match hash_file(
+        &job.path,
+        job.version.size,
+        part_size,
+        job.snapshot,
+        &ctx.stop,
+    ) {
         Ok(d) => Ok(d),
         Err(HashError::Changed) => Err(UploadError::Changed),
         Err(HashError::Stopped) => Err(UploadError::Interrupted),
@@ -284,14 +515,60 @@ fn hash(job: &Job, ctx: &Context, part_size: Option<u64>) -> Result<Digests> {
     }
 }
 
+/// What the bytes of a body must hash to: checked by [`BodyReader`] as it reads them.
+pub enum Expect {
+    /// A whole file: its SHA-256.
+    Sha256([u8; 32]),
+    /// A part: its MD5.
+    Md5([u8; 16]),
+}
+
+enum Hasher {
+    Sha256(Box<sha2::Sha256>, [u8; 32]),
+    Md5(Box<md5::Md5>, [u8; 16]),
+}
+
+impl Hasher {
+    fn new(expect: Expect) -> Hasher {
+        use sha2::Digest as _;
+        match expect {
+            Expect::Sha256(d) => Hasher::Sha256(Box::new(sha2::Sha256::new()), d),
+            Expect::Md5(d) => Hasher::Md5(Box::new(md5::Md5::new()), d),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h, _) => h.update(bytes),
+            Hasher::Md5(h, _) => h.update(bytes),
+        }
+    }
+
+    /// Whether everything read hashes to what was expected.
+    fn matches(&mut self) -> bool {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h, want) => <[u8; 32]>::from(h.finalize_reset()) == *want,
+            Hasher::Md5(h, want) => <[u8; 16]>::from(h.finalize_reset()) == *want,
+        }
+    }
+}
+
 /// A reader over `len` bytes of a file from `offset`, that stops at shutdown, charges
-/// every byte to the shared bandwidth budget and counts what it hands out.
+/// every byte to the shared bandwidth budget, counts what it hands out, and hashes it:
+/// the last bytes are handed out only if everything read hashes to the digest taken
+/// before sending. Otherwise the file was rewritten meanwhile (its mtime maybe put
+/// back): the read fails, so the request never completes and no server, checking or
+/// not, stores a mix of two versions; `changed` tells the caller why.
 struct BodyReader<'a> {
     inner: io::Take<File>,
     stop: &'a AtomicBool,
     sent: &'a AtomicU64,
     progress: &'a AtomicU64,
     gate: &'a Gate,
+    hasher: Hasher,
+    changed: &'a AtomicBool,
 }
 
 impl Read for BodyReader<'_> {
@@ -310,6 +587,14 @@ impl Read for BodyReader<'_> {
                 "the file shrank while being sent",
             ));
         }
+        self.hasher.update(&buf[..n]);
+        if n > 0 && self.inner.limit() == 0 && !self.hasher.matches() {
+            self.changed.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the bytes read differ from those hashed: the file was rewritten",
+            ));
+        }
         if !self.gate.charge(n, self.stop) {
             return Err(io::Error::other("shutting down"));
         }
@@ -319,15 +604,26 @@ impl Read for BodyReader<'_> {
     }
 }
 
-fn body<'a>(job: &'a Job, offset: u64, len: u64, ctx: &'a Context) -> io::Result<BodyReader<'a>> {
+/// The bytes `offset..offset + len` of the job's file, to be checked against `expect`;
+/// `changed` is set if they do not match.
+struct Span<'a> {
+    offset: u64,
+    len: u64,
+    expect: Expect,
+    changed: &'a AtomicBool,
+}
+
+fn body<'a>(job: &'a Job, span: Span<'a>, ctx: &'a Context) -> io::Result<BodyReader<'a>> {
     let mut f = File::open(&job.path)?;
-    f.seek(SeekFrom::Start(offset))?;
+    f.seek(SeekFrom::Start(span.offset))?;
     Ok(BodyReader {
-        inner: f.take(len),
+        inner: f.take(span.len),
         stop: &ctx.stop,
         sent: &ctx.sent_bytes,
         progress: &job.progress,
         gate: &ctx.gate,
+        hasher: Hasher::new(span.expect),
+        changed: span.changed,
     })
 }
 
@@ -345,7 +641,7 @@ fn read_error(job: &Job, e: io::Error) -> UploadError {
 /// Whether the file is still the version the job is for.
 fn unchanged(job: &Job) -> Result<bool> {
     match stat(&job.path) {
-        Ok(Some(now)) => Ok(now == job.version),
+        Ok(Some(now)) => Ok(job.is_current(&now)),
         Ok(None) => Ok(false),
         Err(e) => Err(read_error(job, e)),
     }
@@ -355,7 +651,7 @@ fn unchanged(job: &Job) -> Result<bool> {
 /// had) or `Changed` if not.
 fn still_there(job: &Job, ctx: &Context) -> Result<()> {
     match stat(&job.path) {
-        Ok(Some(now)) if now == job.version => Ok(()),
+        Ok(Some(now)) if job.is_current(&now) => Ok(()),
         Ok(Some(_)) => Err(UploadError::Changed),
         Ok(None) => {
             multipart::abandon_any(job, ctx);

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{Job, Object, Result, UploadError, Uploaded, body, read_error, unchanged};
+use super::{
+    Expect, Job, Object, Result, Span, UploadError, Uploaded, body, read_error, unchanged,
+};
 use crate::digest::{base64, hex};
 use crate::file::FileRef;
 use crate::journal::{Multipart, Record, part_len};
@@ -31,7 +33,8 @@ pub(super) fn run(
             Some(u) => u,
             // The upload is gone: completed just before a crash (the object is there),
             // or expired by the server (start over).
-            None if object.already_there("already completed")? => {
+            None if object.occupant()? == super::Occupant::Same => {
+                object.record_there("already completed")?;
                 return Ok(Uploaded::AlreadyThere);
             }
             None => Upload::create(object, part_size)?,
@@ -226,9 +229,16 @@ impl<'a> Upload<'a> {
     fn send_part(&self, n: u32) -> Result<(String, u64)> {
         let (job, ctx) = (self.object.job, self.object.ctx);
         let len = part_len(job.version.size, self.part_size, n);
-        let md5 = base64(&self.object.digests.part_md5[n as usize - 1]);
-        let offset = u64::from(n - 1) * self.part_size;
-        let mut reader = body(job, offset, len, ctx).map_err(|e| read_error(job, e))?;
+        let digest = self.object.digests.part_md5[n as usize - 1];
+        let md5 = base64(&digest);
+        let rewritten = AtomicBool::new(false);
+        let span = Span {
+            offset: u64::from(n - 1) * self.part_size,
+            len,
+            expect: Expect::Md5(digest),
+            changed: &rewritten,
+        };
+        let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
         let part = PartUpload {
             key: self.object.key,
             upload_id: &self.upload_id,
@@ -238,7 +248,13 @@ impl<'a> Upload<'a> {
         };
         let etag = {
             let _permit = ctx.permits.acquire(true);
-            ctx.s3.upload_part(&part, &mut reader)?
+            match ctx.s3.upload_part(&part, &mut reader) {
+                Ok(etag) => etag,
+                // Rewritten in place since it was hashed: this upload is of a version
+                // that no longer exists.
+                Err(_) if rewritten.load(Ordering::Relaxed) => return Err(UploadError::Changed),
+                Err(e) => return Err(e.into()),
+            }
         };
         ctx.journal(&[self.part_record(n, &etag)])?;
         Ok((etag, len))
@@ -275,6 +291,15 @@ impl<'a> Upload<'a> {
             }
             None => Ok(sending.sent.into_inner()),
             Some(UploadError::S3(e)) if e.class() == Class::ContentChanged => {
+                self.abandon();
+                Err(UploadError::Changed)
+            }
+            Some(UploadError::Changed) => {
+                log::info!(
+                    "{}: rewritten while its parts were sent; the upload of {} is abandoned",
+                    self.object.job.file,
+                    self.object.key
+                );
                 self.abandon();
                 Err(UploadError::Changed)
             }
@@ -324,15 +349,23 @@ impl<'a> Upload<'a> {
         match ctx.s3.complete(self.object.key, &self.upload_id, &etags) {
             Ok(etag) => {
                 ctx.journal(&[self.object.uploaded(etag)])?;
+                ctx.recent.note(self.object.digests.sha256, self.object.key);
                 Ok(Uploaded::Sent { bytes: sent })
             }
             // Completed before a crash, or expired by the server: S3 tells which.
             Err(e) if e.class() == Class::UploadLost => {
-                if let Ok(true) = self.object.already_there("completed") {
+                if let Ok(super::Occupant::Same) = self.object.occupant() {
+                    self.object.record_there("completed")?;
                     return Ok(Uploaded::Sent { bytes: sent });
                 }
                 forget(ctx, &self.object.job.file, &self.upload_id)?;
                 Err(e.into())
+            }
+            // Another content reached the key meanwhile (a race, or a wiped state dir):
+            // this upload is dropped and the file goes to the next `~N`.
+            Err(e) if e.key_taken() => {
+                self.abandon();
+                Err(UploadError::KeyTaken)
             }
             Err(e) => Err(e.into()),
         }
@@ -374,6 +407,15 @@ pub(super) fn abandon_any(job: &Job, ctx: &Context) {
     if let Some(mp) = mp {
         abandon(ctx, &job.file, &mp.key, &mp.upload_id);
     }
+}
+
+/// Aborts and forgets a journaled multipart upload that is not to be resumed.
+pub(super) fn abandon_journaled(ctx: &Context, file: &FileRef, mp: &Multipart) {
+    log::info!(
+        "{file}: the upload of {} was of another version; aborting it",
+        mp.key
+    );
+    abandon(ctx, file, &mp.key, &mp.upload_id);
 }
 
 /// Aborts a multipart upload on the server (best effort: S3 lifecycle rules clean up
