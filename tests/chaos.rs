@@ -1,8 +1,10 @@
 //! The kill loop: the daemon is SIGKILLed at random moments (a power cut, as far as its
 //! files and the server can tell) and restarted, over and over, while files keep
-//! arriving, on a link slowed so that most kills land mid-upload. At the end every file
-//! is in S3 exactly once and byte-identical, nothing hidden or excluded is there, the
-//! journal is bounded and no part the server had stored was sent again.
+//! arriving, a log is appended to and rotated (logrotate's rename style) and another
+//! grows, on a link slowed so that most kills land mid-upload. At the end every file is
+//! in S3 exactly once and byte-identical, every rotated and final log content is there
+//! once, no key was written twice, nothing hidden or excluded is there, the journal is
+//! bounded and no part the server had stored was sent again.
 //!
 //! Slow (a few minutes): `make test-chaos`, which CI runs. `TVM_CHAOS_SEED` reproduces
 //! a run's workload and kill schedule (the printed seed); `TVM_CHAOS_KILLS` sets the
@@ -19,8 +21,83 @@ use common::*;
 /// 5 MiB parts: S3's minimum, and what s3s-fs accepts.
 const PART: usize = 5 << 20;
 
+/// The logs that change: `syslog/messages`, appended to every round and rotated
+/// (`messages` → `messages.1` → `messages.2` ...) every fourth; `ros/live.log`, appended
+/// to every round. Every content they ever had is remembered.
+#[derive(Default)]
+struct Logs {
+    rounds: usize,
+    messages: Vec<u8>,
+    live: Vec<u8>,
+    /// Rotated away: `messages.N` holds the content rotated N rotations ago.
+    rotated: Vec<Vec<u8>>,
+    /// SHA-256 of every content either file ever had.
+    versions: std::collections::BTreeSet<String>,
+}
+
+impl Logs {
+    fn round(&mut self, setup: &Setup, rng: &mut Rng) {
+        let syslog = setup.source("syslog");
+        if self.rounds % 4 == 3 && !self.messages.is_empty() {
+            for n in (1..=self.rotated.len()).rev() {
+                std::fs::rename(
+                    syslog.join(format!("messages.{n}")),
+                    syslog.join(format!("messages.{}", n + 1)),
+                )
+                .expect("rotate");
+            }
+            std::fs::rename(syslog.join("messages"), syslog.join("messages.1")).expect("rotate");
+            self.rotated.insert(0, std::mem::take(&mut self.messages));
+        }
+        self.rounds += 1;
+        let line = bytes(200 + rng.below(2000) as usize, rng.next());
+        self.messages.extend_from_slice(&line);
+        write(&syslog.join("messages"), &self.messages);
+        self.versions.insert(sha256_hex(&self.messages));
+        self.live
+            .extend_from_slice(&bytes(100 + rng.below(1000) as usize, rng.next()));
+        write(&setup.source("ros").join("live.log"), &self.live);
+        self.versions.insert(sha256_hex(&self.live));
+    }
+
+    /// Whether a key is one of these logs' objects.
+    fn owns(key: &str) -> bool {
+        key.contains("/syslog/messages") || key.contains("/ros/live.log")
+    }
+
+    /// Every object of these logs is a content they had, once; every rotated content
+    /// and both final contents are there.
+    fn check(&self, objects: &BTreeMap<String, String>) {
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (key, sha) in objects.iter().filter(|(k, _)| Logs::owns(k)) {
+            assert!(
+                self.versions.contains(sha),
+                "{key}: a content these logs never had"
+            );
+            if let Some(other) = seen.insert(sha.clone(), key) {
+                panic!("{key} and {other}: one content stored twice");
+            }
+        }
+        for (i, content) in self.rotated.iter().enumerate() {
+            assert!(
+                seen.contains_key(&sha256_hex(content)),
+                "rotation {i} is not in S3"
+            );
+        }
+        assert!(
+            seen.contains_key(&sha256_hex(&self.messages)),
+            "the last messages is not in S3"
+        );
+        assert!(
+            seen.contains_key(&sha256_hex(&self.live)),
+            "the last live.log is not in S3"
+        );
+    }
+}
+
 struct Workload {
     rng: Rng,
+    logs: Logs,
     setup_files: BTreeMap<String, String>,
     next: usize,
     multipart: usize,
@@ -120,6 +197,7 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
 
     let mut w = Workload {
         rng: Rng::new(seed),
+        logs: Logs::default(),
         setup_files: BTreeMap::new(),
         next: 0,
         multipart: 0,
@@ -138,6 +216,7 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     let started = Instant::now();
     let mut early_kills = 0;
     let mut mid_transfer = 0;
+    let mut history = String::new();
     for k in 0..kills {
         let mut child = setup.spawn_run();
         // One kill in ten during start-up (journal replay, compaction, scan); the rest
@@ -165,7 +244,11 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
         child.wait().expect("reap");
         // A vehicle takes longer to boot than the server to finish what had reached it.
         proxy.wait_idle(Duration::from_secs(10));
-        assert_no_secrets(&setup.run_log());
+        let log = setup.run_log();
+        assert_no_secrets(&log);
+        // Every life's log, for a failure's post-mortem (kept when the test fails).
+        history.push_str(&format!("==== life {k}\n{log}"));
+        let _ = std::fs::write(setup.dir.path().join("all-runs.log"), &history);
         if !while_running {
             add_batch(&mut w, &setup, k);
         }
@@ -178,7 +261,27 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     assert!(out.status.success(), "final once failed:\n{}", stderr(&out));
     let drain_time = drained.elapsed();
 
-    let bytes = assert_bucket_is(&server.client(), &w.setup_files);
+    let client = server.client();
+    let listed = client.list();
+    let objects: BTreeMap<String, String> = listed
+        .keys()
+        .map(|k| (k.clone(), sha256_hex(&client.get(k))))
+        .collect();
+    w.logs.check(&objects);
+    let files_only: BTreeMap<String, String> = objects
+        .into_iter()
+        .filter(|(k, _)| !Logs::owns(k))
+        .collect();
+    assert_eq!(
+        files_only.keys().collect::<Vec<_>>(),
+        w.setup_files.keys().collect::<Vec<_>>(),
+        "the bucket's files"
+    );
+    let mut bytes = 0;
+    for (key, sha) in &w.setup_files {
+        assert_eq!(&files_only[key], sha, "{key} is not byte-identical");
+        bytes += listed[key];
+    }
 
     // Exactly once, as the server saw it: one successful object-creating request per
     // key, and no part stored twice (by key and number, across upload ids).
@@ -208,6 +311,13 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     println!(
         "chaos: {files} files ({} small, {} multipart, {part_total} parts), {bytes} bytes verified by SHA-256",
         w.small, w.multipart
+    );
+    println!(
+        "chaos: messages appended {} times and rotated {} times, live.log appended {} times; {} versions, each stored at most once, every rotation and last content present",
+        w.logs.rounds,
+        w.logs.rotated.len(),
+        w.logs.rounds,
+        w.logs.versions.len()
     );
     println!(
         "chaos: {} requests, {} objects created more than once, {resent} stored parts sent again",
@@ -251,8 +361,10 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     );
 }
 
-/// New files between two kills: three small ones, and a multipart one every sixth time.
+/// New files between two kills: three small ones, and a multipart one every sixth time;
+/// the logs take a round.
 fn add_batch(w: &mut Workload, setup: &Setup, k: usize) {
+    w.logs.round(setup, &mut w.rng);
     for i in 0..3 {
         w.add(setup, if i == 0 { "syslog" } else { "ros" }, false);
     }

@@ -19,12 +19,14 @@ pub const MAX_PARTS: u32 = 10_000;
 /// A fact the daemon must not forget.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    /// A stable file waits for upload.
+    /// A stable file waits for upload. `origin`: the name it had when queued before a
+    /// crash under that name (its upload may have reached S3 unrecorded there).
     Queued {
         file: FileRef,
         version: Version,
         prio: i32,
         queued_at: i64,
+        origin: Option<String>,
     },
     /// A file left the queue without an upload (deleted before it went).
     Dropped { file: FileRef, reason: String },
@@ -132,11 +134,13 @@ impl Record {
                 version,
                 prio,
                 queued_at,
+                origin,
                 ..
             } => {
                 w.version(version);
                 w.prio = Some(*prio);
                 w.queued_at = Some(*queued_at);
+                w.from = origin.as_deref().map(Cow::Borrowed);
             }
             Record::Dropped { reason, .. } | Record::Deleted { reason, .. } => {
                 w.reason = Some(Cow::Borrowed(reason));
@@ -323,6 +327,7 @@ impl<'a> Wire<'a> {
                 version: version()?,
                 prio: need("prio", self.prio)?,
                 queued_at: need("queued_at", self.queued_at)?,
+                origin: self.from.as_deref().map(str::to_string),
                 file,
             },
             Kind::Dropped => Record::Dropped {
@@ -392,6 +397,7 @@ mod tests {
                 version,
                 prio: -2,
                 queued_at: 1,
+                origin: Some("a/b.log.1".into()),
             },
             Record::Dropped {
                 file: f(),

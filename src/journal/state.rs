@@ -26,6 +26,8 @@ pub struct Pending {
     pub version: Version,
     pub prio: i32,
     pub queued_at: i64,
+    /// See [`Record::Queued`].
+    pub origin: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -177,11 +179,13 @@ impl State {
                 version,
                 prio,
                 queued_at,
+                origin,
             } => {
                 let p = Pending {
                     version: *version,
                     prio: *prio,
                     queued_at: *queued_at,
+                    origin: origin.as_deref().map(Box::from),
                 };
                 self.pending.insert(file.clone(), p);
             }
@@ -265,10 +269,21 @@ impl State {
                 None => return,
             }
         };
-        // Seen where it is now: not forgotten at the end of the start-up scan.
-        u.seen = AtomicBool::new(true);
+        // Renamed now (not replayed): seen where it is, not forgotten at the end of the
+        // start-up scan. A replayed rename leaves it for this run's scan to see.
+        u.seen = AtomicBool::new(self.replayed);
         u.other_key = true;
         u.suffix = 0;
+        // Another file's entry at the new name is kept aside, as an upload over it would.
+        if let Some(there) = self
+            .uploaded(to)
+            .filter(|t| t.version.ino != ino && t.version.ino != 0)
+        {
+            let there_key = self.key_of(to, there);
+            let there = there.clone();
+            self.displaced
+                .insert(there.version.ino, to.as_str(), there, there_key);
+        }
         self.other_keys.insert(to.as_str().into(), key.into());
         self.vacated.remove(to.as_str());
         self.registry.insert(to.as_str().into(), u);
@@ -507,6 +522,7 @@ impl State {
                 version: p.version,
                 prio: p.prio,
                 queued_at: p.queued_at,
+                origin: p.origin.as_deref().map(str::to_string),
             });
         }
         let mut multipart: Vec<_> = self.multipart.iter().collect();
@@ -822,6 +838,7 @@ mod tests {
             version: ver(size),
             prio: 0,
             queued_at: 1,
+            origin: None,
         }
     }
 

@@ -92,6 +92,7 @@ fn queued(rel: &str, size: u64) -> Record {
         },
         prio: 0,
         queued_at: 1,
+        origin: None,
     }
 }
 

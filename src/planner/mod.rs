@@ -302,12 +302,21 @@ impl Planner {
                 }
             }
         }
+        // Names their contents may have reached S3 under, as journaled with them.
+        let origins = journal
+            .pending
+            .iter()
+            .filter_map(|(f, p)| {
+                let origin = p.origin.as_deref()?;
+                Some((f.clone(), FileRef::new(f.source(), origin)))
+            })
+            .collect();
         Planner {
             cfg,
             files,
             moved_away: MovedAway::default(),
             registry_inodes: None,
-            origins: HashMap::new(),
+            origins,
             recovered_inodes,
             health: Health::Up,
             jitter,
@@ -651,7 +660,8 @@ impl Planner {
         let mut renames = Vec::new();
         for (file, t) in self.files.iter() {
             let v = t.phase.version();
-            let waiting = !matches!(t.phase, Phase::Uploading { .. } | Phase::GivenUp { .. });
+            // (A file given up this run is renamed all the same: the next run must know.)
+            let waiting = !matches!(t.phase, Phase::Uploading { .. });
             if waiting
                 && !journal.is_uploaded(file, &v)
                 && let Some(from) = self.renamed_from(file, &v, journal)
@@ -659,7 +669,7 @@ impl Planner {
                 renames.push((from, file.clone(), v.ino));
             }
         }
-        self.queued_renames(journal);
+        self.queued_renames(journal, out);
         renames.sort();
         let renames = dependency_order(renames);
         if renames.is_empty() {
@@ -686,7 +696,7 @@ impl Planner {
     /// At the end of the start-up scan: files queued before the restart under another
     /// name (a recovered entry the scan did not see, same inode, size and mtime) are
     /// linked to that name, which their uploader checks first.
-    fn queued_renames(&mut self, journal: &State) {
+    fn queued_renames(&mut self, journal: &State, out: &mut Vec<Effect>) {
         if self.recovered_inodes.is_empty() {
             return;
         }
@@ -711,6 +721,28 @@ impl Planner {
             {
                 found.push((file.clone(), from.clone()));
             }
+        }
+        // A file already journaled as queued gets its record again, with the origin, so
+        // a crash before its upload does not lose the link.
+        let mut records = Vec::new();
+        for (file, from) in &found {
+            if let Some(p) = journal.pending.get(file)
+                && p.origin.as_deref() != Some(from.rel())
+            {
+                records.push(Record::Queued {
+                    file: file.clone(),
+                    version: p.version,
+                    prio: p.prio,
+                    queued_at: p.queued_at,
+                    origin: Some(from.rel().to_string()),
+                });
+            }
+        }
+        if !records.is_empty() {
+            out.push(Effect::Journal {
+                records,
+                files: Vec::new(),
+            });
         }
         self.origins.extend(found);
     }
@@ -739,10 +771,12 @@ impl Planner {
                 // its first bytes as they are now are what goes.
                 Ok(Some(v)) if v == version || (snapshot && version.grown_into(&v)) => {
                     // Already queued as it is (a restart): nothing new to journal.
-                    let known = journal
-                        .pending
-                        .get(&file)
-                        .is_some_and(|p| p.version.matches(&v) && p.prio == prio);
+                    let origin = self.origins.get(&file).map(|o| o.rel().to_string());
+                    let known = journal.pending.get(&file).is_some_and(|p| {
+                        p.version.matches(&v)
+                            && p.prio == prio
+                            && p.origin.as_deref() == origin.as_deref()
+                    });
                     if known {
                         self.files.set_phase(&file, queued(v, 0, snapshot));
                         continue;
@@ -752,6 +786,7 @@ impl Planner {
                         version: v,
                         prio,
                         queued_at: now.unix(),
+                        origin,
                     });
                     let phase = Phase::Journaling {
                         version: v,

@@ -66,6 +66,8 @@ struct World {
     /// new name, when that name's upload starts before the old name's deletion is
     /// read).
     renamed_in_flood: std::collections::BTreeSet<u64>,
+    /// The daemon is down: files change without events (they are found by the scan).
+    down: bool,
     /// The next journal append fails (not durable).
     fail_next_append: bool,
     s3_refusing: bool,
@@ -163,6 +165,7 @@ impl World {
             max_wait,
             next_ino: 1,
             renamed_in_flood: std::collections::BTreeSet::new(),
+            down: false,
             fail_next_append: false,
             s3_refusing: false,
         };
@@ -303,8 +306,12 @@ impl World {
         });
     }
 
-    /// The watcher reports an event: the planner takes it when it has room.
+    /// The watcher reports an event: the planner takes it when it has room. While the
+    /// daemon is down nobody watches.
     fn watch(&mut self, event: Input) {
+        if self.down {
+            return;
+        }
         self.watcher.push_back(event);
         self.deliver();
     }
@@ -520,11 +527,41 @@ impl World {
         }
         self.state = replay(&self.journal, scheme()).state;
         self.state.replay_over();
+        self.while_down();
         let seed = self.rng.next_u64();
         let now = self.now();
         let cfg = settings(self.mode, self.max_tracked, self.max_wait);
         self.planner = Planner::new(cfg, Jitter::new(seed), &self.state, now.mono);
         self.scan();
+    }
+
+    /// Files change while the daemon is down: rotations, renames, appends, deletions.
+    fn while_down(&mut self) {
+        self.down = true;
+        for _ in 0..self.rng.next_u64() % 4 {
+            let existing: Vec<String> = self.fs.keys().cloned().collect();
+            let absent: Vec<&str> = NAMES
+                .iter()
+                .copied()
+                .filter(|n| !self.fs.contains_key(*n))
+                .collect();
+            match self.rng.next_u64() % 5 {
+                0 | 4 => self.rotate(),
+                1 => self.rename(&existing, &absent),
+                2 => {
+                    if let Some(rel) = self.pick(&existing) {
+                        let size = self.fs[&rel].version.size + 1 + self.rng.next_u64() % 100;
+                        self.write_file(&rel, size);
+                    }
+                }
+                _ => {
+                    if let Some(rel) = self.pick(&existing) {
+                        self.fs.remove(&rel);
+                    }
+                }
+            }
+        }
+        self.down = false;
     }
 
     // ---- one random step ----
@@ -561,7 +598,8 @@ impl World {
                     self.replace(&rel);
                 }
             }
-            39..=59 => {
+            39..=46 => self.rotate(),
+            47..=59 => {
                 let ms = self.rng.next_u64() % 1500;
                 self.advance(Duration::from_millis(ms));
             }
@@ -593,6 +631,35 @@ impl World {
             file: file(rel),
             version,
         });
+    }
+
+    /// logrotate's rename style on the log `m`: `m.3` is dropped, `m.2` → `m.3`,
+    /// `m.1` → `m.2`, `m` → `m.1`, and a new `m` is started.
+    fn rotate(&mut self) {
+        if !self.fs.contains_key("m") {
+            let size = 1 + self.rng.next_u64() % 500;
+            self.write_file("m", size);
+            return;
+        }
+        if self.fs.remove("m.3").is_some() {
+            self.watch(Input::Gone { file: file("m.3") });
+        }
+        for (from, to) in [("m.2", "m.3"), ("m.1", "m.2"), ("m", "m.1")] {
+            let Some(moved) = self.fs.remove(from) else {
+                continue;
+            };
+            self.fs.insert(to.to_string(), moved);
+            self.watch(Input::Gone { file: file(from) });
+            self.watch(Input::Seen {
+                file: file(to),
+                version: moved.version,
+            });
+            if !self.watcher.is_empty() {
+                self.renamed_in_flood.insert(moved.content);
+            }
+        }
+        let size = 1 + self.rng.next_u64() % 500;
+        self.write_file("m", size);
     }
 
     fn rename(&mut self, existing: &[String], absent: &[&str]) {

@@ -378,7 +378,13 @@ impl<'a> Object<'a> {
 
     /// The object at the key: none, this content, or another.
     fn occupant(&self) -> Result<Occupant> {
-        let Some(head) = self.ctx.s3.head(self.key)? else {
+        let head = match self.ctx.s3.head(self.key) {
+            // After a refused PUT (412) the server closes the connection while our body
+            // is still on its way; the pool may hand that connection out once more.
+            Err(crate::s3::S3Error::Transport { .. }) => self.ctx.s3.head(self.key)?,
+            other => other?,
+        };
+        let Some(head) = head else {
             return Ok(Occupant::Free);
         };
         let sha_hex = self.digests.sha256_hex();

@@ -205,6 +205,24 @@ impl Server {
         serde_json::from_slice(&out.stdout).expect("cloudwatch.py json")
     }
 
+    /// The keys of the multipart uploads in progress (moto lists them; s3s-fs does not).
+    pub fn multipart_uploads(&self) -> Vec<String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3.py");
+        let out = Command::new(tools_dir().join("venv/bin/python"))
+            .arg(script)
+            .arg(self.endpoint())
+            .args(["uploads", BUCKET])
+            .envs(passthrough_env())
+            .output()
+            .expect("run s3.py");
+        assert!(
+            out.status.success(),
+            "s3.py uploads: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("s3.py json")
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
