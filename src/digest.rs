@@ -53,7 +53,10 @@ pub fn hash_file(
     let mut file = file.take(if prefix { size } else { u64::MAX });
     let mut sha = Sha256::new();
     let mut parts = part_size.map(PartHasher::new);
-    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    // No bigger than the file (and one byte to see it grew): a 4 KiB log must not cost
+    // a 256 KiB allocation, which the allocator maps and unmaps each time.
+    let len = size.saturating_add(1).min(READ_BUFFER_BYTES as u64) as usize;
+    let mut buf = vec![0u8; len];
     let mut total = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {

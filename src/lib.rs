@@ -23,6 +23,7 @@ pub mod key;
 pub mod metrics;
 pub mod pattern;
 pub mod planner;
+pub mod resolver;
 pub mod retry;
 pub mod s3;
 pub mod schedule;

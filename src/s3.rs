@@ -649,7 +649,11 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         .timeout_recv_response(Some(short.unwrap_or(RECV_RESPONSE_TIMEOUT)))
         .timeout_recv_body(Some(stall))
         .build();
-    Ok(Agent::new_with_config(config))
+    Ok(Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::default(),
+        crate::resolver::Cached::default(),
+    ))
 }
 
 fn transport(op: &'static str, key: &str, e: ureq::Error) -> S3Error {

@@ -26,8 +26,16 @@ pub struct Pending {
     pub version: Version,
     pub prio: i32,
     pub queued_at: i64,
-    /// See [`Record::Queued`].
-    pub origin: Option<Box<str>>,
+    /// See [`Record::Queued`]. Boxed twice so that the rare name costs the common
+    /// entry one pointer, not two (a restart may hold 10,000 queued files).
+    pub origin: Option<Box<String>>,
+}
+
+impl Pending {
+    /// The name it was queued under before a rename, if any.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +193,7 @@ impl State {
                     version: *version,
                     prio: *prio,
                     queued_at: *queued_at,
-                    origin: origin.as_deref().map(Box::from),
+                    origin: origin.clone().map(Box::new),
                 };
                 self.pending.insert(file.clone(), p);
             }
@@ -522,7 +530,7 @@ impl State {
                 version: p.version,
                 prio: p.prio,
                 queued_at: p.queued_at,
-                origin: p.origin.as_deref().map(str::to_string),
+                origin: p.origin.as_deref().cloned(),
             });
         }
         let mut multipart: Vec<_> = self.multipart.iter().collect();

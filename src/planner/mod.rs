@@ -255,7 +255,7 @@ pub struct Planner {
     origins: HashMap<FileRef, FileRef>,
     /// The inodes of the files queued before the restart, and their names then (more
     /// than one when a file was queued under two names).
-    recovered_inodes: HashMap<u64, Vec<FileRef>>,
+    recovered_inodes: ByInode,
     health: Health,
     jitter: Jitter,
     scan_done: bool,
@@ -273,17 +273,12 @@ impl Planner {
     /// A planner that knows what the journal had queued or in progress: those files are
     /// ready at once when the scan sees them unchanged.
     pub fn new(cfg: Settings, jitter: Jitter, journal: &State, now: Instant) -> Planner {
-        let mut files = Files::new(cfg.multipart_threshold);
-        let mut recovered: Vec<(&FileRef, Version)> = journal
-            .pending
-            .iter()
-            .map(|(f, p)| (f, p.version))
-            .chain(journal.multipart.iter().map(|(f, m)| (f, m.version)))
-            .collect();
-        // In path order: which name an inode is remembered under must not depend on
-        // hashing.
-        recovered.sort_by(|a, b| a.0.cmp(b.0));
-        let mut recovered_inodes = HashMap::new();
+        let n = journal.pending.len() + journal.multipart.len();
+        let mut files = Files::with_capacity(cfg.multipart_threshold, n);
+        let mut recovered: Vec<(&FileRef, Version)> = Vec::with_capacity(n);
+        recovered.extend(journal.pending.iter().map(|(f, p)| (f, p.version)));
+        recovered.extend(journal.multipart.iter().map(|(f, m)| (f, m.version)));
+        let mut recovered_inodes = Vec::with_capacity(n);
         for (file, version) in recovered {
             if let Some(src) = cfg.sources.get(file.source()) {
                 let phase = Phase::Recovered { version };
@@ -295,19 +290,17 @@ impl Planner {
                     },
                 );
                 if version.ino != 0 {
-                    recovered_inodes
-                        .entry(version.ino)
-                        .or_insert_with(Vec::new)
-                        .push(file.clone());
+                    recovered_inodes.push((version.ino, file.clone()));
                 }
             }
         }
+        let recovered_inodes = ByInode::new(recovered_inodes);
         // Names their contents may have reached S3 under, as journaled with them.
         let origins = journal
             .pending
             .iter()
             .filter_map(|(f, p)| {
-                let origin = p.origin.as_deref()?;
+                let origin = p.origin()?;
                 Some((f.clone(), FileRef::new(f.source(), origin)))
             })
             .collect();
@@ -376,10 +369,11 @@ impl Planner {
         if !stable.is_empty() {
             let mut ask = Vec::with_capacity(stable.len());
             for file in stable {
-                if let Some(Phase::Settling { version, due, .. }) = self.files.phase(&file).cloned()
+                if let Some(Phase::Settling {
+                    version, snapshot, ..
+                }) = self.files.phase(&file).cloned()
                 {
                     // Due by its max_wait_seconds while still changing: a snapshot.
-                    let snapshot = due > now.mono;
                     if snapshot {
                         log::info!(
                             "{file}: still changing after max_wait_seconds; uploading a snapshot"
@@ -495,9 +489,13 @@ impl Planner {
             Some(Phase::Settling {
                 version: prev,
                 since,
-                gap,
+                gap_ms,
                 ..
-            }) => (*since, *gap, Some(*prev)),
+            }) => (
+                *since,
+                Duration::from_millis(u64::from(*gap_ms)),
+                Some(*prev),
+            ),
             // Changed again after its last upload (or snapshot): the pause counts.
             _ => (
                 now.mono,
@@ -519,19 +517,32 @@ impl Planner {
         } else {
             now.mono + quiet
         };
-        let max_wait_at = self
-            .cfg
-            .sources
-            .get(file.source())
-            .and_then(|s| s.max_wait)
-            .map(|w| since + w);
+        let (due, snapshot) = self.snapshot_first(file, since, due);
         Phase::Settling {
             version,
             due,
             since,
-            gap,
-            max_wait_at,
+            gap_ms: u32::try_from(gap.as_millis()).unwrap_or(u32::MAX),
+            snapshot,
         }
+    }
+
+    /// When a file changing since `since` is next looked at, given it would be quiet
+    /// enough at `due`: its source's `max_wait_seconds` from `since` if that comes
+    /// first (then it goes as a snapshot).
+    fn snapshot_first(&self, file: &FileRef, since: Instant, due: Instant) -> (Instant, bool) {
+        match self.max_wait_at(file, since) {
+            Some(at) if at < due => (at, true),
+            _ => (due, false),
+        }
+    }
+
+    fn max_wait_at(&self, file: &FileRef, since: Instant) -> Option<Instant> {
+        self.cfg
+            .sources
+            .get(file.source())
+            .and_then(|s| s.max_wait)
+            .map(|w| since + w)
     }
 
     fn mark_changed(&mut self, file: &FileRef) {
@@ -704,11 +715,12 @@ impl Planner {
         for (file, t) in self.files.iter() {
             let v = t.phase.version();
             let waiting = !matches!(t.phase, Phase::Recovered { .. } | Phase::Uploading { .. });
-            let Some(names) = self.recovered_inodes.get(&v.ino) else {
+            let names = self.recovered_inodes.names(v.ino);
+            if names.is_empty() {
                 continue;
-            };
+            }
             // An old name that does not hold it any more (gone, or another file now).
-            let from = names.iter().find(|from| {
+            let from = names.iter().map(|(_, f)| f).find(|from| {
                 *from != file
                     && !matches!(
                         self.files.phase(from),
@@ -727,7 +739,7 @@ impl Planner {
         let mut records = Vec::new();
         for (file, from) in &found {
             if let Some(p) = journal.pending.get(file)
-                && p.origin.as_deref() != Some(from.rel())
+                && p.origin() != Some(from.rel())
             {
                 records.push(Record::Queued {
                     file: file.clone(),
@@ -773,9 +785,7 @@ impl Planner {
                     // Already queued as it is (a restart): nothing new to journal.
                     let origin = self.origins.get(&file).map(|o| o.rel().to_string());
                     let known = journal.pending.get(&file).is_some_and(|p| {
-                        p.version.matches(&v)
-                            && p.prio == prio
-                            && p.origin.as_deref() == origin.as_deref()
+                        p.version.matches(&v) && p.prio == prio && p.origin() == origin.as_deref()
                     });
                     if known {
                         self.files.set_phase(&file, queued(v, 0, snapshot));
@@ -815,18 +825,13 @@ impl Planner {
     /// Back to waiting for `stability_seconds` (a change seen on a closer look, or a
     /// failure to journal).
     fn settle(&mut self, file: &FileRef, version: Version, now: Now) {
-        let max_wait_at = self
-            .cfg
-            .sources
-            .get(file.source())
-            .and_then(|s| s.max_wait)
-            .map(|w| now.mono + w);
+        let (due, snapshot) = self.snapshot_first(file, now.mono, now.mono + self.cfg.stability);
         let phase = Phase::Settling {
             version,
-            due: now.mono + self.cfg.stability,
+            due,
             since: now.mono,
-            gap: Duration::ZERO,
-            max_wait_at,
+            gap_ms: 0,
+            snapshot,
         };
         self.files.set_phase(file, phase);
     }
@@ -906,8 +911,9 @@ impl Planner {
                 .is_none_or(|u| u.version.ino != version.ino);
         let queued_elsewhere = self
             .recovered_inodes
-            .get(&version.ino)
-            .is_some_and(|names| names.iter().any(|f| f != file));
+            .names(version.ino)
+            .iter()
+            .any(|(_, f)| f != file);
         if !uploaded_elsewhere && !queued_elsewhere {
             return false;
         }
@@ -1275,40 +1281,59 @@ impl Planner {
     }
 
     /// Every file not being uploaded, why it waits and since when, oldest first (at most
-    /// [`status::MAX_WAITING_LISTED`]).
+    /// [`status::MAX_WAITING_LISTED`]). Runs once a second over every tracked file, so it
+    /// keeps only the oldest in a bounded heap and formats just those.
     fn waiting(&self, now: Now) -> Vec<status::Waiting> {
         let wall = |t: Instant| -> i64 {
             let ago = now.mono.saturating_duration_since(t).as_secs() as i64;
             let ahead = t.saturating_duration_since(now.mono).as_secs() as i64;
             now.unix() - ago + ahead
         };
-        let mut out: Vec<(i64, status::Waiting)> = Vec::new();
+        let next_open = std::cell::OnceCell::new();
+        let next_open = || {
+            *next_open.get_or_init(|| {
+                self.cfg
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_open(now.schedule))
+            })
+        };
+        let mut oldest =
+            std::collections::BinaryHeap::with_capacity(status::MAX_WAITING_LISTED + 1);
         for (file, t) in self.files.iter() {
-            let Some((reason, since, until)) = self.why_waiting(&t.phase, now, &wall) else {
+            let Some((reason, since, until)) =
+                self.why_waiting(file, &t.phase, now, &wall, &next_open)
+            else {
                 continue;
             };
-            let w = status::Waiting {
+            oldest.push((since, file, reason, until));
+            if oldest.len() > status::MAX_WAITING_LISTED {
+                oldest.pop();
+            }
+        }
+        oldest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(since, file, reason, until)| status::Waiting {
                 source: file.source().to_string(),
                 path: file.rel().to_string(),
                 reason: reason.to_string(),
                 since: crate::key::rfc3339_utc(since),
                 seconds: now.unix().saturating_sub(since).max(0) as u64,
                 until: until.map(crate::key::rfc3339_utc),
-            };
-            out.push((since, w));
-        }
-        out.sort_by(|a, b| (a.0, &a.1.path).cmp(&(b.0, &b.1.path)));
-        out.truncate(status::MAX_WAITING_LISTED);
-        out.into_iter().map(|(_, w)| w).collect()
+            })
+            .collect()
     }
 
     /// Why a file in `phase` waits: the reason, since when and until when (Unix
     /// seconds); `None` when it does not wait (being uploaded).
     fn why_waiting(
         &self,
+        file: &FileRef,
         phase: &Phase,
         now: Now,
         wall: &dyn Fn(Instant) -> i64,
+        next_open: &dyn Fn() -> Option<i64>,
     ) -> Option<(&'static str, i64, Option<i64>)> {
         let mtime = |v: &Version| v.mtime_seconds().min(now.unix());
         Some(match phase {
@@ -1316,17 +1341,16 @@ impl Planner {
             Phase::Settling {
                 version,
                 since,
-                gap,
-                max_wait_at,
+                gap_ms,
                 ..
             } => {
-                let growing = !gap.is_zero()
+                let growing = *gap_ms > 0
                     || now.mono.saturating_duration_since(*since) > self.cfg.stability * 2;
                 let reason = if growing { "growing" } else { "settling" };
                 (
                     reason,
                     wall(*since).min(mtime(version)),
-                    max_wait_at.map(wall),
+                    self.max_wait_at(file, *since).map(wall),
                 )
             }
             Phase::Confirming { version, .. } | Phase::Journaling { version, .. } => {
@@ -1342,12 +1366,7 @@ impl Planner {
                 match (retry_at, &self.health) {
                     (Some(at), _) => ("backing off", since, Some(wall(*at))),
                     _ if self.gate.is_some_and(|g| !g.0) => {
-                        let next = self
-                            .cfg
-                            .schedule
-                            .as_ref()
-                            .and_then(|s| s.next_open(now.schedule));
-                        ("outside the upload window", since, next)
+                        ("outside the upload window", since, next_open())
                     }
                     (_, Health::Refused { until }) => ("S3 refusing", since, Some(wall(*until))),
                     (_, Health::SlowedDown { until, .. }) if *until > now.mono => {
@@ -1376,6 +1395,31 @@ impl Planner {
     pub fn queued_left(&self) -> usize {
         let c = self.files.counts();
         c.queued - c.uploading
+    }
+}
+
+/// Names by inode, sorted once (16 bytes a name, no hash table): the files queued before
+/// a restart, looked up when the scan ends.
+#[derive(Debug, Default)]
+struct ByInode(Vec<(u64, FileRef)>);
+
+impl ByInode {
+    /// In (inode, path) order: which name comes first must not depend on hashing.
+    fn new(mut names: Vec<(u64, FileRef)>) -> ByInode {
+        names.sort_unstable();
+        names.shrink_to_fit();
+        ByInode(names)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The names journaled with inode `ino`, in path order.
+    fn names(&self, ino: u64) -> &[(u64, FileRef)] {
+        let start = self.0.partition_point(|(i, _)| *i < ino);
+        let end = self.0.partition_point(|(i, _)| *i <= ino);
+        &self.0[start..end]
     }
 }
 
