@@ -467,7 +467,7 @@ impl<'a> Object<'a> {
         let span = Span {
             offset: 0,
             len: size,
-            expect: Expect::Sha256(self.digests.sha256),
+            expect: Expect(self.digests.body_crc.first().copied().unwrap_or(0)),
             changed: &rewritten,
         };
         let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
@@ -521,43 +521,24 @@ fn hash(job: &Job, ctx: &Context, part_size: Option<u64>) -> Result<Digests> {
     }
 }
 
-/// What the bytes of a body must hash to: checked by [`BodyReader`] as it reads them.
-pub enum Expect {
-    /// A whole file: its SHA-256.
-    Sha256([u8; 32]),
-    /// A part: its MD5.
-    Md5([u8; 16]),
-}
+/// The CRC-32 the bytes of a body must have, taken when the file was hashed: checked
+/// by [`BodyReader`] as it reads them.
+pub struct Expect(pub u32);
 
-enum Hasher {
-    Sha256(Box<sha2::Sha256>, [u8; 32]),
-    Md5(Box<md5::Md5>, [u8; 16]),
-}
+struct Hasher(crc32fast::Hasher, u32);
 
 impl Hasher {
     fn new(expect: Expect) -> Hasher {
-        use sha2::Digest as _;
-        match expect {
-            Expect::Sha256(d) => Hasher::Sha256(Box::new(sha2::Sha256::new()), d),
-            Expect::Md5(d) => Hasher::Md5(Box::new(md5::Md5::new()), d),
-        }
+        Hasher(crc32fast::Hasher::new(), expect.0)
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        use sha2::Digest as _;
-        match self {
-            Hasher::Sha256(h, _) => h.update(bytes),
-            Hasher::Md5(h, _) => h.update(bytes),
-        }
+        self.0.update(bytes);
     }
 
-    /// Whether everything read hashes to what was expected.
+    /// Whether everything read has the expected CRC.
     fn matches(&mut self) -> bool {
-        use sha2::Digest as _;
-        match self {
-            Hasher::Sha256(h, want) => <[u8; 32]>::from(h.finalize_reset()) == *want,
-            Hasher::Md5(h, want) => <[u8; 16]>::from(h.finalize_reset()) == *want,
-        }
+        std::mem::replace(&mut self.0, crc32fast::Hasher::new()).finalize() == self.1
     }
 }
 

@@ -230,12 +230,13 @@ impl<'a> Upload<'a> {
         let (job, ctx) = (self.object.job, self.object.ctx);
         let len = part_len(job.version.size, self.part_size, n);
         let digest = self.object.digests.part_md5[n as usize - 1];
+        let crc = self.object.digests.body_crc[n as usize - 1];
         let md5 = base64(&digest);
         let rewritten = AtomicBool::new(false);
         let span = Span {
             offset: u64::from(n - 1) * self.part_size,
             len,
-            expect: Expect::Md5(digest),
+            expect: Expect(crc),
             changed: &rewritten,
         };
         let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
