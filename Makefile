@@ -10,7 +10,7 @@ AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
 UNIT_TESTS := --lib --bins
 # The real binary against real local servers.
 E2E_TESTS := --test cli --test e2e --test lifecycles --test operations --test monitoring \
-             --test faults --test hostile --test tls --test busybox --test tooling
+             --test operator --test faults --test hostile --test tls --test busybox --test tooling
 # Those of E2E_TESTS that run the aarch64 binary under qemu too: the others measure
 # timing against injected faults or need the host's busybox and setpriv, which qemu's
 # slower start-up and a foreign binary do not change.

@@ -161,6 +161,20 @@ impl Credentials {
         })
     }
 
+    /// One line for `check-config`: where they came from and the masked key id.
+    pub fn summary(&self) -> String {
+        let token = if self.session_token.is_some() {
+            ", with a session token"
+        } else {
+            ""
+        };
+        format!(
+            "from {} (key id {}{token})",
+            self.source,
+            mask(&self.access_key_id)
+        )
+    }
+
     pub fn to_rusty(&self) -> rusty_s3::Credentials {
         match &self.session_token {
             Some(t) => rusty_s3::Credentials::new_with_token(

@@ -558,7 +558,10 @@ impl StatusWriter {
         let due = self
             .last_write
             .is_none_or(|t| now.mono.duration_since(t) >= planner::STATUS_INTERVAL);
-        if !force && (!(busy || self.was_busy) || !due) {
+        // Going idle is written at once: the planner may then sleep a minute, and the
+        // last busy view (uploads in flight, a rate) must not stand for it.
+        let settled_down = self.was_busy && !busy;
+        if !(force || settled_down || busy && due) {
             return;
         }
         self.was_busy = busy;
@@ -576,6 +579,7 @@ impl StatusWriter {
             g.queue_depth = live.queue.files;
             g.queue_bytes = live.queue.bytes;
             g.oldest_pending_seconds = live.queue.oldest_pending_seconds;
+            g.quarantined_files = live.quarantined_files;
         }
         if let Err(e) = status::write(&self.state_dir, &live) {
             log::debug!("status file: {e}");
@@ -583,7 +587,8 @@ impl StatusWriter {
     }
 }
 
-/// The signal thread: turns SIGTERM/SIGINT into [`Control::Shutdown`].
+/// The signal thread: turns SIGTERM/SIGINT into [`Control::Shutdown`], and SIGHUP into
+/// a reopening of the log file.
 struct Signals {
     handle: signal_hook::iterator::Handle,
     thread: Option<JoinHandle<()>>,
@@ -591,14 +596,20 @@ struct Signals {
 
 impl Signals {
     fn spawn(tx: Sender<Control>) -> Result<Signals, String> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
             .map_err(|e| format!("signal handlers: {e}"))?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        // An external logrotate moved the log file away.
+                        crate::logfile::request_reopen();
+                        log::info!("SIGHUP: log file reopened");
+                        continue;
+                    }
                     // A full channel means a shutdown is already pending.
                     let _ = tx.try_send(Control::Shutdown(sig));
                 }

@@ -154,9 +154,34 @@ pub fn rfc3339_utc(t: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// `t` as local time at `offset_seconds` east of UTC: `2026-11-22T20:00:00+08:00`.
+pub fn rfc3339_at_offset(t: i64, offset_seconds: i32) -> String {
+    if offset_seconds == 0 {
+        return rfc3339_utc(t);
+    }
+    let (y, m, d, hh, mm, ss) = utc_fields(t + i64::from(offset_seconds));
+    let sign = if offset_seconds < 0 { '-' } else { '+' };
+    let off = offset_seconds.unsigned_abs() / 60;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{sign}{:02}:{:02}",
+        off / 60,
+        off % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_times_carry_their_offset() {
+        assert_eq!(rfc3339_at_offset(0, 8 * 3600), "1970-01-01T08:00:00+08:00");
+        assert_eq!(
+            rfc3339_at_offset(0, -(5 * 3600 + 1800)),
+            "1969-12-31T18:30:00-05:30"
+        );
+        assert_eq!(rfc3339_at_offset(0, 0), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn civil_dates_round_trip() {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use tvm_upload::config::Config;
 use tvm_upload::planner::Mode;
-use tvm_upload::{credentials, daemon, metrics, status};
+use tvm_upload::{credentials, daemon, metrics, preflight, status};
 
 const USAGE: &str = "\
 tvm-upload: ships vehicle log files to Amazon S3, exactly once, intact
@@ -17,7 +17,11 @@ tvm-upload: ships vehicle log files to Amazon S3, exactly once, intact
 usage:
   tvm-upload run          --config PATH   run the daemon in the foreground
   tvm-upload once         --config PATH   upload everything stable now, exit when idle
-  tvm-upload check-config --config PATH   validate; print the effective config
+  tvm-upload check-config --config PATH [--connect [--write]]
+                                          validate and check what run needs here; print
+                                          the effective config. --connect also asks S3
+                                          (and CloudWatch); --write puts and deletes a
+                                          small object under the vehicle's prefix
   tvm-upload status       --config PATH [--json]   what is pending, in flight, done
   tvm-upload alarms       --config PATH   create or update the CloudWatch alarms
   tvm-upload --version | --help
@@ -31,7 +35,7 @@ const DEFAULT_CONFIG: &str = "/etc/tvm-upload/config.json";
 enum Command {
     Run,
     Once,
-    CheckConfig,
+    CheckConfig { connect: bool, write: bool },
     Status { json: bool },
     Alarms,
 }
@@ -58,9 +62,12 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::CheckConfig => check_config(&config),
+        Command::CheckConfig { connect, write } => check_config(&config, connect, write),
         Command::Status { json } => match status::show(&config, json) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(text) => {
+                say(&text);
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("tvm-upload: status: {e}");
                 ExitCode::from(EXIT_FAILURE)
@@ -84,10 +91,17 @@ fn main() -> ExitCode {
                 config.vehicle_id
             );
             match daemon::run(config, mode) {
-                Ok(summary) if mode == Mode::Once && summary.totals.given_up > 0 => {
+                Ok(summary)
+                    if mode == Mode::Once
+                        && summary.totals.given_up + summary.totals.quarantined > 0 =>
+                {
+                    let t = summary.totals;
                     log::error!(
-                        "{} files could not be uploaded; they stay queued",
-                        summary.totals.given_up
+                        "{} files could not be uploaded this run ({} given up, {} quarantined); \
+                         each stays queued and is tried again at the next run",
+                        t.given_up + t.quarantined,
+                        t.given_up,
+                        t.quarantined
                     );
                     ExitCode::from(EXIT_FAILURE)
                 }
@@ -106,16 +120,16 @@ fn main() -> ExitCode {
 fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
     let mut command = None;
     let mut config = None;
-    let mut json = false;
+    let (mut json, mut connect, mut write) = (false, false, false);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "-h" | "--help" | "help" => {
-                println!("{USAGE}");
+                say(&format!("{USAGE}\n"));
                 return Ok(None);
             }
             "-V" | "--version" => {
-                println!("tvm-upload {}", env!("CARGO_PKG_VERSION"));
+                say(&format!("tvm-upload {}\n", env!("CARGO_PKG_VERSION")));
                 return Ok(None);
             }
             "--config" | "-c" => {
@@ -125,6 +139,8 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
                 config = Some(PathBuf::from(&s["--config=".len()..]))
             }
             "--json" => json = true,
+            "--connect" => connect = true,
+            "--write" => write = true,
             "run" | "once" | "check-config" | "status" | "alarms" if command.is_none() => {
                 command = Some(arg.clone());
             }
@@ -135,12 +151,18 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
         None => return Err("a command is needed".to_string()),
         Some("run") => Command::Run,
         Some("once") => Command::Once,
-        Some("check-config") => Command::CheckConfig,
+        Some("check-config") => Command::CheckConfig { connect, write },
         Some("status") => Command::Status { json },
         Some(_) => Command::Alarms,
     };
     if json && !matches!(command, Command::Status { .. }) {
         return Err("--json goes with status".to_string());
+    }
+    if (connect || write) && !matches!(command, Command::CheckConfig { .. }) {
+        return Err("--connect and --write go with check-config".to_string());
+    }
+    if write && !connect {
+        return Err("--write goes with --connect".to_string());
     }
     let config = config
         .or_else(|| {
@@ -152,14 +174,33 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
     Ok(Some((command, config)))
 }
 
-fn check_config(config: &Config) -> ExitCode {
+/// Validates what `run` needs on this machine (and with `connect`, from S3 and
+/// CloudWatch), a line each on stderr; prints the effective config when all pass.
+fn check_config(config: &Config, connect: bool, write: bool) -> ExitCode {
+    let mut checks = preflight::local(config);
+    if connect {
+        checks.extend(preflight::connect(config, write));
+    }
+    for c in &checks {
+        eprintln!("{c}");
+    }
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|c| c.verdict == preflight::Verdict::Failed)
+        .collect();
+    if !failed.is_empty() {
+        for c in &failed {
+            eprintln!("tvm-upload: config field `{}`: {}", c.field, c.detail);
+        }
+        return ExitCode::from(EXIT_USAGE);
+    }
     let creds = match credentials::Credentials::resolve(config.credentials_profile.as_deref()) {
         Ok(c) => c.describe(),
         Err(e) => serde_json::json!({ "error": e.to_string() }),
     };
     match serde_json::to_string_pretty(&config.to_json(creds)) {
         Ok(text) => {
-            println!("{text}");
+            say(&format!("{text}\n"));
             eprintln!("config OK");
             ExitCode::SUCCESS
         }
@@ -195,15 +236,15 @@ fn alarms(config: &Config) -> ExitCode {
     for a in &m.alarms {
         let name = format!("{}-{}", config.vehicle_id, a.name);
         match client.call(&metrics::alarm_body(&m.namespace, &config.vehicle_id, a)) {
-            Ok(_) => println!(
-                "alarm {name}: {} {} {} {} over {}s x{}: ok",
+            Ok(_) => say(&format!(
+                "alarm {name}: {} {} {} {} over {}s x{}: ok\n",
                 a.metric,
                 a.statistic,
                 a.comparison,
                 a.threshold,
                 a.period_seconds,
                 a.evaluation_periods
-            ),
+            )),
             Err(e) => {
                 eprintln!("tvm-upload: alarm {name}: {e}");
                 failed = true;
@@ -214,6 +255,18 @@ fn alarms(config: &Config) -> ExitCode {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Writes to stdout. A reader that went away (`| head -1`) is not an error of ours: the
+/// rest is dropped quietly instead of panicking as `println!` does.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let _ = writeln!(std::io::stderr(), "tvm-upload: writing to stdout: {e}");
     }
 }
 
@@ -232,11 +285,9 @@ fn init_logging(config: &Config) -> Result<(), String> {
     let result = match &config.log.file {
         None => WriteLogger::init(config.log.level, log_config, std::io::stderr()),
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| format!("log.file {}: {e}", path.display()))?;
+            let file =
+                tvm_upload::logfile::LogFile::open(path, config.log.max_bytes, config.log.keep)
+                    .map_err(|e| format!("log.file {}: {e}", path.display()))?;
             WriteLogger::init(config.log.level, log_config, file)
         }
     };

@@ -48,6 +48,7 @@ pub struct Gauges {
     pub queue_depth: u64,
     pub queue_bytes: u64,
     pub oldest_pending_seconds: f64,
+    pub quarantined_files: u64,
 }
 
 /// One metric's value for one publish.
@@ -116,7 +117,7 @@ impl Stat {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unsent {
     counters: [u64; 5],
-    gauges: [Stat; 4],
+    gauges: [Stat; 5],
 }
 
 const COUNTERS: [(&str, &str); 5] = [
@@ -126,11 +127,12 @@ const COUNTERS: [(&str, &str); 5] = [
     ("FilesDeleted", "Count"),
     ("UnuploadedFilesDeleted", "Count"),
 ];
-const GAUGES: [(&str, &str); 4] = [
+const GAUGES: [(&str, &str); 5] = [
     ("DiskUsagePercent", "Percent"),
     ("QueueDepth", "Count"),
     ("QueueBytes", "Bytes"),
     ("OldestPendingSeconds", "Seconds"),
+    ("QuarantinedFiles", "Count"),
 ];
 
 impl Unsent {
@@ -153,6 +155,7 @@ impl Unsent {
         self.gauges[1].add(g.queue_depth as f64);
         self.gauges[2].add(g.queue_bytes as f64);
         self.gauges[3].add(g.oldest_pending_seconds);
+        self.gauges[4].add(g.quarantined_files as f64);
     }
 
     /// The datums to publish: every counter (zeros too, so alarms see data), and each

@@ -74,6 +74,9 @@ pub enum S3Error {
         code: String,
         message: String,
     },
+    /// Refused for its signing time, which the answer's `Date` has now corrected: sent
+    /// again, it is signed with the server's time.
+    Skewed { op: &'static str, key: String },
     /// An answer that is not what S3 sends: unparseable XML, a missing ETag.
     BadAnswer {
         op: &'static str,
@@ -85,7 +88,9 @@ pub enum S3Error {
 impl S3Error {
     pub fn class(&self) -> Class {
         match self {
-            S3Error::Transport { .. } | S3Error::BadAnswer { .. } => Class::Transient,
+            S3Error::Transport { .. } | S3Error::Skewed { .. } | S3Error::BadAnswer { .. } => {
+                Class::Transient
+            }
             // A presigned URL refused for its time ("Request has expired", "Request is
             // not yet valid"): the clock, corrected from the answer's Date, not the keys.
             S3Error::Status { code, message, .. }
@@ -98,6 +103,11 @@ impl S3Error {
             }
             S3Error::Status { status, code, .. } => classify(*status, code),
         }
+    }
+
+    /// No answer at all (connect, DNS, reset, timeout): the link, not the request.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, S3Error::Transport { .. })
     }
 
     /// The server refused a conditional write: the key is taken (412).
@@ -187,6 +197,11 @@ impl fmt::Display for S3Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             S3Error::Transport { op, key, message } => write!(f, "{op} {key}: {message}"),
+            S3Error::Skewed { op, key } => write!(
+                f,
+                "{op} {key}: signed with a clock the server disagrees with; retrying with the \
+                 server's time"
+            ),
             S3Error::Status {
                 op,
                 key,
@@ -252,6 +267,16 @@ pub struct PartUpload<'a> {
     pub len: u64,
     /// The part's MD5, base64: the server checks the bytes against it.
     pub md5_b64: &'a str,
+}
+
+/// What a HEAD on the bucket answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketAnswer {
+    pub status: u16,
+    /// `x-amz-bucket-region`: where S3 says the bucket is.
+    pub region: Option<String>,
+    /// The answer's `Date`, Unix seconds.
+    pub date: Option<i64>,
 }
 
 /// The S3 client: one bucket, one agent, refreshable credentials.
@@ -581,6 +606,43 @@ impl S3 {
         }
     }
 
+    /// HEAD on the bucket, for `check-config --connect`: what S3 answered, whatever the
+    /// status (a 403 only means this identity may not list the bucket).
+    pub fn head_bucket(&self) -> Result<BucketAnswer, S3Error> {
+        let creds = self.creds();
+        let action = self.bucket.head_bucket(Some(&creds));
+        let url = self.sign(&action);
+        let resp = self
+            .agent
+            .head(&url)
+            .call()
+            .map_err(|e| transport("HeadBucket", "", e))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(BucketAnswer {
+            status: resp.status().as_u16(),
+            region: header("x-amz-bucket-region"),
+            date: header("date").and_then(|d| crate::clock::parse_http_date(&d)),
+        })
+    }
+
+    /// DeleteObject (only `check-config --connect --write` deletes: its own test object).
+    pub fn delete(&self, key: &str) -> Result<(), S3Error> {
+        let creds = self.creds();
+        let action = self.bucket.delete_object(Some(&creds), key);
+        let url = self.sign(&action);
+        let resp = self
+            .agent
+            .delete(&url)
+            .call()
+            .map_err(|e| transport("DeleteObject", key, e))?;
+        check("DeleteObject", key, resp).map(|_| ())
+    }
+
     pub fn abort(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         let creds = self.creds();
         let action = self
@@ -705,11 +767,9 @@ fn observe_date(resp: &Response<ureq::Body>) -> bool {
 }
 
 fn skewed(op: &'static str, key: &str) -> S3Error {
-    S3Error::Transport {
+    S3Error::Skewed {
         op,
         key: key.to_string(),
-        message: "signed with a clock the server disagrees with; retrying with the server's time"
-            .into(),
     }
 }
 

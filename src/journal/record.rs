@@ -67,6 +67,14 @@ pub enum Record {
         from: String,
         ino: u64,
     },
+    /// This queued version failed for a reason of its own too often (`reason`, since
+    /// `at`): set aside until it changes or the daemon restarts.
+    Quarantined {
+        file: FileRef,
+        version: Version,
+        reason: String,
+        at: i64,
+    },
 }
 
 impl Record {
@@ -79,7 +87,8 @@ impl Record {
             | Record::MpAborted { file, .. }
             | Record::Uploaded { file, .. }
             | Record::Deleted { file, .. }
-            | Record::Renamed { file, .. } => file,
+            | Record::Renamed { file, .. }
+            | Record::Quarantined { file, .. } => file,
         }
     }
 
@@ -114,6 +123,7 @@ impl Record {
             Record::MpAborted { upload_id, .. } => nonempty("upload_id", upload_id)?,
             Record::Uploaded { key, .. } => nonempty("key", key)?,
             Record::Renamed { from, .. } => nonempty("from", from)?,
+            Record::Quarantined { reason, .. } => nonempty("reason", reason)?,
             Record::Queued { .. } | Record::Dropped { .. } | Record::Deleted { .. } => {}
         }
         Ok(())
@@ -171,6 +181,16 @@ impl Record {
                 w.from = Some(Cow::Borrowed(from));
                 w.ino = Some(*ino);
             }
+            Record::Quarantined {
+                version,
+                reason,
+                at,
+                ..
+            } => {
+                w.version(version);
+                w.reason = Some(Cow::Borrowed(reason));
+                w.at = Some(*at);
+            }
             Record::Uploaded {
                 version,
                 sha256,
@@ -199,6 +219,7 @@ impl Record {
             Record::Uploaded { .. } => Kind::Uploaded,
             Record::Deleted { .. } => Kind::Deleted,
             Record::Renamed { .. } => Kind::Renamed,
+            Record::Quarantined { .. } => Kind::Quarantined,
         }
     }
 }
@@ -230,6 +251,7 @@ enum Kind {
     Uploaded,
     Deleted,
     Renamed,
+    Quarantined,
 }
 
 /// A record as it is on disk: one flat object; which fields are present depends on `t`.
@@ -336,6 +358,12 @@ impl<'a> Wire<'a> {
             },
             Kind::Deleted => Record::Deleted {
                 reason: text("reason", &self.reason)?,
+                file,
+            },
+            Kind::Quarantined => Record::Quarantined {
+                version: version()?,
+                reason: text("reason", &self.reason)?,
+                at: need("at", self.at)?,
                 file,
             },
             Kind::Renamed => Record::Renamed {

@@ -38,6 +38,15 @@ impl Pending {
     }
 }
 
+/// Why a queued file is set aside (see [`Record::Quarantined`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantine {
+    pub version: Version,
+    pub reason: String,
+    /// When, Unix seconds.
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Multipart {
     pub key: String,
@@ -118,6 +127,9 @@ pub struct State {
     scheme: KeyScheme,
     pub pending: HashMap<FileRef, Pending>,
     pub multipart: HashMap<FileRef, Multipart>,
+    /// Quarantined files (a few). An entry counts only while the file is queued at that
+    /// version: see [`State::quarantined`].
+    quarantined: HashMap<FileRef, Quarantine>,
     /// Keyed by `source/rel` ([`FileRef::as_str`]).
     registry: Registry,
     /// The object keys of registry entries whose key is not the derived one (rare: a
@@ -169,6 +181,8 @@ impl PartialEq for State {
             && self.multipart == o.multipart
             && self.registry == o.registry
             && self.other_keys == o.other_keys
+            && self.quarantined().collect::<HashMap<_, _>>()
+                == o.quarantined().collect::<HashMap<_, _>>()
     }
 }
 
@@ -196,9 +210,25 @@ impl State {
                     origin: origin.clone().map(Box::new),
                 };
                 self.pending.insert(file.clone(), p);
+                // Queued again (changed, or tried again after a restart).
+                self.quarantined.remove(file);
             }
             Record::Dropped { file, .. } => {
                 self.pending.remove(file);
+                self.quarantined.remove(file);
+            }
+            Record::Quarantined {
+                file,
+                version,
+                reason,
+                at,
+            } => {
+                let q = Quarantine {
+                    version: *version,
+                    reason: reason.clone(),
+                    at: *at,
+                };
+                self.quarantined.insert(file.clone(), q);
             }
             Record::MpStarted {
                 file,
@@ -468,10 +498,21 @@ impl State {
         self.registry.reserve(n);
     }
 
+    /// The quarantined files, in no order: those still queued at the version that
+    /// failed.
+    pub fn quarantined(&self) -> impl Iterator<Item = (&FileRef, &Quarantine)> {
+        self.quarantined.iter().filter(|(f, q)| {
+            self.pending
+                .get(*f)
+                .is_some_and(|p| p.version.matches(&q.version))
+        })
+    }
+
     /// How many records [`write_snapshot`](Self::write_snapshot) writes.
     pub fn live_records(&self) -> usize {
         self.registry.len()
             + self.pending.len()
+            + self.quarantined().count()
             + self
                 .multipart
                 .values()
@@ -531,6 +572,16 @@ impl State {
                 prio: p.prio,
                 queued_at: p.queued_at,
                 origin: p.origin.as_deref().cloned(),
+            });
+        }
+        let mut quarantined: Vec<_> = self.quarantined().collect();
+        quarantined.sort_by(|a, b| a.0.cmp(b.0));
+        for (f, q) in quarantined {
+            out.push(Record::Quarantined {
+                file: f.clone(),
+                version: q.version,
+                reason: q.reason.clone(),
+                at: q.at,
             });
         }
         let mut multipart: Vec<_> = self.multipart.iter().collect();

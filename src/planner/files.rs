@@ -58,6 +58,9 @@ pub enum Phase {
     /// may be that file renamed while the daemon was down, which the end of the scan
     /// tells.
     Held { version: Version },
+    /// Failed [`super::QUARANTINE_AFTER`] times for a reason of its own (journaled): set
+    /// aside until it changes or the daemon restarts.
+    Quarantined { version: Version, reason: Box<str> },
 }
 
 impl Phase {
@@ -78,7 +81,8 @@ impl Phase {
             | Phase::Queued { version, .. }
             | Phase::Uploading { version, .. }
             | Phase::GivenUp { version }
-            | Phase::Held { version } => *version,
+            | Phase::Held { version }
+            | Phase::Quarantined { version, .. } => *version,
         }
     }
 }
@@ -107,6 +111,7 @@ pub struct Counts {
     pub recovered: usize,
     pub given_up: usize,
     pub held: usize,
+    pub quarantined: usize,
 }
 
 type ReadyKey = (Reverse<i32>, i64, FileRef);
@@ -256,6 +261,7 @@ impl Files {
             Phase::Recovered { .. } => bump(&mut c.recovered, on),
             Phase::GivenUp { .. } => bump(&mut c.given_up, on),
             Phase::Held { .. } => bump(&mut c.held, on),
+            Phase::Quarantined { .. } => bump(&mut c.quarantined, on),
             Phase::Settling { .. } => {
                 bump(&mut c.settling, on);
                 if let Some(at) = t.phase.settle_at() {

@@ -9,27 +9,29 @@
 //! What a run did is counted once, in [`Totals`]: the status, the metrics and the last
 //! log line are all derived from it.
 
+mod failures;
 mod files;
 mod health;
 #[cfg(test)]
 mod model_tests;
+mod outage;
+mod view;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+pub use failures::{QUARANTINE_AFTER, UNREACHABLE_PROBE_MAX};
 pub use files::{Counts, Files, Phase, Tracked};
-pub use health::{Allowance, Health};
+pub use health::{Allowance, Health, Trouble};
 
 use crate::config::Config;
 use crate::file::{FileRef, Version};
 use crate::journal::{Record, State};
-use crate::retry::{Jitter, backoff};
-use crate::s3::{Class, S3Error};
+use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
-use crate::status::{self, LastError, Live, LiveQueue, Transfer};
 use crate::upload::{Job, UploadError, Uploaded};
 
 /// Files turned ready in one step, so watch events keep flowing in a flood.
@@ -148,6 +150,8 @@ pub struct Totals {
     pub failed_attempts: u64,
     /// Files given up this run (`once`).
     pub given_up: u64,
+    /// Files quarantined this run.
+    pub quarantined: u64,
 }
 
 /// A source as the planner needs it.
@@ -221,6 +225,8 @@ enum Next {
     LookAgain,
     /// `once`: given up for this run.
     GiveUp,
+    /// Failing for a reason of its own that retrying does not fix: set aside.
+    Quarantine { reason: String, at: i64 },
 }
 
 /// Uploaded files seen going away, by inode (see [`MAX_MOVED_AWAY`]).
@@ -267,6 +273,12 @@ pub struct Planner {
     totals: Totals,
     last_error: Option<(i64, String)>,
     started: Instant,
+    /// The daemon-wide trouble in force, for its log lines and the status.
+    outage: Option<outage::Outage>,
+    /// Per-file failure lines left this minute.
+    quota: outage::Quota,
+    last_success: Option<Instant>,
+    gave_up_logged: bool,
 }
 
 impl Planner {
@@ -320,6 +332,10 @@ impl Planner {
             totals: Totals::default(),
             last_error: None,
             started: now,
+            outage: None,
+            quota: outage::Quota::default(),
+            last_success: None,
+            gave_up_logged: false,
         }
     }
 
@@ -343,7 +359,7 @@ impl Planner {
     /// Files that cost memory and work: all but recovered, given-up and held ones.
     fn active(&self) -> usize {
         let c = self.files.counts();
-        self.files.len() - c.recovered - c.given_up - c.held
+        self.files.len() - c.recovered - c.given_up - c.held - c.quarantined
     }
 
     /// Whether the start-up scan is over, or the planner is too full to wait for it.
@@ -363,8 +379,10 @@ impl Planner {
         }
     }
 
-    /// What time alone moves on: settled files, due retries, the window, dispatch.
+    /// What time alone moves on: settled files, due retries, the window, dispatch, a
+    /// trouble's summary line.
     pub fn tick(&mut self, now: Now, journal: &State, out: &mut Vec<Effect>) {
+        self.outage_summary(now.mono);
         let stable = self.files.settled(now.mono, READY_BATCH);
         if !stable.is_empty() {
             let mut ask = Vec::with_capacity(stable.len());
@@ -434,6 +452,7 @@ impl Planner {
             Some(
                 Phase::Queued { version: v, .. }
                 | Phase::GivenUp { version: v }
+                | Phase::Quarantined { version: v, .. }
                 | Phase::Settling { version: v, .. }
                 | Phase::Confirming { version: v, .. }
                 | Phase::Journaling { version: v, .. },
@@ -650,6 +669,7 @@ impl Planner {
             self.files.set_phase(&file, queued(version, 0, false));
         }
         self.registry_inodes = None;
+        retry_quarantined(journal, out);
     }
 
     /// At the end of the start-up scan: files renamed while the daemon was down. The
@@ -837,9 +857,10 @@ impl Planner {
     }
 
     fn journaled(&mut self, files: Vec<FileRef>, result: Result<(), String>, now: Now) {
-        if let Err(e) = &result {
+        match &result {
             // Not journaled means not acknowledged: they wait and are tried again.
-            log::error!("{e}; {} files stay waiting", files.len());
+            Err(e) => self.journal_failed(e, now),
+            Ok(()) => self.journal_works(now.mono),
         }
         for file in files {
             if let Some(Phase::Journaling { version, snapshot }) = self.files.phase(&file).cloned()
@@ -995,201 +1016,6 @@ impl Planner {
             .map_or_else(PathBuf::new, |s| s.root.join(file.rel()))
     }
 
-    fn finished(&mut self, report: Report, now: Now, journal: &State, out: &mut Vec<Effect>) {
-        let file = report.job.file.clone();
-        self.progress.remove(&file);
-        let Some(Phase::Uploading {
-            version,
-            attempts,
-            changed,
-            snapshot,
-        }) = self.files.phase(&file).cloned()
-        else {
-            log::debug!("{file}: a report for a file not uploading");
-            return;
-        };
-        if matches!(
-            report.result,
-            Ok(_) | Err(UploadError::Gone | UploadError::Changed)
-        ) {
-            self.origins.remove(&file);
-        }
-        self.account(&report, now);
-        let next = match report.result {
-            Ok(_) => {
-                if self.health.succeeded() {
-                    log::info!("S3 accepts the requests again; uploads resume");
-                }
-                // An uploader that found this version in the registry journals nothing:
-                // a `queued` record left for it is dropped here.
-                if journal
-                    .pending
-                    .get(&file)
-                    .is_some_and(|p| p.version.matches(&version))
-                {
-                    out.push(dropped(&file, "uploaded"));
-                }
-                out.push(Effect::WakeDisk);
-                Next::Forget
-            }
-            Err(UploadError::Gone) => {
-                log::info!("{file}: deleted before its upload; dropped from the queue");
-                out.push(dropped(&file, "gone"));
-                self.files.remove(&file);
-                return;
-            }
-            Err(UploadError::Changed) => {
-                log::info!("{file}: changed during its upload; it is sent again once stable");
-                Next::LookAgain
-            }
-            Err(UploadError::Interrupted | UploadError::Paused) => Next::Requeue,
-            Err(UploadError::S3(e)) => self.s3_failed(&file, &e, attempts, now),
-            Err(e) => self.retry_after_failure(&file, attempts, now, &e.to_string()),
-        };
-        // Seen changing while it was sent: whatever happened, look at it again.
-        let next = if changed { Next::LookAgain } else { next };
-        let done = Attempt {
-            version,
-            attempts,
-            snapshot,
-        };
-        self.apply_next(&file, done, next, out);
-    }
-
-    /// Counts what the report says, once.
-    fn account(&mut self, report: &Report, now: Now) {
-        let job = &report.job;
-        match &report.result {
-            Ok(Uploaded::AlreadyThere) => self.totals.files_already_in_s3 += 1,
-            Ok(Uploaded::Copied) => {
-                self.totals.files_uploaded += 1;
-                self.totals.bytes_uploaded += job.version.size;
-            }
-            Ok(Uploaded::Sent { bytes }) => {
-                self.totals.files_uploaded += 1;
-                self.totals.bytes_uploaded += job.version.size;
-                log::info!(
-                    "uploaded {} ({} bytes, {bytes} sent, {:.1}s)",
-                    job.file,
-                    job.version.size,
-                    report.elapsed.as_secs_f64()
-                );
-            }
-            Err(
-                e @ (UploadError::S3(_)
-                | UploadError::Read { .. }
-                | UploadError::Journal(_)
-                | UploadError::Unkeyable { .. }),
-            ) => {
-                self.totals.failed_attempts += 1;
-                self.last_error = Some((now.unix(), format!("{}: {e}", job.file)));
-            }
-            Err(_) => {}
-        }
-    }
-
-    fn s3_failed(&mut self, file: &FileRef, e: &S3Error, attempts: u32, now: Now) -> Next {
-        let retry_max = self.cfg.retry_max;
-        match e.class() {
-            Class::Credentials | Class::Configuration => {
-                let once = self.cfg.mode == Mode::Once;
-                if self.health.refused(now.mono, retry_max, once) {
-                    log::error!(
-                        "S3 refused {file}: {e}. {}. Uploads pause; retrying every {}s",
-                        e.advice(),
-                        retry_max.as_secs()
-                    );
-                    if once {
-                        log::error!("giving up this run; the files stay queued for the next");
-                    }
-                } else {
-                    log::debug!("still refused: {e}");
-                }
-                if once {
-                    return Next::GiveUp;
-                }
-                Next::Retry {
-                    at: now.mono + retry_max,
-                    counts: false,
-                }
-            }
-            Class::SlowDown => {
-                let limits = (self.cfg.retry_initial, retry_max);
-                let wait = self.health.slow_down(now.mono, limits, &mut self.jitter);
-                log::warn!(
-                    "{e}: S3 asks to slow down; pausing new requests for {:.1}s",
-                    wait.as_secs_f64()
-                );
-                self.retry_after_failure(file, attempts, now, &e.to_string())
-            }
-            Class::Rejected => {
-                log::warn!("{e}; retrying {file} in {}s", retry_max.as_secs());
-                Next::Retry {
-                    at: now.mono + retry_max,
-                    counts: true,
-                }
-            }
-            Class::Transient | Class::ContentChanged | Class::UploadLost => {
-                self.retry_after_failure(file, attempts, now, &e.to_string())
-            }
-        }
-    }
-
-    fn retry_after_failure(&mut self, file: &FileRef, attempts: u32, now: Now, why: &str) -> Next {
-        let attempt = attempts + 1;
-        let (initial, max) = (self.cfg.retry_initial, self.cfg.retry_max);
-        let wait = backoff(attempt, initial, max, &mut self.jitter);
-        log::warn!(
-            "{file}: attempt {attempt} failed: {why}; retrying in {:.1}s",
-            wait.as_secs_f64()
-        );
-        Next::Retry {
-            at: now.mono + wait,
-            counts: true,
-        }
-    }
-
-    fn apply_next(&mut self, file: &FileRef, done: Attempt, next: Next, out: &mut Vec<Effect>) {
-        let Attempt {
-            version,
-            attempts,
-            snapshot,
-        } = done;
-        let phase = match next {
-            Next::Forget => {
-                self.files.remove(file);
-                return;
-            }
-            Next::LookAgain => {
-                self.files.remove(file);
-                out.push(Effect::Look(file.clone()));
-                return;
-            }
-            Next::Requeue => queued(version, attempts, snapshot),
-            Next::GiveUp => Phase::GivenUp { version },
-            Next::Retry { at, counts } => {
-                let attempts = attempts + u32::from(counts);
-                if self.cfg.mode == Mode::Once && attempts >= ONCE_MAX_ATTEMPTS {
-                    log::error!(
-                        "{file}: giving up after {attempts} attempts this run; it stays queued"
-                    );
-                    Phase::GivenUp { version }
-                } else {
-                    Phase::Queued {
-                        version,
-                        attempts,
-                        retry_at: Some(at),
-                        snapshot,
-                    }
-                }
-            }
-        };
-        if matches!(phase, Phase::GivenUp { .. }) {
-            self.totals.given_up += 1;
-        }
-        self.files.set_phase(file, phase);
-    }
-
     /// `once`: done when the scan is over, nothing settles or uploads, and nothing
     /// queued may go now (all sent, or the window is closed).
     pub fn idle(&self) -> bool {
@@ -1226,175 +1052,38 @@ impl Planner {
         wake.max(now.mono)
     }
 
-    /// The live view for `status.json` (the caller adds the throughput and times).
-    pub fn view(&self, now: Now) -> Live {
-        let c = self.files.counts();
-        let in_queue = || {
-            self.files
-                .iter()
-                .filter(|(_, t)| matches!(t.phase, Phase::Queued { .. } | Phase::Uploading { .. }))
-        };
-        let oldest = in_queue().map(|(_, t)| t.phase.version().mtime_ns).min();
-        let mut in_flight: Vec<Transfer> = self
-            .progress
-            .iter()
-            .filter_map(|(f, done)| {
-                let size = self.files.phase(f)?.version().size;
-                Some(Transfer::new(
-                    f.source(),
-                    f.rel(),
-                    size,
-                    done.load(Ordering::Relaxed),
-                ))
-            })
-            .collect();
-        in_flight.sort_by(|a, b| a.path.cmp(&b.path));
-        let t = self.totals;
-        Live {
-            queue: LiveQueue {
-                files: c.queued as u64,
-                bytes: c.queued_bytes,
-                settling_files: c.settling as u64,
-                oldest_pending_seconds: oldest.map_or(0.0, |m| {
-                    (now.wall_ns.saturating_sub(m).max(0) as f64 / 1e9).round()
-                }),
-                by_source: status::by_source(
-                    in_queue().map(|(f, t)| (f.source(), t.phase.version().size)),
-                ),
-            },
-            in_flight,
-            totals: status::Totals {
-                files_uploaded: t.files_uploaded,
-                bytes_uploaded: t.bytes_uploaded,
-                files_already_in_s3: t.files_already_in_s3,
-                failed_attempts: t.failed_attempts,
-            },
-            window: self.window_view(now),
-            last_error: self.last_error.as_ref().map(|(at, m)| LastError {
-                at: crate::key::rfc3339_utc(*at),
-                message: m.clone(),
-            }),
-            waiting: self.waiting(now),
-            waiting_total: (self.files.len() - c.uploading) as u64,
-            ..Live::default()
-        }
-    }
-
-    /// Every file not being uploaded, why it waits and since when, oldest first (at most
-    /// [`status::MAX_WAITING_LISTED`]). Runs once a second over every tracked file, so it
-    /// keeps only the oldest in a bounded heap and formats just those.
-    fn waiting(&self, now: Now) -> Vec<status::Waiting> {
-        let wall = |t: Instant| -> i64 {
-            let ago = now.mono.saturating_duration_since(t).as_secs() as i64;
-            let ahead = t.saturating_duration_since(now.mono).as_secs() as i64;
-            now.unix() - ago + ahead
-        };
-        let next_open = std::cell::OnceCell::new();
-        let next_open = || {
-            *next_open.get_or_init(|| {
-                self.cfg
-                    .schedule
-                    .as_ref()
-                    .and_then(|s| s.next_open(now.schedule))
-            })
-        };
-        let mut oldest =
-            std::collections::BinaryHeap::with_capacity(status::MAX_WAITING_LISTED + 1);
-        for (file, t) in self.files.iter() {
-            let Some((reason, since, until)) =
-                self.why_waiting(file, &t.phase, now, &wall, &next_open)
-            else {
-                continue;
-            };
-            oldest.push((since, file, reason, until));
-            if oldest.len() > status::MAX_WAITING_LISTED {
-                oldest.pop();
-            }
-        }
-        oldest
-            .into_sorted_vec()
-            .into_iter()
-            .map(|(since, file, reason, until)| status::Waiting {
-                source: file.source().to_string(),
-                path: file.rel().to_string(),
-                reason: reason.to_string(),
-                since: crate::key::rfc3339_utc(since),
-                seconds: now.unix().saturating_sub(since).max(0) as u64,
-                until: until.map(crate::key::rfc3339_utc),
-            })
-            .collect()
-    }
-
-    /// Why a file in `phase` waits: the reason, since when and until when (Unix
-    /// seconds); `None` when it does not wait (being uploaded).
-    fn why_waiting(
-        &self,
-        file: &FileRef,
-        phase: &Phase,
-        now: Now,
-        wall: &dyn Fn(Instant) -> i64,
-        next_open: &dyn Fn() -> Option<i64>,
-    ) -> Option<(&'static str, i64, Option<i64>)> {
-        let mtime = |v: &Version| v.mtime_seconds().min(now.unix());
-        Some(match phase {
-            Phase::Uploading { .. } => return None,
-            Phase::Settling {
-                version,
-                since,
-                gap_ms,
-                ..
-            } => {
-                let growing = *gap_ms > 0
-                    || now.mono.saturating_duration_since(*since) > self.cfg.stability * 2;
-                let reason = if growing { "growing" } else { "settling" };
-                (
-                    reason,
-                    wall(*since).min(mtime(version)),
-                    self.max_wait_at(file, *since).map(wall),
-                )
-            }
-            Phase::Confirming { version, .. } | Phase::Journaling { version, .. } => {
-                ("settling", mtime(version), None)
-            }
-            Phase::Recovered { version } => ("recovered", mtime(version), None),
-            Phase::GivenUp { version } => ("given up this run", mtime(version), None),
-            Phase::Held { version } => ("held for the start-up scan", mtime(version), None),
-            Phase::Queued {
-                version, retry_at, ..
-            } => {
-                let since = mtime(version);
-                match (retry_at, &self.health) {
-                    (Some(at), _) => ("backing off", since, Some(wall(*at))),
-                    _ if self.gate.is_some_and(|g| !g.0) => {
-                        ("outside the upload window", since, next_open())
-                    }
-                    (_, Health::Refused { until }) => ("S3 refusing", since, Some(wall(*until))),
-                    (_, Health::SlowedDown { until, .. }) if *until > now.mono => {
-                        ("S3 slowing down", since, Some(wall(*until)))
-                    }
-                    _ => ("queued", since, None),
-                }
-            }
-        })
-    }
-
-    fn window_view(&self, now: Now) -> status::Window {
-        let open = self.gate.is_none_or(|g| g.0);
-        let next_open = match &self.cfg.schedule {
-            Some(s) if !open => s.next_open(now.schedule).map(crate::key::rfc3339_utc),
-            _ => None,
-        };
-        status::Window {
-            open,
-            next_open,
-            ..status::Window::default()
-        }
-    }
-
     /// The files still queued when `once` ends outside every window.
     pub fn queued_left(&self) -> usize {
         let c = self.files.counts();
         c.queued - c.uploading
+    }
+}
+
+/// Files quarantined before a restart are tried again after it: queued anew, which
+/// clears their mark in the journal.
+fn retry_quarantined(journal: &State, out: &mut Vec<Effect>) {
+    let records: Vec<Record> = journal
+        .quarantined()
+        .filter_map(|(file, _)| {
+            let p = journal.pending.get(file)?;
+            Some(Record::Queued {
+                file: file.clone(),
+                version: p.version,
+                prio: p.prio,
+                queued_at: p.queued_at,
+                origin: p.origin().map(str::to_string),
+            })
+        })
+        .collect();
+    if !records.is_empty() {
+        log::info!(
+            "{} files quarantined before the restart are tried again",
+            records.len()
+        );
+        out.push(Effect::Journal {
+            records,
+            files: Vec::new(),
+        });
     }
 }
 

@@ -701,8 +701,11 @@ impl World {
             if self.planner.files().is_empty() && self.watcher.is_empty() {
                 return;
             }
-            if self.mode == Mode::Once && self.planner.idle() {
-                // `once` gave up on something this run: the next run takes it.
+            let c = self.planner.files().counts();
+            let set_aside = c.quarantined > 0 && c.quarantined == self.planner.files().len();
+            if (self.mode == Mode::Once && self.planner.idle()) || set_aside {
+                // `once` gave up on something this run, or files were quarantined: the
+                // next start takes them.
                 self.crash();
             }
         }

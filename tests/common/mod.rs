@@ -61,10 +61,15 @@ pub fn tools_dir() -> PathBuf {
 
 /// The binary under test: `TVM_UPLOAD_BIN` if set (the aarch64 build, say), else the
 /// one cargo built; run through `TVM_UPLOAD_RUNNER` if set (`qemu-aarch64-static`).
-pub fn tvm_command() -> Command {
-    let bin = std::env::var_os("TVM_UPLOAD_BIN")
+/// The binary under test (`TVM_UPLOAD_BIN`, else the one cargo built).
+pub fn tvm_binary() -> PathBuf {
+    std::env::var_os("TVM_UPLOAD_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tvm-upload")));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tvm-upload")))
+}
+
+pub fn tvm_command() -> Command {
+    let bin = tvm_binary();
     let mut command = match std::env::var_os("TVM_UPLOAD_RUNNER").filter(|r| !r.is_empty()) {
         Some(runner) => {
             let mut c = Command::new(runner);

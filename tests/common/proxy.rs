@@ -122,6 +122,9 @@ pub enum Action {
     /// Read the request and never answer; the connection stays open until the client
     /// gives up (or two minutes pass).
     Blackhole,
+    /// Reset the connection at once, the request unread: the link is down. The server
+    /// never sees it.
+    Refuse,
     /// Forward the body at this many bytes per second.
     Slow {
         bytes_per_second: u64,
@@ -161,6 +164,7 @@ impl Action {
             Action::Reset { .. } => Some("reset".into()),
             Action::Reply { status, .. } => Some(format!("reply-{status}")),
             Action::Blackhole => Some("blackhole".into()),
+            Action::Refuse => Some("refused".into()),
             Action::Slow { .. } => Some("slow".into()),
         }
     }
@@ -227,6 +231,9 @@ impl Proxy {
                     return;
                 }
                 let Ok(client) = conn else { continue };
+                // Relayed writes are small and many: without this, delayed ACKs add
+                // ~40 ms to each request (a proxy artefact, not the daemon's).
+                let _ = client.set_nodelay(true);
                 let s = Arc::clone(&s);
                 std::thread::spawn(move || serve(client, upstream_port, &s));
             }
@@ -485,6 +492,10 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
             }
         };
 
+        if matches!(action, Action::Refuse) {
+            reset(&to_client);
+            return;
+        }
         if !action.forwards() && !matches!(action, Action::Reset { .. }) {
             // Answered (or not) here: the body is read and dropped.
             let got = copy_n(&mut from_client, &mut std::io::sink(), content_length, None);
@@ -524,6 +535,7 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
             let Ok(s) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                 return;
             };
+            let _ = s.set_nodelay(true);
             let Ok(r) = s.try_clone() else { return };
             upstream = Some((BufReader::new(r), s));
         }

@@ -17,10 +17,22 @@ use serde_json::{Map, Value};
 use crate::pattern::Pattern;
 use crate::schedule::{Schedule, Window};
 
+mod json;
+mod units;
+
+use json::typed;
+use units::{duration, opt_duration, opt_size, parse_clock, size};
+pub use units::{parse_duration, parse_size, parse_utc_offset};
+
 /// The smallest part S3 accepts (every part but the last).
 pub const MIN_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
 /// The largest part S3 accepts.
 pub const MAX_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// The longest one request body (a part, or a whole file under the multipart threshold)
+/// may take at a window's bandwidth cap. Slower, a part may never finish within a window
+/// (it starts over in the next), and a request that slow meets the idle timeouts of
+/// servers and proxies.
+pub const MAX_BODY_SEND: Duration = Duration::from_secs(3600);
 /// Uploads in flight at once; each holds one connection and a small read buffer.
 pub const MAX_CONCURRENCY: usize = 64;
 
@@ -183,10 +195,19 @@ pub struct LogConfig {
     pub level: log::LevelFilter,
     /// Default: stderr.
     pub file: Option<PathBuf>,
+    /// Default 10 MiB, at least 64 KiB: `file` is rotated past this size.
+    pub max_bytes: u64,
+    /// Default 5, 1 to 100: rotated files kept (`<file>.1` to `<file>.<keep>`).
+    pub keep: u32,
 }
 
+/// `log.max_bytes` by default: with `log.keep` 5, the daemon's log takes at most 60 MiB.
+pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// The smallest `log.max_bytes`: a few hundred lines.
+const LOG_MIN_BYTES: u64 = 64 * 1024;
+
 /// Metric names of SPEC.md, the only ones an alarm may name.
-pub const METRIC_NAMES: [&str; 9] = [
+pub const METRIC_NAMES: [&str; 10] = [
     "BytesUploaded",
     "FilesUploaded",
     "FailedUploads",
@@ -196,6 +217,7 @@ pub const METRIC_NAMES: [&str; 9] = [
     "OldestPendingSeconds",
     "FilesDeleted",
     "UnuploadedFilesDeleted",
+    "QuarantinedFiles",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -304,6 +326,8 @@ struct RawAlarm {
 struct RawLog {
     level: Option<String>,
     file: Option<PathBuf>,
+    max_bytes: Option<Quantity>,
+    keep: Option<u32>,
 }
 
 const TOP_LEVEL_KEYS: [&str; 11] = [
@@ -319,25 +343,6 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "metrics",
     "log",
 ];
-
-/// Reads one value as `T`, turning serde's message into one that names the field.
-fn typed<T: DeserializeOwned>(field: &str, value: Value) -> Result<T, ConfigError> {
-    serde_json::from_value(value).map_err(|e| {
-        let msg = e.to_string();
-        // serde says "unknown field `x`, expected ..."; name the full path of `x`.
-        if let Some(rest) = msg.strip_prefix("unknown field `")
-            && let Some(end) = rest.find('`')
-        {
-            return ConfigError::field(format!("{field}.{}", &rest[..end]), "unknown key");
-        }
-        if let Some(rest) = msg.strip_prefix("missing field `")
-            && let Some(end) = rest.find('`')
-        {
-            return ConfigError::field(format!("{field}.{}", &rest[..end]), "missing");
-        }
-        ConfigError::field(field, msg)
-    })
-}
 
 fn section<T: DeserializeOwned>(
     top: &mut Map<String, Value>,
@@ -380,9 +385,9 @@ impl Config {
 
     /// Validates config text; `env` stands in for the process environment.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        let value = json::parse(text).map_err(|message| ConfigError::Syntax {
             path: PathBuf::new(),
-            message: e.to_string(),
+            message,
         })?;
         let Value::Object(mut top) = value else {
             return Err(ConfigError::field("(top level)", "must be a JSON object"));
@@ -398,8 +403,15 @@ impl Config {
         check_key_part("vehicle_id", &vehicle_id)?;
         let state_dir: PathBuf =
             section(&mut top, "state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/tvm-upload"));
-        if state_dir.as_os_str().is_empty() {
-            return Err(ConfigError::field("state_dir", "must not be empty"));
+        if !state_dir.is_absolute() {
+            return Err(ConfigError::field(
+                "state_dir",
+                format!(
+                    "{:?} is relative: give an absolute path (a daemon's working directory is not \
+                     its to choose)",
+                    state_dir.display().to_string()
+                ),
+            ));
         }
         let stability = match section::<Quantity>(&mut top, "stability_seconds")? {
             None => Duration::from_secs(60),
@@ -409,6 +421,7 @@ impl Config {
         let raw_sources: Vec<Value> = section(&mut top, "sources")?
             .ok_or_else(|| ConfigError::field("sources", "missing"))?;
         let sources = sources_config(raw_sources)?;
+        check_overlap(&sources)?;
         check_apart(&state_dir, &sources)?;
 
         let raw_s3: RawS3 =
@@ -425,6 +438,9 @@ impl Config {
             None => None,
             Some(raw) => Some(schedule_config(raw)?),
         };
+        if let Some(s) = &schedule {
+            check_caps(s, &s3)?;
+        }
 
         let disk = match section::<RawDisk>(&mut top, "disk")? {
             None => None,
@@ -504,7 +520,12 @@ impl Config {
                     })).collect::<Vec<_>>(),
                 }),
             },
-            "log": { "level": self.log.level.to_string().to_lowercase(), "file": self.log.file },
+            "log": {
+                "level": self.log.level.to_string().to_lowercase(),
+                "file": self.log.file,
+                "max_bytes": self.log.max_bytes,
+                "keep": self.log.keep,
+            },
         })
     }
 }
@@ -599,6 +620,39 @@ fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
     Ok(sources)
 }
 
+/// Two sources that see the same file would upload it twice, under two keys: the same
+/// directory twice, or one inside a recursive other.
+fn check_overlap(sources: &[Source]) -> Result<(), ConfigError> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let paths: Vec<PathBuf> = sources.iter().map(|s| canon(&s.path)).collect();
+    for (j, inner) in paths.iter().enumerate() {
+        for (i, outer) in paths.iter().enumerate().take(j) {
+            let (a, b) = (&sources[i], &sources[j]);
+            let why = if inner == outer {
+                "is the same directory as"
+            } else if inner.starts_with(outer) && a.recursive {
+                "is inside"
+            } else if outer.starts_with(inner) && b.recursive {
+                "contains"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::field(
+                format!("sources[{j}].path"),
+                format!(
+                    "{} ({:?}) {why} sources[{i}].path {} ({:?}): its files would be uploaded \
+                     twice, under two keys; keep sources apart (or use exclude)",
+                    b.path.display(),
+                    b.name,
+                    a.path.display(),
+                    a.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The state dir inside a source would upload the journal as a log, and a source inside
 /// the state dir would upload the daemon's own files.
 fn check_apart(state_dir: &Path, sources: &[Source]) -> Result<(), ConfigError> {
@@ -647,31 +701,53 @@ fn retry_config(raw: Option<RawRetry>) -> Result<RetryConfig, ConfigError> {
 }
 
 fn log_config(raw: Option<RawLog>) -> Result<LogConfig, ConfigError> {
-    Ok(match raw {
-        None => LogConfig {
-            level: log::LevelFilter::Info,
-            file: None,
-        },
-        Some(raw) => {
-            let level = match raw.level.as_deref().unwrap_or("info") {
-                "off" => log::LevelFilter::Off,
-                "error" => log::LevelFilter::Error,
-                "warn" => log::LevelFilter::Warn,
-                "info" => log::LevelFilter::Info,
-                "debug" => log::LevelFilter::Debug,
-                "trace" => log::LevelFilter::Trace,
-                other => {
-                    return Err(ConfigError::field(
-                        "log.level",
-                        format!("{other:?} is not one of off, error, warn, info, debug, trace"),
-                    ));
-                }
-            };
-            LogConfig {
-                level,
-                file: raw.file,
-            }
+    let raw = raw.unwrap_or(RawLog {
+        level: None,
+        file: None,
+        max_bytes: None,
+        keep: None,
+    });
+    let level = match raw.level.as_deref().unwrap_or("info") {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        other => {
+            return Err(ConfigError::field(
+                "log.level",
+                format!("{other:?} is not one of off, error, warn, info, debug, trace"),
+            ));
         }
+    };
+    let max_bytes = opt_size("log.max_bytes", raw.max_bytes, LOG_MAX_BYTES)?;
+    if max_bytes < LOG_MIN_BYTES {
+        return Err(ConfigError::field(
+            "log.max_bytes",
+            format!("{max_bytes} bytes is below the smallest, {LOG_MIN_BYTES} (64KiB)"),
+        ));
+    }
+    let keep = raw.keep.unwrap_or(5);
+    if !(1..=100).contains(&keep) {
+        return Err(ConfigError::field(
+            "log.keep",
+            format!("{keep} is outside 1 to 100"),
+        ));
+    }
+    if let Some(f) = &raw.file
+        && (f.as_os_str().is_empty() || f.to_string_lossy().ends_with('/'))
+    {
+        return Err(ConfigError::field(
+            "log.file",
+            format!("{:?} is not a file path", f.display().to_string()),
+        ));
+    }
+    Ok(LogConfig {
+        level,
+        file: raw.file,
+        max_bytes,
+        keep,
     })
 }
 
@@ -704,9 +780,7 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
         .unwrap_or_else(|| aws_endpoint("s3", &region));
     check_endpoint("s3.endpoint", &endpoint)?;
     let mut prefix = raw.prefix.unwrap_or_default();
-    if prefix.starts_with('/') {
-        return Err(ConfigError::field("s3.prefix", "must not start with /"));
-    }
+    check_prefix(&prefix)?;
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
@@ -721,11 +795,11 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
     }
     let storage_class = raw.storage_class.filter(|s| !s.is_empty());
     if let Some(class) = &storage_class
-        && !class.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        && !STORAGE_CLASSES.contains(&class.as_str())
     {
         return Err(ConfigError::field(
             "s3.storage_class",
-            format!("{class:?} is not a storage class such as STANDARD_IA"),
+            format!("{class:?} is not one of {}", STORAGE_CLASSES.join(", ")),
         ));
     }
     let ca_bundle = raw
@@ -739,11 +813,21 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
             format!("{} is not a readable file", ca.display()),
         ));
     }
+    let path_style = raw.path_style.unwrap_or(false);
+    if !path_style && host_is_address(&endpoint) {
+        return Err(ConfigError::field(
+            "s3.path_style",
+            format!(
+                "must be true with the endpoint {endpoint:?}: an IP address cannot carry \
+                 the bucket as a subdomain"
+            ),
+        ));
+    }
     Ok(S3Config {
         bucket,
         region,
         endpoint,
-        path_style: raw.path_style.unwrap_or(false),
+        path_style,
         prefix,
         multipart_threshold_bytes,
         part_size_bytes,
@@ -751,6 +835,55 @@ fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Confi
         storage_class,
         ca_bundle,
     })
+}
+
+/// Each window's cap must let the largest body (a part, or a file just under the
+/// multipart threshold) go within [`MAX_BODY_SEND`].
+fn check_caps(schedule: &Schedule, s3: &S3Config) -> Result<(), ConfigError> {
+    let body = s3.part_size_bytes.max(s3.multipart_threshold_bytes);
+    let least = body.div_ceil(MAX_BODY_SEND.as_secs());
+    for (i, w) in schedule.windows.iter().enumerate() {
+        if let Some(cap) = w.max_bytes_per_second
+            && cap < least
+        {
+            return Err(ConfigError::field(
+                format!("schedule.windows[{i}].max_bytes_per_second"),
+                format!(
+                    "{cap} bytes/s would take over {} s to send one {body}-byte part: give at \
+                     least {least} (or a smaller s3.part_size and s3.multipart_threshold)",
+                    MAX_BODY_SEND.as_secs()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The storage classes S3 accepts on PutObject and CreateMultipartUpload.
+pub const STORAGE_CLASSES: [&str; 9] = [
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "EXPRESS_ONEZONE",
+];
+
+/// A prefix is the start of every key: no leading `/`, no empty or `..` segment.
+fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let why = if prefix.starts_with('/') {
+        "must not start with /"
+    } else if prefix.contains("//") {
+        "contains // (an empty path segment in every key)"
+    } else if prefix.split('/').any(|seg| seg == ".." || seg == ".") {
+        "contains a . or .. segment (keys are not paths to resolve)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::field("s3.prefix", format!("{prefix:?} {why}")))
 }
 
 fn check_bucket(bucket: &str) -> Result<(), ConfigError> {
@@ -787,6 +920,12 @@ fn part_sizes(
             "must be at least 5 MiB (S3's smallest part)",
         ));
     }
+    if threshold > MAX_PART_SIZE_BYTES {
+        return Err(ConfigError::field(
+            "s3.multipart_threshold",
+            format!("{threshold} bytes is above 5 GiB, the largest single PUT S3 accepts"),
+        ));
+    }
     Ok((threshold, part_size))
 }
 
@@ -809,13 +948,43 @@ fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ConfigError> {
                 format!("{endpoint:?} must start with http:// or https://"),
             )
         })?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(ConfigError::field(
-            field,
-            format!("{endpoint:?} has no host"),
-        ));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let bad = |why: &str| Err(ConfigError::field(field, format!("{endpoint:?} {why}")));
+    if authority.is_empty() {
+        return bad("has no host");
+    }
+    if !path.is_empty() {
+        return bad(
+            "has a path: give only scheme, host and port (the bucket comes from s3.bucket; \
+             path_style puts it in the path)",
+        );
+    }
+    if authority.contains(['@', '?', '#']) {
+        return bad("may hold only a host and a port");
+    }
+    // The port follows the last `:` unless that is inside an IPv6 address's brackets.
+    if let Some((host, port)) = authority.rsplit_once(':')
+        && !port.contains(']')
+    {
+        if host.is_empty() {
+            return bad("has no host");
+        }
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return bad(&format!("has port {port:?}: a port is 1 to 65535"));
+        }
     }
     Ok(())
+}
+
+/// Whether an endpoint's host is an IP address (checked by [`check_endpoint`] first).
+fn host_is_address(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.starts_with('[') {
+        return true;
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    host.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 fn schedule_config(raw: RawSchedule) -> Result<Schedule, ConfigError> {
@@ -828,8 +997,20 @@ fn schedule_config(raw: RawSchedule) -> Result<Schedule, ConfigError> {
             )
         })?,
     };
+    let Some(raw_windows) = raw.windows else {
+        // Only the offset given (for the dates in keys): always allowed.
+        return Ok(Schedule {
+            utc_offset_seconds,
+            windows: vec![Window {
+                days: [true; 7],
+                start_minute: 0,
+                end_minute: 24 * 60,
+                max_bytes_per_second: None,
+            }],
+        });
+    };
     let mut windows = Vec::new();
-    for (i, value) in raw.windows.unwrap_or_default().into_iter().enumerate() {
+    for (i, value) in raw_windows.into_iter().enumerate() {
         let field = format!("schedule.windows[{i}]");
         let w: RawWindow = typed(&field, value)?;
         let mut days = [false; 7];
@@ -893,7 +1074,7 @@ fn schedule_config(raw: RawSchedule) -> Result<Schedule, ConfigError> {
     if windows.is_empty() {
         return Err(ConfigError::field(
             "schedule.windows",
-            "is empty: nothing would ever upload (leave out `schedule` to always upload)",
+            "is empty: nothing would ever upload (leave `windows` out to always upload)",
         ));
     }
     Ok(Schedule {
@@ -918,24 +1099,15 @@ fn disk_config(raw: RawDisk, sources: &[Source]) -> Result<DiskConfig, ConfigErr
         Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d * 86400.0)),
         Some(_) => return Err(ConfigError::field("disk.max_age_days", "must be above 0")),
     };
-    let cleanup_percent = raw.cleanup_percent.unwrap_or(85.0);
-    let emergency_percent = raw.emergency_percent.unwrap_or(95.0);
-    if !(cleanup_percent > 0.0 && cleanup_percent <= 100.0) {
-        return Err(ConfigError::field(
-            "disk.cleanup_percent",
-            "must be above 0 and at most 100",
-        ));
-    }
-    if !(emergency_percent > 0.0 && emergency_percent <= 100.0) {
+    let cleanup_percent = percent("disk.cleanup_percent", raw.cleanup_percent, 85.0)?;
+    let emergency_percent = percent("disk.emergency_percent", raw.emergency_percent, 95.0)?;
+    if emergency_percent <= cleanup_percent {
         return Err(ConfigError::field(
             "disk.emergency_percent",
-            "must be above 0 and at most 100",
-        ));
-    }
-    if emergency_percent < cleanup_percent {
-        return Err(ConfigError::field(
-            "disk.emergency_percent",
-            "must not be below disk.cleanup_percent",
+            format!(
+                "{emergency_percent} must be above disk.cleanup_percent ({cleanup_percent}): \
+                 emergency deletion starts where cleanup could not help"
+            ),
         ));
     }
     Ok(DiskConfig {
@@ -946,6 +1118,25 @@ fn disk_config(raw: RawDisk, sources: &[Source]) -> Result<DiskConfig, ConfigErr
         emergency_percent,
         emergency_delete_unuploaded: raw.emergency_delete_unuploaded.unwrap_or(false),
     })
+}
+
+/// A percent of disk usage: above 1 and at most 100. A fraction such as 0.85 would mean
+/// "over 0.85% full", which deletes on almost any disk: it is refused, naming the fix.
+fn percent(field: &str, value: Option<f64>, default: f64) -> Result<f64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v > 1.0 && v <= 100.0 {
+        return Ok(v);
+    }
+    let hint = if v > 0.0 && v <= 1.0 {
+        let pct = (v * 10_000.0).round() / 100.0;
+        format!(": percents are written 1 to 100, not as a fraction (for {pct}% write {pct})")
+    } else {
+        " (for example 85)".to_string()
+    };
+    Err(ConfigError::field(
+        field,
+        format!("{v} is not a percent above 1 and at most 100{hint}"),
+    ))
 }
 
 fn metrics_config(
@@ -1070,235 +1261,5 @@ fn alarm_config(field: &str, a: RawAlarm) -> Result<Alarm, ConfigError> {
     })
 }
 
-fn opt_size(field: &str, q: Option<Quantity>, default: u64) -> Result<u64, ConfigError> {
-    q.map_or(Ok(default), |q| size(field, q))
-}
-
-fn opt_duration(
-    field: &str,
-    q: Option<Quantity>,
-    default_seconds: u64,
-) -> Result<Duration, ConfigError> {
-    q.map_or(Ok(Duration::from_secs(default_seconds)), |q| {
-        duration(field, q)
-    })
-}
-
-fn size(field: &str, q: Quantity) -> Result<u64, ConfigError> {
-    match q {
-        Quantity::Number(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Ok(n as u64),
-        Quantity::Number(n) => Err(ConfigError::field(
-            field,
-            format!("{n} is not a whole number of bytes"),
-        )),
-        Quantity::Text(t) => parse_size(&t).ok_or_else(|| {
-            ConfigError::field(
-                field,
-                format!("{t:?} is not a size such as 8388608, \"8MiB\" or \"500KB\""),
-            )
-        }),
-    }
-}
-
-fn duration(field: &str, q: Quantity) -> Result<Duration, ConfigError> {
-    match q {
-        Quantity::Number(n) if n.is_finite() && (0.0..1.0e9).contains(&n) => {
-            Ok(Duration::from_secs_f64(n))
-        }
-        Quantity::Number(n) => Err(ConfigError::field(
-            field,
-            format!("{n} is not a duration in seconds"),
-        )),
-        Quantity::Text(t) => parse_duration(&t).ok_or_else(|| {
-            ConfigError::field(
-                field,
-                format!("{t:?} is not a duration such as 60, \"90s\", \"5m\" or \"2h\""),
-            )
-        }),
-    }
-}
-
-/// `"8MiB"`, `"500KB"`, `"1048576"`, `"1.5GiB"`: binary suffixes (K, KiB, ...) are 1024-based,
-/// decimal ones (KB, MB, GB) 1000-based.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "K" | "KiB" => 1024.0,
-        "M" | "MiB" => 1024.0 * 1024.0,
-        "G" | "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v < 9.0e15).then_some(v as u64)
-}
-
-/// `"90"`, `"90s"`, `"5m"`, `"2h"`, `"1d"`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && (0.0..1.0e9).contains(&v)).then(|| Duration::from_secs_f64(v))
-}
-
-/// `"HH:MM"` to minutes since midnight; `"24:00"` is allowed (as an end).
-fn parse_clock(text: &str) -> Option<u32> {
-    let (h, m) = text.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let h: u32 = h.parse().ok()?;
-    let m: u32 = m.parse().ok()?;
-    if m >= 60 || h > 24 || (h == 24 && m != 0) {
-        return None;
-    }
-    Some(h * 60 + m)
-}
-
-/// `"+08:00"`, `"-05:30"`, `"Z"` to seconds east of UTC.
-pub fn parse_utc_offset(text: &str) -> Option<i32> {
-    if text == "Z" || text == "UTC" {
-        return Some(0);
-    }
-    let (sign, rest) = match text.as_bytes().first()? {
-        b'+' => (1, &text[1..]),
-        b'-' => (-1, &text[1..]),
-        _ => return None,
-    };
-    let minutes = parse_clock(rest)? as i32;
-    (minutes <= 14 * 60).then_some(sign * minutes * 60)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn base(extra: &str) -> String {
-        let dir = std::env::temp_dir();
-        format!(
-            r#"{{"vehicle_id":"v001","state_dir":"/var/lib/tvm-upload-test",
-                "sources":[{{"name":"terminal","path":{dir:?}}}],
-                "s3":{{"bucket":"t01logs","region":"cn-north-1"}}{extra}}}"#
-        )
-    }
-
-    fn err(text: &str) -> String {
-        match Config::parse(text, &no_env) {
-            Ok(_) => panic!("accepted: {text}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn minimal_config_gets_spec_defaults() {
-        let c = Config::parse(&base(""), &no_env).expect("valid");
-        assert_eq!(c.stability, Duration::from_secs(60));
-        assert_eq!(c.s3.part_size_bytes, 8 << 20);
-        assert_eq!(c.s3.multipart_threshold_bytes, 8 << 20);
-        assert_eq!(c.s3.concurrency, 2);
-        assert_eq!(c.s3.endpoint, "https://s3.cn-north-1.amazonaws.com.cn");
-        assert!(c.schedule.is_none() && c.disk.is_none() && c.metrics.is_none());
-        assert!(c.sources[0].recursive);
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        assert!(err(&base(r#","bogus":1"#)).contains("`bogus`: unknown key"));
-        assert!(err(&base(r#","retry":{"initial_seconds":1,"typo":2}"#)).contains("`retry.typo`"));
-        assert!(err(r#"{"sources":[],"s3":{}}"#).contains("`vehicle_id`: missing"));
-        let no_bucket = base("").replace(r#""bucket":"t01logs","#, "");
-        assert!(err(&no_bucket).contains("`s3.bucket`"));
-        let no_region = base("").replace(r#","region":"cn-north-1""#, "");
-        assert!(err(&no_region).contains("`s3.region`"));
-        let part = base("").replace(r#""region""#, r#""part_size":"4MiB","region""#);
-        assert!(err(&part).contains("`s3.part_size`"));
-        let part = base("").replace(r#""region""#, r#""part_size":"6GiB","region""#);
-        assert!(err(&part).contains("`s3.part_size`"));
-        let conc = base("").replace(r#""region""#, r#""concurrency":0,"region""#);
-        assert!(err(&conc).contains("`s3.concurrency`"));
-        let size = base("").replace(r#""region""#, r#""part_size":"8 potatoes","region""#);
-        assert!(err(&size).contains("`s3.part_size`"));
-        assert!(err(&base(r#","stability_seconds":"soon""#)).contains("`stability_seconds`"));
-        let win = r#","schedule":{"windows":[{"start":"25:00","end":"06:00"}]}"#;
-        assert!(err(&base(win)).contains("`schedule.windows[0].start`"));
-        let day = r#","schedule":{"windows":[{"days":["funday"],"start":"20:00","end":"06:00"}]}"#;
-        assert!(err(&base(day)).contains("`schedule.windows[0].days`"));
-        let alarm = r#","metrics":{"alarms":[{"name":"a","metric":"Nope","comparison":">","threshold":1}]}"#;
-        assert!(err(&base(alarm)).contains("`metrics.alarms[0].metric`"));
-    }
-
-    #[test]
-    fn source_names_must_be_unique_and_safe() {
-        let dir = std::env::temp_dir();
-        let dup = base("").replace(
-            r#"}],"#,
-            &format!(r#"}},{{"name":"terminal","path":{dir:?}}}],"#),
-        );
-        assert!(err(&dup).contains("`sources[1].name`: duplicate"));
-        let unsafe_name = base("").replace(r#""name":"terminal""#, r#""name":"../etc""#);
-        assert!(err(&unsafe_name).contains("`sources[0].name`"));
-        let not_dir = base("").replace(&format!("{dir:?}"), r#""/etc/passwd""#);
-        assert!(err(&not_dir).contains("`sources[0].path`: /etc/passwd is not a directory"));
-    }
-
-    #[test]
-    fn environment_fills_region_and_endpoint() {
-        let env = |k: &str| match k {
-            "AWS_REGION" => Some("eu-west-1".to_string()),
-            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:9000".to_string()),
-            _ => None,
-        };
-        let text = base("").replace(r#","region":"cn-north-1""#, "");
-        let c = Config::parse(&text, &env).expect("valid");
-        assert_eq!(c.s3.region, "eu-west-1");
-        assert_eq!(c.s3.endpoint, "http://127.0.0.1:9000");
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("8MiB"), Some(8 << 20));
-        assert_eq!(parse_size("500KB"), Some(500_000));
-        assert_eq!(parse_size("1.5K"), Some(1536));
-        assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(parse_size("-1"), None);
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1w"), None);
-        assert_eq!(parse_utc_offset("+08:00"), Some(8 * 3600));
-        assert_eq!(parse_utc_offset("-05:30"), Some(-(5 * 3600 + 1800)));
-        assert_eq!(parse_utc_offset("08:00"), None);
-    }
-
-    #[test]
-    fn prefix_gets_a_trailing_slash() {
-        let text = base("").replace(r#""region""#, r#""prefix":"fleet","region""#);
-        assert_eq!(
-            Config::parse(&text, &no_env).expect("valid").s3.prefix,
-            "fleet/"
-        );
-    }
-}
+mod tests;

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::journal::{Journal, LOCK_FILE};
 
+mod human;
+
+pub use human::{duration, human, human_view, wrap};
+
 pub const STATUS_FILE: &str = "status.json";
 
 /// Files and bytes.
@@ -110,8 +114,12 @@ pub struct Window {
     pub always: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes_per_second: Option<u64>,
+    /// When the next window opens, UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_open: Option<String>,
+    /// The same at `schedule.utc_offset`, as the windows are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_open_local: Option<String>,
 }
 
 /// A file waiting, and why.
@@ -128,6 +136,25 @@ pub struct Waiting {
     /// When that changes (a retry, the window opening, a snapshot), RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// For a quarantined file, the error that set it aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A daemon-wide trouble in force: S3 unreachable or refusing, the state dir failing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TroubleView {
+    /// `S3 unreachable`, `S3 refusing`, `state dir failing`.
+    pub what: String,
+    /// Since when, RFC 3339.
+    pub since: String,
+    pub seconds: u64,
+    /// Failed requests (or appends) since it began.
+    pub failures: u64,
+    /// When the next probe may go, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_probe: Option<String>,
+    pub last_error: String,
 }
 
 /// Waiting files listed in the status, oldest first; the rest are only counted.
@@ -152,11 +179,22 @@ pub struct Live {
     pub waiting: Vec<Waiting>,
     #[serde(default)]
     pub waiting_total: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trouble: Option<TroubleView>,
+    #[serde(default)]
+    pub quarantined_files: u64,
 }
 
 impl Live {
     /// Sets the throughput and, from what is left of the queue, the ETA.
+    /// Only while something is being sent: an idle daemon has no rate and no ETA (the
+    /// last rate of a burst must not linger as "ETA 0s at 542.9 KiB/s").
     pub fn set_rate(&mut self, bytes_per_second: f64) {
+        if self.in_flight.is_empty() {
+            self.throughput_bytes_per_second = 0.0;
+            self.eta_seconds = None;
+            return;
+        }
         self.throughput_bytes_per_second = bytes_per_second.round();
         let in_flight_done: u64 = self.in_flight.iter().map(|t| t.done_bytes).sum();
         let left = self.queue.bytes.saturating_sub(in_flight_done);
@@ -232,6 +270,27 @@ pub struct Report {
     pub waiting: Vec<Waiting>,
     #[serde(default)]
     pub waiting_total: u64,
+    /// The daemon-wide trouble in force (S3 unreachable or refusing, the state dir
+    /// failing), from the live view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trouble: Option<TroubleView>,
+    /// Files set aside after failing for a reason of their own, from the journal
+    /// (tried again when they change or the daemon restarts).
+    #[serde(default)]
+    pub quarantined: Vec<QuarantinedFile>,
+    /// Whether the state dir's filesystem is nearly full (journal appends may fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir_free_bytes: Option<u64>,
+}
+
+/// A quarantined file as the journal has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinedFile {
+    pub source: String,
+    pub path: String,
+    pub reason: String,
+    /// Since when, RFC 3339.
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -307,10 +366,29 @@ pub fn report(config: &Config) -> Result<Report, String> {
         journal_damaged_lines: replay.damaged_total,
         waiting: live_now.map(|l| l.waiting.clone()).unwrap_or_default(),
         waiting_total: live_now.map_or(0, |l| l.waiting_total),
+        trouble: live_now.and_then(|l| l.trouble.clone()),
+        quarantined: quarantined(state),
+        state_dir_free_bytes: crate::disk::usage(&config.state_dir)
+            .ok()
+            .map(|u| u.size.saturating_sub(u.used)),
     })
 }
 
 /// Whether uploads are allowed now, and if not when they next are.
+fn quarantined(state: &crate::journal::State) -> Vec<QuarantinedFile> {
+    let mut out: Vec<QuarantinedFile> = state
+        .quarantined()
+        .map(|(f, q)| QuarantinedFile {
+            source: f.source().to_string(),
+            path: f.rel().to_string(),
+            reason: q.reason.clone(),
+            since: crate::key::rfc3339_utc(q.at),
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
+    out
+}
+
 fn window(config: &Config) -> Window {
     let Some(schedule) = &config.schedule else {
         return Window {
@@ -326,183 +404,28 @@ fn window(config: &Config) -> Window {
             max_bytes_per_second: open.max_bytes_per_second,
             ..Window::default()
         },
-        None => Window {
-            open: false,
-            next_open: schedule.next_open(now).map(crate::key::rfc3339_utc),
-            ..Window::default()
-        },
+        None => {
+            let next = schedule.next_open(now);
+            Window {
+                open: false,
+                next_open: next.map(crate::key::rfc3339_utc),
+                next_open_local: next
+                    .map(|t| crate::key::rfc3339_at_offset(t, schedule.utc_offset_seconds)),
+                ..Window::default()
+            }
+        }
     }
 }
 
-pub fn show(config: &Config, as_json: bool) -> Result<(), String> {
+/// What `status` prints: the human view, or with `as_json` the [`Report`] as JSON.
+pub fn show(config: &Config, as_json: bool) -> Result<String, String> {
     let r = report(config)?;
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        let mut text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+        text.push('\n');
+        return Ok(text);
     }
-    print!("{}", human_view(&r));
-    Ok(())
-}
-
-/// The 80-column view.
-pub fn human_view(r: &Report) -> String {
-    let mut out = String::new();
-    let state = match (&r.daemon_running, &r.status_updated_at) {
-        (true, _) => "running".to_string(),
-        (false, Some(t)) => format!("not running (last seen {t})"),
-        (false, None) => "not running".to_string(),
-    };
-    out.push_str(&format!("tvm-upload {}: daemon {state}\n", r.vehicle_id));
-    out.push_str(&format!(
-        "pending    {:>7} files {:>11}",
-        r.pending.files,
-        human(r.pending.bytes)
-    ));
-    if let Some(eta) = r.eta_seconds {
-        out.push_str(&format!("   ETA {}", duration(eta)));
-    }
-    if r.throughput_bytes_per_second > 0.0 {
-        let rate = r.throughput_bytes_per_second as u64;
-        out.push_str(&format!(" at {}/s", human(rate)));
-    }
-    out.push('\n');
-    for (s, c) in &r.pending.by_source {
-        let name: String = s.chars().take(20).collect();
-        out.push_str(&format!(
-            "  {name:<20} {:>7} files {:>11}\n",
-            c.files,
-            human(c.bytes)
-        ));
-    }
-    if r.settling_files > 0 {
-        out.push_str(&format!(
-            "settling   {:>7} files (waiting to be unchanged)\n",
-            r.settling_files
-        ));
-    }
-    transfers(&mut out, r);
-    waiting(&mut out, r);
-    out.push_str(&format!(
-        "uploaded   {:>7} files {:>11} (all time)\n",
-        r.uploaded.files,
-        human(r.uploaded.bytes)
-    ));
-    if let Some(t) = &r.totals_since_start {
-        out.push_str(&format!(
-            "this run   {:>7} files {:>11}, {} already in S3, {} failed attempts\n",
-            t.files_uploaded,
-            human(t.bytes_uploaded),
-            t.files_already_in_s3,
-            t.failed_attempts,
-        ));
-    }
-    if !r.window.open {
-        let next = r.window.next_open.as_deref().unwrap_or("never");
-        out.push_str(&format!("window     closed; next opens {next}\n"));
-    }
-    if let Some(e) = &r.last_error {
-        let msg: String = e.message.chars().take(60).collect();
-        out.push_str(&format!("last error {}\n           {msg}\n", e.at));
-    }
-    out
-}
-
-/// Waiting files shown in the human view; `status --json` lists up to
-/// [`MAX_WAITING_LISTED`].
-const WAITING_SHOWN: usize = 10;
-
-/// The oldest waiting files, a line each (the path on lines of its own when long).
-fn waiting(out: &mut String, r: &Report) {
-    if r.waiting.is_empty() {
-        return;
-    }
-    out.push_str(&format!(
-        "waiting    {:>7} files, oldest first:\n",
-        r.waiting_total
-    ));
-    for w in r.waiting.iter().take(WAITING_SHOWN) {
-        let mut line = format!("  {} for {}", w.reason, duration(w.seconds as f64));
-        if let Some(until) = &w.until {
-            line.push_str(&format!(" (until {until})"));
-        }
-        out.push_str(&wrap(&format!("{line}: {}:{}", w.source, w.path), 4));
-    }
-    let more = (r.waiting_total as usize).saturating_sub(WAITING_SHOWN.min(r.waiting.len()));
-    if more > 0 {
-        out.push_str(&format!("  and {more} more (status --json lists them)\n"));
-    }
-}
-
-/// `text` in lines of at most 80 columns, continuation lines indented by `indent`:
-/// long paths and messages are wrapped, never cut.
-pub fn wrap(text: &str, indent: usize) -> String {
-    const WIDTH: usize = 80;
-    let mut out = String::new();
-    let mut line = String::new();
-    let mut width = 0;
-    for c in text.chars() {
-        if width == WIDTH {
-            out.push_str(&line);
-            out.push('\n');
-            line = " ".repeat(indent);
-            width = indent;
-        }
-        line.push(c);
-        width += 1;
-    }
-    out.push_str(&line);
-    out.push('\n');
-    out
-}
-
-/// In-flight uploads (daemon running) or paused multipart uploads (not running).
-fn transfers(out: &mut String, r: &Report) {
-    let (list, label) = if r.daemon_running {
-        (&r.in_flight, "uploading")
-    } else {
-        (&r.incomplete_multipart, "paused")
-    };
-    for m in list {
-        let path = format!("{}:{}", m.source, m.path);
-        let short: String = if path.chars().count() > 48 {
-            let tail: Vec<char> = path.chars().rev().take(47).collect();
-            format!("…{}", tail.into_iter().rev().collect::<String>())
-        } else {
-            path
-        };
-        out.push_str(&format!(
-            "{label:<10} {short:<48} {:>5.1}% of {}\n",
-            m.percent,
-            human(m.size)
-        ));
-    }
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
+    Ok(human_view(&r))
 }
 
 #[cfg(test)]
@@ -560,6 +483,7 @@ mod tests {
             since: "2026-11-22T10:00:00Z".into(),
             seconds: 754,
             until: Some("2026-11-22T11:00:00Z".into()),
+            detail: None,
         }];
         r.waiting_total = 12;
         let text = human_view(&r);

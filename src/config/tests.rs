@@ -1,0 +1,112 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn base(extra: &str) -> String {
+    let dir = std::env::temp_dir();
+    format!(
+        r#"{{"vehicle_id":"v001","state_dir":"/var/lib/tvm-upload-test",
+            "sources":[{{"name":"terminal","path":{dir:?}}}],
+            "s3":{{"bucket":"t01logs","region":"cn-north-1"}}{extra}}}"#
+    )
+}
+
+fn err(text: &str) -> String {
+    match Config::parse(text, &no_env) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_spec_defaults() {
+    let c = Config::parse(&base(""), &no_env).expect("valid");
+    assert_eq!(c.stability, Duration::from_secs(60));
+    assert_eq!(c.s3.part_size_bytes, 8 << 20);
+    assert_eq!(c.s3.multipart_threshold_bytes, 8 << 20);
+    assert_eq!(c.s3.concurrency, 2);
+    assert_eq!(c.s3.endpoint, "https://s3.cn-north-1.amazonaws.com.cn");
+    assert!(c.schedule.is_none() && c.disk.is_none() && c.metrics.is_none());
+    assert!(c.sources[0].recursive);
+}
+
+#[test]
+fn errors_name_the_field() {
+    assert!(err(&base(r#","bogus":1"#)).contains("`bogus`: unknown key"));
+    assert!(err(&base(r#","retry":{"initial_seconds":1,"typo":2}"#)).contains("`retry.typo`"));
+    assert!(err(r#"{"sources":[],"s3":{}}"#).contains("`vehicle_id`: missing"));
+    let no_bucket = base("").replace(r#""bucket":"t01logs","#, "");
+    assert!(err(&no_bucket).contains("`s3.bucket`"));
+    let no_region = base("").replace(r#","region":"cn-north-1""#, "");
+    assert!(err(&no_region).contains("`s3.region`"));
+    let part = base("").replace(r#""region""#, r#""part_size":"4MiB","region""#);
+    assert!(err(&part).contains("`s3.part_size`"));
+    let part = base("").replace(r#""region""#, r#""part_size":"6GiB","region""#);
+    assert!(err(&part).contains("`s3.part_size`"));
+    let conc = base("").replace(r#""region""#, r#""concurrency":0,"region""#);
+    assert!(err(&conc).contains("`s3.concurrency`"));
+    let size = base("").replace(r#""region""#, r#""part_size":"8 potatoes","region""#);
+    assert!(err(&size).contains("`s3.part_size`"));
+    assert!(err(&base(r#","stability_seconds":"soon""#)).contains("`stability_seconds`"));
+    let win = r#","schedule":{"windows":[{"start":"25:00","end":"06:00"}]}"#;
+    assert!(err(&base(win)).contains("`schedule.windows[0].start`"));
+    let day = r#","schedule":{"windows":[{"days":["funday"],"start":"20:00","end":"06:00"}]}"#;
+    assert!(err(&base(day)).contains("`schedule.windows[0].days`"));
+    let alarm =
+        r#","metrics":{"alarms":[{"name":"a","metric":"Nope","comparison":">","threshold":1}]}"#;
+    assert!(err(&base(alarm)).contains("`metrics.alarms[0].metric`"));
+}
+
+#[test]
+fn source_names_must_be_unique_and_safe() {
+    let dir = std::env::temp_dir();
+    let dup = base("").replace(
+        r#"}],"#,
+        &format!(r#"}},{{"name":"terminal","path":{dir:?}}}],"#),
+    );
+    assert!(err(&dup).contains("`sources[1].name`: duplicate"));
+    let unsafe_name = base("").replace(r#""name":"terminal""#, r#""name":"../etc""#);
+    assert!(err(&unsafe_name).contains("`sources[0].name`"));
+    let not_dir = base("").replace(&format!("{dir:?}"), r#""/etc/passwd""#);
+    assert!(err(&not_dir).contains("`sources[0].path`: /etc/passwd is not a directory"));
+}
+
+#[test]
+fn environment_fills_region_and_endpoint() {
+    let env = |k: &str| match k {
+        "AWS_REGION" => Some("eu-west-1".to_string()),
+        "AWS_ENDPOINT_URL" => Some("http://s3.depot.lan:9000".to_string()),
+        _ => None,
+    };
+    let text = base("").replace(r#","region":"cn-north-1""#, "");
+    let c = Config::parse(&text, &env).expect("valid");
+    assert_eq!(c.s3.region, "eu-west-1");
+    assert_eq!(c.s3.endpoint, "http://s3.depot.lan:9000");
+}
+
+#[test]
+fn sizes_and_durations_parse() {
+    assert_eq!(parse_size("8MiB"), Some(8 << 20));
+    assert_eq!(parse_size("500KB"), Some(500_000));
+    assert_eq!(parse_size("1.5K"), Some(1536));
+    assert_eq!(parse_size("12"), Some(12));
+    assert_eq!(parse_size("x"), None);
+    assert_eq!(parse_size("-1"), None);
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("1w"), None);
+    assert_eq!(parse_utc_offset("+08:00"), Some(8 * 3600));
+    assert_eq!(parse_utc_offset("-05:30"), Some(-(5 * 3600 + 1800)));
+    assert_eq!(parse_utc_offset("08:00"), None);
+}
+
+#[test]
+fn prefix_gets_a_trailing_slash() {
+    let text = base("").replace(r#""region""#, r#""prefix":"fleet","region""#);
+    assert_eq!(
+        Config::parse(&text, &no_env).expect("valid").s3.prefix,
+        "fleet/"
+    );
+}
