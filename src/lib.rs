@@ -14,6 +14,8 @@
 pub mod clock;
 pub mod config;
 pub mod credentials;
+#[cfg(feature = "csv2kafka")]
+pub mod csv2kafka;
 pub mod daemon;
 pub mod digest;
 pub mod disk;

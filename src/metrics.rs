@@ -181,6 +181,24 @@ impl Unsent {
 
 /// PutMetricData form bodies for `datums`, each within CloudWatch's limits.
 pub fn bodies(namespace: &str, vehicle_id: &str, datums: &[Datum]) -> Vec<String> {
+    bodies_for(
+        namespace,
+        "VehicleId",
+        vehicle_id,
+        datums,
+        MAX_DATUMS_PER_REQUEST,
+    )
+}
+
+/// PutMetricData form bodies for `datums` with one dimension, at most `per_request`
+/// datums each (csv2kafka sends batches of 20).
+pub fn bodies_for(
+    namespace: &str,
+    dimension: &str,
+    dimension_value: &str,
+    datums: &[Datum],
+    per_request: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     let head = format!(
         "Action=PutMetricData&Version=2010-08-01&Namespace={}",
@@ -192,10 +210,10 @@ pub fn bodies(namespace: &str, vehicle_id: &str, datums: &[Datum]) -> Vec<String
         let member = |i: usize| {
             let p = format!("MetricData.member.{i}");
             let mut s = format!(
-                "&{p}.MetricName={}&{p}.Unit={}&{p}.Dimensions.member.1.Name=VehicleId&{p}.Dimensions.member.1.Value={}",
+                "&{p}.MetricName={}&{p}.Unit={}&{p}.Dimensions.member.1.Name={dimension}&{p}.Dimensions.member.1.Value={}",
                 d.name,
-                d.unit,
-                uri_encode(vehicle_id)
+                uri_encode(d.unit),
+                uri_encode(dimension_value)
             );
             match d.value {
                 Value::Single(v) => s.push_str(&format!("&{p}.Value={v}")),
@@ -212,7 +230,8 @@ pub fn bodies(namespace: &str, vehicle_id: &str, datums: &[Datum]) -> Vec<String
             s
         };
         let mut part = member(n + 1);
-        if n == MAX_DATUMS_PER_REQUEST || body.len() + part.len() >= MAX_BODY_BYTES {
+        if n == per_request.min(MAX_DATUMS_PER_REQUEST) || body.len() + part.len() >= MAX_BODY_BYTES
+        {
             out.push(std::mem::replace(&mut body, head.clone()));
             n = 0;
             part = member(1);

@@ -279,6 +279,17 @@ pub struct BucketAnswer {
     pub date: Option<i64>,
 }
 
+/// An object being read by [`S3::get`].
+pub struct Object {
+    pub etag: String,
+    pub encoding: Option<String>,
+    /// The whole object's size, when the server said.
+    pub total: Option<u64>,
+    /// `x-amz-meta-*`, without the prefix.
+    pub meta: HashMap<String, String>,
+    pub body: Box<dyn Read + Send>,
+}
+
 /// The S3 client: one bucket, one agent, refreshable credentials.
 pub struct S3 {
     agent: Agent,
@@ -628,6 +639,83 @@ impl S3 {
             region: header("x-amz-bucket-region"),
             date: header("date").and_then(|d| crate::clock::parse_http_date(&d)),
         })
+    }
+
+    /// GET of `key` from byte `from` on, streamed; with `if_match`, only while the object
+    /// still has that ETag (412 otherwise). Used by csv2kafka.
+    pub fn get(&self, key: &str, from: u64, if_match: Option<&str>) -> Result<Object, S3Error> {
+        let creds = self.creds();
+        let action = self.bucket.get_object(Some(&creds), key);
+        let url = self.sign(&action);
+        let mut call = self.agent.get(&url);
+        if from > 0 {
+            call = call.header("range", format!("bytes={from}-"));
+        }
+        if let Some(etag) = if_match {
+            call = call.header("if-match", etag);
+        }
+        let resp = call.call().map_err(|e| transport("GetObject", key, e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(check("GetObject", key, resp)
+                .err()
+                .unwrap_or_else(|| bad("GetObject", key, format!("HTTP {status}"))));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut meta = HashMap::new();
+        for (name, value) in resp.headers() {
+            if let Some(m) = name.as_str().strip_prefix("x-amz-meta-") {
+                meta.insert(m.to_string(), value.to_str().unwrap_or("").to_string());
+            }
+        }
+        let length = header("content-length").and_then(|v| v.parse().ok());
+        let total = header("content-range")
+            .and_then(|r| r.rsplit('/').next().and_then(|t| t.parse().ok()))
+            .or(length.map(|l: u64| l + from));
+        Ok(Object {
+            etag: header("etag").unwrap_or_default(),
+            encoding: header("content-encoding"),
+            total,
+            meta,
+            body: Box::new(resp.into_body().into_reader()),
+        })
+    }
+
+    /// Every key under `prefix` (ListObjectsV2, page by page). Used by csv2kafka.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let creds = self.creds();
+            let mut action = self.bucket.list_objects_v2(Some(&creds));
+            action.with_prefix(prefix);
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let url = self.sign(&action);
+            let resp = self
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| transport("ListObjectsV2", prefix, e))?;
+            let (_, text) = check("ListObjectsV2", prefix, resp)?;
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&text)
+                .map_err(|e| bad("ListObjectsV2", prefix, e.to_string()))?;
+            out.extend(
+                page.contents
+                    .into_iter()
+                    .map(|c| (c.key, c.size.unwrap_or(0))),
+            );
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// DeleteObject (only `check-config --connect --write` deletes: its own test object).

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::pattern::Pattern;
 use crate::schedule::{Schedule, Window};
 
-mod json;
+pub(crate) mod json;
 mod units;
 
 use json::typed;
@@ -51,7 +51,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError::Field {
             field: field.into(),
             reason: reason.into(),
@@ -938,7 +938,7 @@ pub fn aws_endpoint(service: &str, region: &str) -> String {
     }
 }
 
-fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ConfigError> {
     let rest = endpoint
         .strip_prefix("https://")
         .or_else(|| endpoint.strip_prefix("http://"))
@@ -977,7 +977,7 @@ fn check_endpoint(field: &str, endpoint: &str) -> Result<(), ConfigError> {
 }
 
 /// Whether an endpoint's host is an IP address (checked by [`check_endpoint`] first).
-fn host_is_address(endpoint: &str) -> bool {
+pub(crate) fn host_is_address(endpoint: &str) -> bool {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or("");
     if authority.starts_with('[') {

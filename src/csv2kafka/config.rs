@@ -1,0 +1,523 @@
+//! csv2kafka's JSON config (SPEC-csv2kafka.md, "Config"), read with tvm-upload's strict
+//! reader: unknown keys, duplicate keys and type errors are errors naming the field.
+//! Endpoints and regions follow the AWS conventions, the environment filling what the
+//! file leaves out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::json;
+use crate::config::{ConfigError, aws_endpoint, check_endpoint, host_is_address};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: Kafka,
+    pub s3: S3,
+    pub checkpoint: Checkpoint,
+    pub csv: Csv,
+    pub metrics: Option<Metrics>,
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    pub bootstrap_servers: String,
+    pub topic: String,
+    pub key_column: Option<String>,
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties, passed as they are (after ours, so they win, except the
+    /// ones exactly-once needs: see [`FORCED`]).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Properties exactly-once depends on; setting them otherwise is refused.
+pub const FORCED: [(&str, &str); 2] = [("enable.idempotence", "true"), ("acks", "all")];
+
+#[derive(Debug, Clone)]
+pub struct S3 {
+    pub region: String,
+    pub endpoint: String,
+    pub path_style: bool,
+    pub ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub table: String,
+    pub region: String,
+    pub endpoint: String,
+    pub interval_lines: u64,
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Csv {
+    pub delimiter: u8,
+    pub header: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub namespace: String,
+    pub region: String,
+    pub endpoint: String,
+    pub interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    kafka: RawKafka,
+    #[serde(default)]
+    s3: Option<RawS3>,
+    #[serde(default)]
+    checkpoint: Option<RawCheckpoint>,
+    #[serde(default)]
+    csv: Option<RawCsv>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    bootstrap_servers: String,
+    topic: String,
+    key_column: Option<String>,
+    dead_letter_topic: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    table: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    interval_lines: Option<u64>,
+    lease_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCsv {
+    delimiter: Option<String>,
+    header: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    namespace: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    interval_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+fn field(name: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::field(name, why)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Config::parse(&text, &env).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let value = json::parse(text).map_err(|message| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message,
+        })?;
+        let raw: Raw = json::typed("", value)?;
+        let s3 = s3_config(raw.s3.unwrap_or_default(), env)?;
+        let checkpoint = checkpoint_config(raw.checkpoint.unwrap_or_default(), &s3.region, env)?;
+        let metrics = metrics_config(raw.metrics, &s3.region, env)?;
+        Ok(Config {
+            kafka: kafka_config(raw.kafka)?,
+            csv: csv_config(raw.csv.unwrap_or_default())?,
+            log_level: level(raw.log.unwrap_or_default().level.as_deref())?,
+            s3,
+            checkpoint,
+            metrics,
+        })
+    }
+
+    /// The effective config, for `check-config` (nothing secret is in it).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kafka": {
+                "bootstrap_servers": self.kafka.bootstrap_servers,
+                "topic": self.kafka.topic,
+                "key_column": self.kafka.key_column,
+                "dead_letter_topic": self.kafka.dead_letter_topic,
+                "properties": self.kafka.properties.keys().map(|k| (k.clone(),
+                    if k.contains("password") || k.contains("secret") { "<redacted>".to_string() }
+                    else { self.kafka.properties[k].clone() })).collect::<BTreeMap<_, _>>(),
+            },
+            "s3": {"region": self.s3.region, "endpoint": self.s3.endpoint, "path_style": self.s3.path_style},
+            "checkpoint": {"table": self.checkpoint.table, "region": self.checkpoint.region,
+                "endpoint": self.checkpoint.endpoint, "interval_lines": self.checkpoint.interval_lines,
+                "lease_seconds": self.checkpoint.lease.as_secs()},
+            "csv": {"delimiter": (self.csv.delimiter as char).to_string(), "header": self.csv.header},
+            "metrics": self.metrics.as_ref().map(|m| serde_json::json!({
+                "namespace": m.namespace, "region": m.region, "endpoint": m.endpoint,
+                "interval_seconds": m.interval.as_secs()})),
+        })
+    }
+}
+
+fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
+    if raw.bootstrap_servers.trim().is_empty() {
+        return Err(field("kafka.bootstrap_servers", "is empty"));
+    }
+    check_topic("kafka.topic", &raw.topic)?;
+    if let Some(t) = &raw.dead_letter_topic {
+        check_topic("kafka.dead_letter_topic", t)?;
+        if *t == raw.topic {
+            return Err(field(
+                "kafka.dead_letter_topic",
+                "is the same topic as kafka.topic: malformed rows would mix with good ones",
+            ));
+        }
+    }
+    if raw.key_column.as_deref() == Some("") {
+        return Err(field("kafka.key_column", "is empty (leave it out or null)"));
+    }
+    let mut properties = BTreeMap::new();
+    for (k, v) in raw.properties {
+        let at = format!("kafka.properties.{k}");
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => return Err(field(&at, "must be a string, number or boolean")),
+        };
+        if let Some((_, want)) = FORCED.iter().find(|(name, _)| *name == k)
+            && text != *want
+        {
+            return Err(field(
+                &at,
+                format!("must be {want}: exactly-once delivery depends on it"),
+            ));
+        }
+        if k == "bootstrap.servers" || k == "transactional.id" {
+            return Err(field(&at, "is set by csv2kafka itself"));
+        }
+        properties.insert(k, text);
+    }
+    Ok(Kafka {
+        bootstrap_servers: raw.bootstrap_servers,
+        topic: raw.topic,
+        key_column: raw.key_column,
+        dead_letter_topic: raw.dead_letter_topic,
+        properties,
+    })
+}
+
+fn check_topic(name: &str, topic: &str) -> Result<(), ConfigError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(field(
+            name,
+            format!("{topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"),
+        ))
+    }
+}
+
+fn region(
+    name: &str,
+    given: Option<String>,
+    fallback: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    given
+        .or_else(|| fallback.map(str::to_string))
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .ok_or_else(|| field(name, "missing (set it, or AWS_REGION)"))
+}
+
+fn endpoint(
+    name: &str,
+    given: Option<String>,
+    service_env: &str,
+    service: &str,
+    region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let e = given
+        .or_else(|| env(service_env))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| aws_endpoint(service, region));
+    let e = e.trim_end_matches('/').to_string();
+    check_endpoint(name, &e)?;
+    Ok(e)
+}
+
+fn s3_config(raw: RawS3, env: &dyn Fn(&str) -> Option<String>) -> Result<S3, ConfigError> {
+    let region = region("s3.region", raw.region, None, env)?;
+    let endpoint = endpoint(
+        "s3.endpoint",
+        raw.endpoint,
+        "AWS_ENDPOINT_URL_S3",
+        "s3",
+        &region,
+        env,
+    )?;
+    let path_style = raw.path_style.unwrap_or(false);
+    if !path_style && host_is_address(&endpoint) {
+        return Err(field(
+            "s3.path_style",
+            format!("must be true with the endpoint {endpoint:?}"),
+        ));
+    }
+    Ok(S3 {
+        region,
+        endpoint,
+        path_style,
+        ca_bundle: env("AWS_CA_BUNDLE").map(PathBuf::from),
+    })
+}
+
+fn checkpoint_config(
+    raw: RawCheckpoint,
+    s3_region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Checkpoint, ConfigError> {
+    let table = raw.table.unwrap_or_else(|| "csv2kafka-checkpoints".into());
+    let table_ok = (3..=255).contains(&table.len())
+        && table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !table_ok {
+        return Err(field(
+            "checkpoint.table",
+            format!("{table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 . _ -)"),
+        ));
+    }
+    let region = region("checkpoint.region", raw.region, Some(s3_region), env)?;
+    let endpoint = endpoint(
+        "checkpoint.endpoint",
+        raw.endpoint,
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "dynamodb",
+        &region,
+        env,
+    )?;
+    let interval_lines = raw.interval_lines.unwrap_or(10_000);
+    if !(1..=10_000_000).contains(&interval_lines) {
+        return Err(field(
+            "checkpoint.interval_lines",
+            format!("{interval_lines} is outside 1 to 10000000"),
+        ));
+    }
+    let lease = raw.lease_seconds.unwrap_or(60);
+    if !(5..=3600).contains(&lease) {
+        return Err(field(
+            "checkpoint.lease_seconds",
+            format!("{lease} is outside 5 to 3600"),
+        ));
+    }
+    Ok(Checkpoint {
+        table,
+        region,
+        endpoint,
+        interval_lines,
+        lease: Duration::from_secs(lease),
+    })
+}
+
+fn csv_config(raw: RawCsv) -> Result<Csv, ConfigError> {
+    let delimiter = match raw.delimiter.as_deref() {
+        None => b',',
+        Some("\\t") | Some("\t") => b'\t',
+        Some(d) if d.len() == 1 && d != "\"" && d != "\n" && d != "\r" => d.as_bytes()[0],
+        Some(d) => {
+            return Err(field(
+                "csv.delimiter",
+                format!("{d:?} must be one ASCII character other than a quote or line break"),
+            ));
+        }
+    };
+    Ok(Csv {
+        delimiter,
+        header: raw.header.unwrap_or(true),
+    })
+}
+
+fn metrics_config(
+    raw: Option<RawMetrics>,
+    s3_region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Metrics>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let region = region("metrics.region", raw.region, Some(s3_region), env)?;
+    let endpoint = endpoint(
+        "metrics.endpoint",
+        raw.endpoint,
+        "AWS_ENDPOINT_URL_CLOUDWATCH",
+        "monitoring",
+        &region,
+        env,
+    )?;
+    let namespace = raw.namespace.unwrap_or_else(|| "TVM/CsvToKafka".into());
+    if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
+        return Err(field(
+            "metrics.namespace",
+            format!("{namespace:?} must be 1-255 characters, not starting with AWS/"),
+        ));
+    }
+    let interval = raw.interval_seconds.unwrap_or(10);
+    if !(1..=3600).contains(&interval) {
+        return Err(field(
+            "metrics.interval_seconds",
+            format!("{interval} is outside 1 to 3600"),
+        ));
+    }
+    Ok(Some(Metrics {
+        namespace,
+        region,
+        endpoint,
+        interval: Duration::from_secs(interval),
+    }))
+}
+
+fn level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
+    Ok(match text.unwrap_or("info") {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        other => {
+            return Err(field(
+                "log.level",
+                format!("{other:?} is not one of off, error, warn, info, debug, trace"),
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let env = |k: &str| (k == "AWS_REGION").then(|| "eu-west-1".to_string());
+        Config::parse(text, &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_spec_example_is_accepted_with_its_defaults() {
+        let c = parse(
+            r#"{"kafka": {"bootstrap_servers": "b:9092", "topic": "t",
+                "properties": {"compression.type": "zstd", "linger.ms": 5}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(c.checkpoint.table, "csv2kafka-checkpoints");
+        assert_eq!(c.checkpoint.interval_lines, 10_000);
+        assert_eq!(c.s3.endpoint, "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(c.kafka.properties["linger.ms"], "5");
+        assert!(c.metrics.is_none());
+        assert_eq!(c.csv.delimiter, b',');
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "a b"}}"#,
+                "`kafka.topic`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t", "x": 1}}"#,
+                "`kafka.x`: unknown key",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t",
+                "properties": {"enable.idempotence": false}}}"#,
+                "`kafka.properties.enable.idempotence`: must be true",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t", "dead_letter_topic": "t"}}"#,
+                "`kafka.dead_letter_topic`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t"}, "checkpoint": {"interval_lines": 0}}"#,
+                "`checkpoint.interval_lines`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t"}, "checkpoint": {"lease_seconds": "60"}}"#,
+                "`checkpoint.lease_seconds`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t"}, "csv": {"delimiter": ",,"}}"#,
+                "`csv.delimiter`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t"}, "s3": {"endpoint": "http://127.0.0.1:9"}}"#,
+                "`s3.path_style`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "b", "topic": "t"}, "metrics": {"namespace": "AWS/x"}}"#,
+                "`metrics.namespace`",
+            ),
+            (
+                r#"{"kafka": {"bootstrap_servers": "", "topic": "t"}}"#,
+                "`kafka.bootstrap_servers`",
+            ),
+            (
+                r#"{"kafka": {"topic": "t"}}"#,
+                "`kafka.bootstrap_servers`: missing",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+}

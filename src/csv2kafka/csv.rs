@@ -1,0 +1,480 @@
+//! A streaming RFC 4180 reader that never loses a row: quoted fields, doubled quotes,
+//! delimiters and line breaks inside quotes, CRLF or LF, a byte-order mark on the first
+//! line, a last line without a newline. Each record comes with its raw bytes and the byte
+//! offset just past it, so a job can checkpoint where to start again.
+//!
+//! A malformed record (wrong field count, invalid UTF-8, a quote never closed) is
+//! returned as such with its raw bytes and never swallows the rows after it: a record
+//! that spans several physical lines and does not parse is cut back to its first line,
+//! and the lines after it are read again as records of their own. Memory is bounded by
+//! [`MAX_RECORD_BYTES`]. Pure: reads from any `BufRead`.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead};
+
+/// The longest record accepted; a longer one is malformed (a quote left open).
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    FieldCount { expected: usize, found: usize },
+    Utf8,
+    UnterminatedQuote,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Malformed::FieldCount { expected, found } => {
+                write!(f, "{found} fields where the header has {expected}")
+            }
+            Malformed::Utf8 => f.write_str("not valid UTF-8"),
+            Malformed::UnterminatedQuote => f.write_str("a quote that is never closed"),
+        }
+    }
+}
+
+/// One data record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// 1 for the first data row.
+    pub line: u64,
+    /// The record as it was in the object, without its final line break.
+    pub raw: Vec<u8>,
+    pub fields: Result<Vec<String>, Malformed>,
+    /// Offset in the (decompressed) stream just past this record.
+    pub end: u64,
+}
+
+pub struct Reader<R> {
+    inner: R,
+    delimiter: u8,
+    /// Physical lines read but given back, with their start offsets.
+    pending: VecDeque<(u64, Vec<u8>)>,
+    /// Offset of the next byte `inner` gives.
+    offset: u64,
+    columns: Option<usize>,
+    header: Option<Vec<String>>,
+    next_line: u64,
+    first: bool,
+}
+
+/// A record's raw bytes (no final line break) and its fields.
+type Raw = (Vec<u8>, Vec<Vec<u8>>);
+
+enum Parsed {
+    Fields(Vec<Vec<u8>>),
+    /// Ends inside quotes.
+    Open,
+}
+
+impl<R: BufRead> Reader<R> {
+    /// A reader of `inner`, which starts at `offset` of the stream; the next data row is
+    /// numbered `next_line`. `header` is the header already read (on resume), or `None`
+    /// to read it from the first line when `has_header`.
+    pub fn new(inner: R, delimiter: u8, offset: u64, next_line: u64) -> Reader<R> {
+        Reader {
+            inner,
+            delimiter,
+            pending: VecDeque::new(),
+            offset,
+            columns: None,
+            header: None,
+            next_line,
+            first: offset == 0,
+        }
+    }
+
+    /// Reads the header line (the first record). `Ok(None)` for an empty stream.
+    pub fn read_header(&mut self) -> io::Result<Option<Vec<String>>> {
+        loop {
+            let Some((start, record)) = self.record()? else {
+                return Ok(None);
+            };
+            if is_blank(&record) {
+                continue;
+            }
+            let fields = match self.parse_record(start, record)? {
+                Some((_, f)) => f,
+                None => {
+                    // A header with an open quote: its first line is the header.
+                    let (_, first) = self.take_line()?.unwrap_or_default();
+                    match split(self.strip_bom(trim_break(&first)), self.delimiter) {
+                        Parsed::Fields(f) => f,
+                        Parsed::Open => vec![first],
+                    }
+                }
+            };
+            let names: Vec<String> = fields
+                .into_iter()
+                .map(|f| String::from_utf8_lossy(&f).into_owned())
+                .collect();
+            self.columns = Some(names.len());
+            self.header = Some(names.clone());
+            return Ok(Some(names));
+        }
+    }
+
+    /// Sets the header (read earlier, or made of column numbers).
+    pub fn set_header(&mut self, names: Vec<String>) {
+        self.columns = Some(names.len());
+        self.header = Some(names);
+    }
+
+    pub fn header(&self) -> Option<&[String]> {
+        self.header.as_deref()
+    }
+
+    /// The next data row, or `None` at the end of the stream.
+    pub fn next_row(&mut self) -> io::Result<Option<Row>> {
+        loop {
+            let Some((start, record)) = self.record()? else {
+                return Ok(None);
+            };
+            if is_blank(&record) {
+                continue;
+            }
+            let line = self.next_line;
+            let (raw, fields) = match self.parse_record(start, record)? {
+                Some((raw, fields)) => (raw, self.check(fields)),
+                None => {
+                    // Cut back to its first physical line, given back by parse_record.
+                    let (_, first) = self.take_line()?.unwrap_or_default();
+                    (
+                        trim_break(&first).to_vec(),
+                        Err(Malformed::UnterminatedQuote),
+                    )
+                }
+            };
+            self.next_line += 1;
+            if self.columns.is_none() {
+                // No header: the first row sets the width.
+                if let Ok(f) = &fields {
+                    self.columns = Some(f.len());
+                }
+            }
+            return Ok(Some(Row {
+                line,
+                raw,
+                fields,
+                end: self.position(),
+            }));
+        }
+    }
+
+    /// Offset of the first byte not yet returned in a record.
+    pub fn position(&self) -> u64 {
+        self.pending
+            .front()
+            .map_or(self.offset, |(start, _)| *start)
+    }
+
+    fn check(&self, fields: Vec<Vec<u8>>) -> Result<Vec<String>, Malformed> {
+        if let Some(expected) = self.columns
+            && fields.len() != expected
+        {
+            return Err(Malformed::FieldCount {
+                expected,
+                found: fields.len(),
+            });
+        }
+        fields
+            .into_iter()
+            .map(|f| String::from_utf8(f).map_err(|_| Malformed::Utf8))
+            .collect()
+    }
+
+    /// Parses a record that starts with the line at `start`: its raw bytes and fields,
+    /// or `None` when it does not close (or closes at the wrong width after spanning
+    /// lines): then all its lines are given back, for the caller to take the first as
+    /// malformed.
+    fn parse_record(&mut self, start: u64, record: Vec<u8>) -> io::Result<Option<Raw>> {
+        let mut joined = record;
+        let mut lines = vec![(start, joined.len())];
+        loop {
+            let parsed = split(self.strip_bom(trim_break(&joined)), self.delimiter);
+            let open = matches!(parsed, Parsed::Open);
+            if let Parsed::Fields(f) = parsed
+                && (lines.len() == 1 || self.columns.is_none_or(|c| c == f.len()))
+            {
+                self.first = false;
+                return Ok(Some((trim_break(&joined).to_vec(), f)));
+            }
+            let more = if open && joined.len() < MAX_RECORD_BYTES {
+                self.take_line()?
+            } else {
+                None
+            };
+            match more {
+                Some((at, line)) => {
+                    lines.push((at, line.len()));
+                    joined.extend_from_slice(&line);
+                }
+                None => {
+                    let mut rest = joined.as_slice();
+                    let mut back = Vec::with_capacity(lines.len());
+                    for (at, len) in lines {
+                        let (line, tail) = rest.split_at(len);
+                        back.push((at, line.to_vec()));
+                        rest = tail;
+                    }
+                    for line in back.into_iter().rev() {
+                        self.pending.push_front(line);
+                    }
+                    self.first = false;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn strip_bom<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        if self.first {
+            bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+        } else {
+            bytes
+        }
+    }
+
+    fn record(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        self.take_line()
+    }
+
+    /// The next physical line with its line break, and its start offset.
+    fn take_line(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        if let Some(line) = self.pending.pop_front() {
+            return Ok(Some(line));
+        }
+        let mut line = Vec::new();
+        let n = read_line_bounded(&mut self.inner, &mut line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let start = self.offset;
+        self.offset += n as u64;
+        Ok(Some((start, line)))
+    }
+}
+
+/// `read_until(b'\n')`, but a line longer than [`MAX_RECORD_BYTES`] is returned in
+/// pieces rather than held whole.
+fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let (done, used) = {
+            let buf = match r.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(total);
+            }
+            let room = MAX_RECORD_BYTES.saturating_sub(out.len()).max(1);
+            match buf.iter().take(room).position(|&b| b == b'\n') {
+                Some(i) => {
+                    out.extend_from_slice(&buf[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    let n = buf.len().min(room);
+                    out.extend_from_slice(&buf[..n]);
+                    (out.len() >= MAX_RECORD_BYTES, n)
+                }
+            }
+        };
+        r.consume(used);
+        total += used;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    trim_break(line).is_empty()
+}
+
+fn trim_break(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Splits one record's bytes (no final line break) into fields.
+fn split(body: &[u8], delimiter: u8) -> Parsed {
+    let mut fields = Vec::new();
+    let mut field = Vec::new();
+    let mut i = 0;
+    let mut quoted = false;
+    let mut at_start = true;
+    while i < body.len() {
+        let b = body[i];
+        if quoted {
+            if b == b'"' {
+                if body.get(i + 1) == Some(&b'"') {
+                    field.push(b'"');
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            } else {
+                field.push(b);
+            }
+        } else if b == delimiter {
+            fields.push(std::mem::take(&mut field));
+            at_start = true;
+            i += 1;
+            continue;
+        } else if b == b'"' && at_start {
+            quoted = true;
+        } else {
+            // A quote inside an unquoted field is kept as it is (lenient, like most
+            // readers).
+            field.push(b);
+        }
+        at_start = false;
+        i += 1;
+    }
+    if quoted {
+        return Parsed::Open;
+    }
+    fields.push(field);
+    Parsed::Fields(fields)
+}
+
+/// The JSON object of a row: header names to fields, in header order.
+pub fn to_json(header: &[String], fields: &[String]) -> String {
+    let mut out = String::with_capacity(16 + fields.iter().map(|f| f.len() + 8).sum::<usize>());
+    out.push('{');
+    for (i, (name, value)) in header.iter().zip(fields).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, value);
+    }
+    out.push('}');
+    out
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(text: &[u8]) -> (Vec<String>, Vec<Row>) {
+        let mut r = Reader::new(text, b',', 0, 1);
+        let header = r.read_header().expect("read").unwrap_or_default();
+        let mut out = Vec::new();
+        while let Some(row) = r.next_row().expect("read") {
+            out.push(row);
+        }
+        (header, out)
+    }
+
+    fn ok(row: &Row) -> Vec<&str> {
+        row.fields
+            .as_ref()
+            .expect("well-formed")
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn rfc4180_quoting_crlf_bom_and_a_last_line_without_newline() {
+        let text =
+            "\u{feff}id,text,n\r\n1,\"a, \"\"quoted\"\"\r\nline\",3\r\n2,,\r\n3,ünï,x".as_bytes();
+        let (header, rows) = rows(text);
+        assert_eq!(header, ["id", "text", "n"]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(ok(&rows[0]), ["1", "a, \"quoted\"\r\nline", "3"]);
+        assert_eq!(ok(&rows[1]), ["2", "", ""]);
+        assert_eq!(ok(&rows[2]), ["3", "ünï", "x"]);
+        assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(rows[2].end, text.len() as u64);
+        assert_eq!(rows[0].raw, b"1,\"a, \"\"quoted\"\"\r\nline\",3");
+    }
+
+    #[test]
+    fn malformed_rows_are_returned_and_never_swallow_the_next() {
+        let text = b"a,b\n1,2,3\n\xff,x\n1,\"open\n2,y\n3,z\n";
+        let (_, rows) = rows(text);
+        let verdicts: Vec<_> = rows.iter().map(|r| r.fields.clone().err()).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Some(Malformed::FieldCount {
+                    expected: 2,
+                    found: 3
+                }),
+                Some(Malformed::Utf8),
+                Some(Malformed::UnterminatedQuote),
+                None,
+                None,
+            ]
+        );
+        assert_eq!(rows[2].raw, b"1,\"open");
+        assert_eq!(ok(&rows[3]), ["2", "y"]);
+        assert_eq!(rows.last().map(|r| r.line), Some(5));
+    }
+
+    #[test]
+    fn resuming_at_an_end_offset_reads_the_same_rows() {
+        let text = b"a,b\n1,\"x\ny\"\n2,z\n\n3,w\n";
+        let (header, all) = rows(text);
+        for (i, row) in all.iter().enumerate() {
+            let rest = &text[row.end as usize..];
+            let mut r = Reader::new(rest, b',', row.end, row.line + 1);
+            r.set_header(header.clone());
+            let mut again = Vec::new();
+            while let Some(x) = r.next_row().expect("read") {
+                again.push(x);
+            }
+            assert_eq!(again, all[i + 1..].to_vec());
+        }
+    }
+
+    #[test]
+    fn empty_and_header_only_objects_have_no_rows() {
+        assert_eq!(rows(b""), (vec![], vec![]));
+        assert_eq!(rows(b"a,b\r\n").1, vec![]);
+        assert_eq!(rows(b"a,b").0, ["a", "b"]);
+    }
+
+    #[test]
+    fn other_delimiters_and_json_escaping() {
+        let mut r = Reader::new(&b"x;y\n\"a;b\";\"q\"\"\\\t\"\n"[..], b';', 0, 1);
+        let header = r.read_header().expect("read").expect("header");
+        let row = r.next_row().expect("read").expect("row");
+        let fields = row.fields.expect("ok");
+        assert_eq!(fields, ["a;b", "q\"\\\t"]);
+        assert_eq!(to_json(&header, &fields), r#"{"x":"a;b","y":"q\"\\\t"}"#);
+    }
+
+    #[test]
+    fn a_record_past_the_limit_is_cut_and_the_rest_read_on() {
+        let mut text = b"a,b\n1,\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+        text.extend_from_slice(b"\n2,ok\n");
+        let (_, rows) = rows(&text);
+        assert_eq!(rows.last().map(ok), Some(vec!["2", "ok"]));
+        assert!(rows.iter().all(|r| r.raw.len() <= MAX_RECORD_BYTES));
+    }
+}

@@ -1,0 +1,260 @@
+//! A small DynamoDB client (JSON 1.0 protocol, SigV4 header signing) for the checkpoint
+//! table: GetItem, conditional UpdateItem, DescribeTable and CreateTable. Errors carry
+//! DynamoDB's own type (`ConditionalCheckFailedException`, `ResourceNotFoundException`)
+//! so callers can tell a lost lease from a missing table.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::credentials::Credentials;
+use crate::sigv4::{Request, Signer};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DynamoError {
+    /// No answer: connection, DNS, TLS, timeout.
+    Transport(String),
+    /// DynamoDB's error type (the part after `#`) and message.
+    Service {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+impl DynamoError {
+    pub fn is(&self, kind: &str) -> bool {
+        matches!(self, DynamoError::Service { kind: k, .. } if k == kind)
+    }
+
+    pub fn condition_failed(&self) -> bool {
+        self.is("ConditionalCheckFailedException")
+    }
+
+    /// Worth trying again: no answer, throttling or a server error.
+    pub fn transient(&self) -> bool {
+        match self {
+            DynamoError::Transport(_) => true,
+            DynamoError::Service { status, kind, .. } => {
+                *status >= 500
+                    || kind.contains("Throughput")
+                    || kind == "ThrottlingException"
+                    || kind == "RequestLimitExceeded"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DynamoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DynamoError::Transport(e) => write!(f, "DynamoDB unreachable: {e}"),
+            DynamoError::Service {
+                status,
+                kind,
+                message,
+            } => write!(f, "DynamoDB HTTP {status} {kind}: {message}"),
+        }
+    }
+}
+
+pub struct Dynamo {
+    agent: ureq::Agent,
+    endpoint: String,
+    host: String,
+    region: String,
+    credentials: Credentials,
+}
+
+impl Dynamo {
+    pub fn new(endpoint: &str, region: &str, credentials: Credentials) -> Dynamo {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(ureq::Proxy::try_from_env())
+            .max_redirects(0)
+            .user_agent(concat!("csv2kafka/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_resolve(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .build()
+            .into();
+        let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+        let host = rest.split('/').next().unwrap_or(rest).to_string();
+        Dynamo {
+            agent,
+            endpoint: format!("{}/", endpoint.trim_end_matches('/')),
+            host,
+            region: region.to_string(),
+            credentials,
+        }
+    }
+
+    /// One call of `operation` (`GetItem`, …) with `body`; the answer's JSON.
+    pub fn call(&self, operation: &str, body: &Value) -> Result<Value, DynamoError> {
+        let payload = body.to_string();
+        let target = format!("DynamoDB_20120810.{operation}");
+        let content_type = "application/x-amz-json-1.0";
+        let headers = [
+            ("content-type".to_string(), content_type.to_string()),
+            ("x-amz-target".to_string(), target.clone()),
+        ];
+        let signer = Signer {
+            access_key_id: &self.credentials.access_key_id,
+            secret_access_key: &self.credentials.secret_access_key,
+            session_token: self.credentials.session_token.as_deref(),
+            region: &self.region,
+            service: "dynamodb",
+        };
+        let req = Request {
+            method: "POST",
+            host: &self.host,
+            path: "/",
+            query: &[],
+            headers: &headers,
+            body: payload.as_bytes(),
+        };
+        let mut call = self
+            .agent
+            .post(&self.endpoint)
+            .header("content-type", content_type)
+            .header("x-amz-target", &target);
+        for (k, v) in signer.sign(&req, crate::clock::signing_now()) {
+            call = call.header(k, v);
+        }
+        let mut resp = call
+            .send(payload.as_bytes())
+            .map_err(|e| DynamoError::Transport(crate::s3::redact(&e.to_string())))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(value);
+        }
+        let kind = value["__type"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit('#')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let message = value["message"]
+            .as_str()
+            .or_else(|| value["Message"].as_str())
+            .unwrap_or(&text)
+            .to_string();
+        Err(DynamoError::Service {
+            status,
+            kind,
+            message,
+        })
+    }
+
+    /// The item with hash key `job_id`, as plain JSON (see [`plain`]), if any.
+    pub fn get(&self, table: &str, job_id: &str) -> Result<Option<Value>, DynamoError> {
+        let answer = self.call(
+            "GetItem",
+            &json!({"TableName": table, "Key": {"job_id": {"S": job_id}}, "ConsistentRead": true}),
+        )?;
+        Ok(answer.get("Item").map(plain))
+    }
+
+    /// Whether the table exists and is usable.
+    pub fn describe(&self, table: &str) -> Result<String, DynamoError> {
+        let answer = self.call("DescribeTable", &json!({"TableName": table}))?;
+        Ok(answer["Table"]["TableStatus"]
+            .as_str()
+            .unwrap_or("UNKNOWN")
+            .to_string())
+    }
+
+    /// Creates the checkpoint table (on-demand billing, hash key `job_id`).
+    pub fn create_table(&self, table: &str) -> Result<(), DynamoError> {
+        self.call(
+            "CreateTable",
+            &json!({
+                "TableName": table,
+                "AttributeDefinitions": [{"AttributeName": "job_id", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+                "BillingMode": "PAY_PER_REQUEST"
+            }),
+        )
+        .map(|_| ())
+    }
+}
+
+/// DynamoDB's typed attribute values (`{"S": "x"}`, `{"N": "1"}`) as plain JSON.
+pub fn plain(item: &Value) -> Value {
+    let Some(map) = item.as_object() else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        let value = if let Some(s) = v.get("S") {
+            s.clone()
+        } else if let Some(n) = v.get("N").and_then(Value::as_str) {
+            n.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| n.parse::<f64>().map(Value::from))
+                .unwrap_or(Value::Null)
+        } else if let Some(b) = v.get("BOOL") {
+            b.clone()
+        } else {
+            Value::Null
+        };
+        out.insert(k.clone(), value);
+    }
+    Value::Object(out)
+}
+
+/// A typed attribute value for `v`.
+pub fn typed(v: &Value) -> Value {
+    match v {
+        Value::String(s) => json!({"S": s}),
+        Value::Number(n) => json!({"N": n.to_string()}),
+        Value::Bool(b) => json!({"BOOL": b}),
+        _ => json!({"NULL": true}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_values_round_trip() {
+        let item = json!({"a": "x", "n": 12, "f": 1.5, "b": true});
+        let typed_item: serde_json::Map<String, Value> = item
+            .as_object()
+            .expect("object")
+            .iter()
+            .map(|(k, v)| (k.clone(), typed(v)))
+            .collect();
+        assert_eq!(plain(&Value::Object(typed_item)), item);
+    }
+
+    #[test]
+    fn errors_are_told_apart() {
+        let e = DynamoError::Service {
+            status: 400,
+            kind: "ConditionalCheckFailedException".into(),
+            message: "m".into(),
+        };
+        assert!(e.condition_failed() && !e.transient());
+        assert!(DynamoError::Transport("x".into()).transient());
+        let t = DynamoError::Service {
+            status: 400,
+            kind: "ProvisionedThroughputExceededException".into(),
+            message: String::new(),
+        };
+        assert!(t.transient());
+    }
+}

@@ -1,0 +1,660 @@
+//! One job: one S3 object streamed into Kafka, exactly once. The steps, each able to
+//! stop at any moment (SIGKILL included) without losing or repeating a row:
+//!
+//! 1. take the job's lease in the checkpoint table (or learn it is done or busy);
+//! 2. scan the job's partitions from the checkpoint's offsets to their end, learning the
+//!    highest line of this job in each: rows sent after the last checkpoint that landed;
+//! 3. read the object from the checkpoint's byte offset; each row goes to a partition
+//!    fixed by its key, and is skipped if the scan found it there;
+//! 4. as delivery reports arrive, the rows durably in Kafka form a prefix; every
+//!    `interval_lines` rows (and at a stop) that prefix, its byte offset and the
+//!    partition offsets past it are checkpointed;
+//! 5. at the end: flush, then COMPLETED with `total_lines`.
+//!
+//! A Kafka failure mid-way (a delivery timeout, a fatal idempotence error) goes back to
+//! step 2 with a new producer: the same path as a restart.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{Header, OwnedHeaders};
+
+use super::checkpoint::{Checkpoint, Manager, Status, Taken, now_ms};
+use super::config::Config;
+use super::csv::{Reader, Row, to_json};
+use super::emitter::{Emitter, Sample};
+use super::kafka::{self, Ack, Dest, Landed, Sink, Slot};
+use super::source;
+use crate::s3::S3;
+
+/// How a job ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Completed,
+    /// Stopped by a signal: the checkpoint holds where it stopped.
+    Stopped,
+    /// Another worker holds its lease.
+    Busy,
+}
+
+/// Everything a job needs that outlives it.
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub checkpoints: &'a Manager,
+    pub emitter: Option<&'a Emitter>,
+    pub stop: &'a AtomicBool,
+}
+
+/// A row sent and not yet acknowledged, in line order.
+#[derive(Debug)]
+struct Pending {
+    line: u64,
+    end: u64,
+    bytes_done: u64,
+    /// Where it went, or `None` for a row that needs no acknowledgement.
+    slot: Option<Slot>,
+    acked: Option<i64>,
+    sent: bool,
+    failed: bool,
+}
+
+/// The durable prefix: rows acknowledged (or needing none) in line order.
+#[derive(Default)]
+struct Tracker {
+    pending: VecDeque<Pending>,
+    durable_line: u64,
+    durable_end: u64,
+    durable_bytes: u64,
+    next_offsets: BTreeMap<Slot, i64>,
+    sent: u64,
+    failed: u64,
+}
+
+impl Tracker {
+    fn push(&mut self, p: Pending) {
+        self.pending.push_back(p);
+        self.advance();
+    }
+
+    fn ack(&mut self, ack: &Ack) -> Result<(), String> {
+        let (slot, offset) = ack.result.clone()?;
+        let front = self.pending.front().map_or(0, |p| p.line);
+        let i = ack
+            .line
+            .checked_sub(front)
+            .ok_or("a report for a row already durable")?;
+        let p = self
+            .pending
+            .get_mut(i as usize)
+            .ok_or("a report for a row never sent")?;
+        p.slot = Some(slot);
+        p.acked = Some(offset);
+        self.advance();
+        Ok(())
+    }
+
+    fn advance(&mut self) {
+        while let Some(p) = self.pending.front() {
+            let done = p.slot.is_none() || p.acked.is_some();
+            if !done {
+                return;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                return;
+            };
+            if let (Some(slot), Some(off)) = (p.slot, p.acked) {
+                let e = self.next_offsets.entry(slot).or_insert(0);
+                *e = (*e).max(off + 1);
+            }
+            self.sent += u64::from(p.sent);
+            self.failed += u64::from(p.failed);
+            self.durable_line = p.line;
+            self.durable_end = p.end;
+            self.durable_bytes = p.bytes_done;
+        }
+    }
+}
+
+/// Runs the job `job_id` over `s3://bucket/key` until it completes, stops or is busy.
+pub fn run(
+    ctx: &Context,
+    s3: &Arc<S3>,
+    bucket: &str,
+    key: &str,
+    job_id: &str,
+) -> Result<Outcome, String> {
+    let source_object = format!("s3://{bucket}/{key}");
+    let mut cp = match ctx
+        .checkpoints
+        .take(job_id, &source_object)
+        .map_err(|e| table_error(ctx, &e))?
+    {
+        Taken::Completed(_) => {
+            log::info!("{job_id}: already COMPLETED; nothing to send");
+            return Ok(Outcome::Completed);
+        }
+        Taken::Busy(cp) => {
+            log::info!(
+                "{job_id}: worked by {} (lease until {}); leaving it",
+                cp.lease_owner.as_deref().unwrap_or("?"),
+                crate::key::rfc3339_utc(cp.lease_expires_ms / 1000)
+            );
+            return Ok(Outcome::Busy);
+        }
+        Taken::Mine(cp) => cp,
+    };
+    if cp.last_line > 0 {
+        log::info!(
+            "{job_id}: resuming after line {} ({} sent, {} failed rows)",
+            cp.last_line,
+            cp.total_sent,
+            cp.failed_rows
+        );
+    }
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match attempt(ctx, s3, key, &mut cp) {
+            Ok(outcome) => return Ok(outcome),
+            Err(Failure::Retry(why)) => {
+                if ctx.stop.load(Ordering::Relaxed) {
+                    let _ = ctx.checkpoints.save(&cp, true);
+                    return Ok(Outcome::Stopped);
+                }
+                log::warn!(
+                    "{job_id}: {why}; carrying on from line {} in {:.0}s",
+                    cp.last_line,
+                    backoff.as_secs_f64()
+                );
+                sleep_unless_stopped(backoff, ctx.stop);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                renew(ctx, &cp)?;
+            }
+            Err(Failure::Fatal(why)) => {
+                cp.status = Status::Failed;
+                cp.error = Some(why.clone());
+                let _ = ctx.checkpoints.save(&cp, true);
+                return Err(format!("{job_id}: {why}"));
+            }
+            Err(Failure::LeaseLost(why)) => return Err(format!("{job_id}: {why}")),
+        }
+    }
+}
+
+enum Failure {
+    /// Kafka or S3 trouble: go back to the scan.
+    Retry(String),
+    /// The object cannot be read as asked (gone, replaced): the job is FAILED.
+    Fatal(String),
+    /// Another worker took the job: stop touching it.
+    LeaseLost(String),
+}
+
+fn table_error(ctx: &Context, e: &super::dynamo::DynamoError) -> String {
+    if e.is("ResourceNotFoundException") {
+        format!(
+            "checkpoint table {} does not exist (create it: csv2kafka create-table --config ...)",
+            ctx.config.checkpoint.table
+        )
+    } else {
+        format!("checkpoint table {}: {e}", ctx.config.checkpoint.table)
+    }
+}
+
+fn renew(ctx: &Context, cp: &Checkpoint) -> Result<(), String> {
+    ctx.checkpoints.save(cp, false).map_err(|e| {
+        if e.condition_failed() {
+            "lost its lease to another worker; stopping".to_string()
+        } else {
+            table_error(ctx, &e)
+        }
+    })
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The job's two topics by destination.
+fn topics(config: &Config) -> HashMap<Dest, String> {
+    let mut t = HashMap::from([(Dest::Main, config.kafka.topic.clone())]);
+    if let Some(d) = &config.kafka.dead_letter_topic {
+        t.insert(Dest::DeadLetter, d.clone());
+    }
+    t
+}
+
+/// One pass: scan, then stream from the checkpoint to the end (or a stop).
+fn attempt(
+    ctx: &Context,
+    s3: &Arc<S3>,
+    key: &str,
+    cp: &mut Checkpoint,
+) -> Result<Outcome, Failure> {
+    let sink = Sink::new(&ctx.config.kafka).map_err(Failure::Fatal)?;
+    let topics = topics(ctx.config);
+    let mut counts = HashMap::new();
+    for dest in topics.keys() {
+        counts.insert(*dest, sink.partitions(*dest).map_err(Failure::Retry)?);
+    }
+    if cp.offsets.is_empty() {
+        // A new job: its messages can only be past today's ends.
+        for (dest, n) in &counts {
+            for (p, end) in sink.ends(*dest, *n).map_err(Failure::Retry)? {
+                cp.offsets.insert((*dest, p), end);
+            }
+        }
+        renew(ctx, cp).map_err(Failure::LeaseLost)?;
+    }
+    let landed = kafka::scan(
+        &ctx.config.kafka,
+        &topics,
+        &cp.offsets,
+        &cp.job_id,
+        cp.last_line,
+    )
+    .map_err(Failure::Retry)?;
+    let found: usize = landed.values().map(|l| l.lines.len()).sum();
+    if found > 0 {
+        log::info!(
+            "{}: {found} rows after line {} are already in Kafka; they are not sent again",
+            cp.job_id,
+            cp.last_line
+        );
+    }
+    let opened = source::open(Arc::clone(s3), key, cp.byte_offset, cp.etag.as_deref())
+        .map_err(|e| classify_s3(&e))?;
+    if cp.etag.is_none() {
+        cp.etag = Some(opened.etag.clone());
+        cp.object_bytes = opened.total;
+    }
+    Stream::new(ctx, &sink, counts, landed, opened, cp).run(cp)
+}
+
+/// S3 errors retrying cannot fix (a missing object or bucket, a refusal, the object
+/// replaced since the checkpoint) fail the job; the rest are retried.
+fn classify_s3(e: &crate::s3::S3Error) -> Failure {
+    match e.class() {
+        crate::s3::Class::Transient | crate::s3::Class::SlowDown => Failure::Retry(e.to_string()),
+        _ => Failure::Fatal(e.to_string()),
+    }
+}
+
+/// The streaming loop of one attempt.
+struct Stream<'a> {
+    ctx: &'a Context<'a>,
+    sink: &'a Sink,
+    counts: HashMap<Dest, i32>,
+    landed: BTreeMap<Slot, Landed>,
+    reader: Reader<Box<dyn std::io::BufRead + Send>>,
+    stored_pos: Arc<std::sync::atomic::AtomicU64>,
+    base_headers: Vec<(&'static str, String)>,
+    tracker: Tracker,
+    header: Option<Vec<String>>,
+    last_saved: u64,
+    last_sample: (Instant, u64, u64),
+    last_renewed: Instant,
+    rate: f64,
+}
+
+impl<'a> Stream<'a> {
+    fn new(
+        ctx: &'a Context<'a>,
+        sink: &'a Sink,
+        counts: HashMap<Dest, i32>,
+        landed: BTreeMap<Slot, Landed>,
+        opened: source::Opened,
+        cp: &Checkpoint,
+    ) -> Stream<'a> {
+        let mut reader = Reader::new(
+            opened.reader,
+            ctx.config.csv.delimiter,
+            cp.byte_offset,
+            cp.last_line + 1,
+        );
+        if let Some(h) = &cp.header {
+            reader.set_header(h.clone());
+        }
+        let mut base_headers = vec![
+            ("job", cp.job_id.clone()),
+            ("source_object", cp.source_object.clone()),
+        ];
+        for (meta, name) in [("vehicle-id", "vehicle_id"), ("source", "source")] {
+            if let Some(v) = opened.meta.get(meta) {
+                base_headers.push((name, v.clone()));
+            }
+        }
+        let mut tracker = Tracker {
+            durable_line: cp.last_line,
+            durable_end: cp.byte_offset,
+            durable_bytes: cp.bytes_done,
+            next_offsets: cp.offsets.clone(),
+            ..Tracker::default()
+        };
+        for (slot, l) in &landed {
+            let e = tracker.next_offsets.entry(*slot).or_insert(0);
+            *e = (*e).max(l.next_offset);
+        }
+        Stream {
+            ctx,
+            sink,
+            counts,
+            landed,
+            reader,
+            stored_pos: opened.stored_pos,
+            base_headers,
+            tracker,
+            header: cp.header.clone(),
+            last_saved: cp.last_line,
+            last_sample: (Instant::now(), cp.last_line, cp.failed_rows),
+            last_renewed: Instant::now(),
+            rate: 0.0,
+        }
+    }
+
+    fn run(mut self, cp: &mut Checkpoint) -> Result<Outcome, Failure> {
+        if cp.header.is_none() {
+            let header = if self.ctx.config.csv.header {
+                self.reader
+                    .read_header()
+                    .map_err(|e| Failure::Retry(format!("reading the header: {e}")))?
+            } else {
+                None
+            };
+            if let Some(h) = header {
+                self.header = Some(h.clone());
+                cp.header = Some(h);
+                cp.byte_offset = self.reader.position();
+                self.tracker.durable_end = cp.byte_offset;
+            }
+        }
+        loop {
+            if self.ctx.stop.load(Ordering::Relaxed) {
+                self.drain(cp)?;
+                self.checkpoint(cp, true)?;
+                log::info!(
+                    "{}: stopped at line {}; a later run resumes it",
+                    cp.job_id,
+                    cp.last_line
+                );
+                return Ok(Outcome::Stopped);
+            }
+            let row = self
+                .reader
+                .next_row()
+                .map_err(|e| Failure::Retry(format!("reading {}: {e}", cp.source_object)))?;
+            let Some(row) = row else { break };
+            self.send(cp, row)?;
+            self.serve(cp)?;
+        }
+        self.drain(cp)?;
+        cp.total_lines = Some(cp.last_line);
+        cp.status = Status::Completed;
+        cp.bytes_done = cp.object_bytes.unwrap_or(cp.bytes_done);
+        self.sample(cp, true);
+        self.checkpoint(cp, true)?;
+        log::info!(
+            "{}: COMPLETED: {} rows, {} sent, {} failed",
+            cp.job_id,
+            cp.last_line,
+            cp.total_sent,
+            cp.failed_rows
+        );
+        Ok(Outcome::Completed)
+    }
+
+    fn send(&mut self, cp: &Checkpoint, row: Row) -> Result<(), Failure> {
+        let bytes_done = self.stored_pos.load(Ordering::Relaxed);
+        let numbered_header;
+        let header: &[String] = match &self.header {
+            Some(h) => h,
+            None => {
+                numbered_header = numbered(&row);
+                &numbered_header
+            }
+        };
+        let (dest, value, key) = match &row.fields {
+            Ok(fields) => {
+                let key = match &self.ctx.config.kafka.key_column {
+                    Some(col) => header
+                        .iter()
+                        .position(|h| h == col)
+                        .and_then(|i| fields.get(i).cloned())
+                        .unwrap_or_default(),
+                    None => cp.job_id.clone(),
+                };
+                (Dest::Main, to_json(header, fields).into_bytes(), key)
+            }
+            Err(why) => {
+                log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
+                if self.ctx.config.kafka.dead_letter_topic.is_none() {
+                    self.tracker.push(Pending {
+                        line: row.line,
+                        end: row.end,
+                        bytes_done,
+                        slot: None,
+                        acked: None,
+                        sent: false,
+                        failed: true,
+                    });
+                    return Ok(());
+                }
+                (Dest::DeadLetter, row.raw.clone(), cp.job_id.clone())
+            }
+        };
+        let partition = kafka::partition_of(key.as_bytes(), self.counts[&dest]);
+        let slot = (dest, partition);
+        let already = self
+            .landed
+            .get(&slot)
+            .is_some_and(|l| l.lines.contains(&row.line));
+        let failed = dest == Dest::DeadLetter;
+        if already {
+            self.tracker.push(Pending {
+                line: row.line,
+                end: row.end,
+                bytes_done,
+                slot: None,
+                acked: None,
+                sent: !failed,
+                failed,
+            });
+            return Ok(());
+        }
+        self.tracker.push(Pending {
+            line: row.line,
+            end: row.end,
+            bytes_done,
+            slot: Some(slot),
+            acked: None,
+            sent: !failed,
+            failed,
+        });
+        let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
+        let line_text = row.line.to_string();
+        for (name, value) in &self.base_headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers = headers.insert(Header {
+            key: "line",
+            value: Some(line_text.as_bytes()),
+        });
+        self.sink
+            .send(dest, partition, row.line, key.as_bytes(), &value, headers)
+            .map_err(Failure::Retry)
+    }
+
+    /// Delivery reports, checkpoints, the lease and metrics: whatever is due.
+    fn serve(&mut self, cp: &mut Checkpoint) -> Result<(), Failure> {
+        for ack in self.sink.poll(Duration::ZERO) {
+            self.tracker.ack(&ack).map_err(|e| {
+                Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line))
+            })?;
+        }
+        if let Some(fatal) = self.sink.fatal() {
+            return Err(Failure::Retry(fatal));
+        }
+        let due_rows = self.tracker.durable_line - self.last_saved
+            >= self.ctx.config.checkpoint.interval_lines;
+        let due_lease = self.last_renewed.elapsed() >= self.ctx.config.checkpoint.lease / 3;
+        if due_rows || due_lease {
+            self.checkpoint(cp, false)?;
+        }
+        let interval = self
+            .ctx
+            .config
+            .metrics
+            .as_ref()
+            .map_or(Duration::from_secs(10), |m| m.interval);
+        if self.last_sample.0.elapsed() >= interval {
+            self.sample(cp, false);
+        }
+        Ok(())
+    }
+
+    /// Waits until every row sent is acknowledged (or fails).
+    fn drain(&mut self, cp: &mut Checkpoint) -> Result<(), Failure> {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !self.tracker.pending.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Failure::Retry(
+                    "Kafka did not acknowledge within 180 s".into(),
+                ));
+            }
+            for ack in self.sink.poll(Duration::from_millis(50)) {
+                self.tracker.ack(&ack).map_err(|e| {
+                    Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line))
+                })?;
+            }
+            if let Some(fatal) = self.sink.fatal() {
+                return Err(Failure::Retry(fatal));
+            }
+            if self.last_renewed.elapsed() >= self.ctx.config.checkpoint.lease / 3 {
+                self.checkpoint(cp, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, cp: &mut Checkpoint, release: bool) -> Result<(), Failure> {
+        let t = &self.tracker;
+        cp.last_line = t.durable_line;
+        cp.byte_offset = t.durable_end;
+        cp.bytes_done = t.durable_bytes.max(cp.bytes_done);
+        cp.total_sent += t.sent;
+        cp.failed_rows += t.failed;
+        cp.offsets = t.next_offsets.clone();
+        cp.rate = self.rate;
+        self.tracker.sent = 0;
+        self.tracker.failed = 0;
+        // A lease that ran out under us may be another worker's by now.
+        let held_until = cp.lease_expires_ms;
+        let expired = held_until > 0 && now_ms() > held_until && cp.status == Status::InProgress;
+        let result = renew(self.ctx, cp);
+        match result {
+            Ok(()) => {
+                self.last_saved = cp.last_line;
+                self.last_renewed = Instant::now();
+                cp.lease_expires_ms = if release {
+                    0
+                } else {
+                    now_ms() + self.ctx.config.checkpoint.lease.as_millis() as i64
+                };
+                Ok(())
+            }
+            Err(e) if e.contains("lost its lease") || expired => Err(Failure::LeaseLost(e)),
+            Err(e) => Err(Failure::Retry(e)),
+        }
+    }
+
+    fn sample(&mut self, cp: &Checkpoint, last: bool) {
+        let (at, line0, failed0) = self.last_sample;
+        let secs = at.elapsed().as_secs_f64().max(0.001);
+        let line = self.tracker.durable_line;
+        let failed_total = cp.failed_rows + self.tracker.failed;
+        self.rate = (line - line0) as f64 / secs;
+        let mut view = cp.clone();
+        view.last_line = line;
+        view.bytes_done = self.tracker.durable_bytes;
+        let sample = Sample {
+            job_id: cp.job_id.clone(),
+            rows_per_second: if last && line == line0 {
+                0.0
+            } else {
+                self.rate
+            },
+            percent: view.percent(),
+            processed: line - line0,
+            remaining: view.remaining(),
+            failed: failed_total.saturating_sub(failed0),
+        };
+        log::info!(
+            "{}: line {line}, {:.1}%, {:.0} rows/s, ETA {:.0}s",
+            cp.job_id,
+            sample.percent,
+            self.rate,
+            view.eta(self.rate)
+        );
+        if let Some(e) = self.ctx.emitter {
+            e.record(sample);
+        }
+        self.last_sample = (Instant::now(), line, failed_total);
+    }
+}
+
+/// Column names for an object without a header: "1", "2", …
+fn numbered(row: &Row) -> Vec<String> {
+    let n = row.fields.as_ref().map_or(0, Vec::len);
+    (1..=n).map(|i| i.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(line: u64, slot: Option<Slot>) -> Pending {
+        Pending {
+            line,
+            end: line * 10,
+            bytes_done: line,
+            slot,
+            acked: None,
+            sent: slot.is_some(),
+            failed: slot.is_none(),
+        }
+    }
+
+    #[test]
+    fn the_durable_prefix_waits_for_the_oldest_row() {
+        let mut t = Tracker::default();
+        t.push(pending(1, Some((Dest::Main, 0))));
+        t.push(pending(2, Some((Dest::Main, 1))));
+        t.push(pending(3, None));
+        let ack = |line, p, off| Ack {
+            line,
+            result: Ok(((Dest::Main, p), off)),
+        };
+        t.ack(&ack(2, 1, 7)).expect("ack");
+        assert_eq!(t.durable_line, 0, "line 1 is not acknowledged yet");
+        t.ack(&ack(1, 0, 3)).expect("ack");
+        assert_eq!((t.durable_line, t.durable_end), (3, 30));
+        assert_eq!(t.next_offsets[&(Dest::Main, 0)], 4);
+        assert_eq!(t.next_offsets[&(Dest::Main, 1)], 8);
+        assert_eq!((t.sent, t.failed), (2, 1));
+        assert!(t.ack(&ack(1, 0, 3)).is_err(), "a report twice is an error");
+        let failed = Ack {
+            line: 4,
+            result: Err("timed out".into()),
+        };
+        t.push(pending(4, Some((Dest::Main, 0))));
+        assert!(t.ack(&failed).is_err());
+        assert_eq!(t.durable_line, 3);
+    }
+}

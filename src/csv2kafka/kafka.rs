@@ -1,0 +1,425 @@
+//! Kafka, through librdkafka: an idempotent producer with bounded queues whose delivery
+//! reports come back as [`Ack`]s, a deterministic partitioner (Kafka's murmur2, as the
+//! Java client's default), and the resume scan that finds which rows of a job already
+//! landed. See ARCHITECTURE.md, "csv2kafka: exactly once without transactions".
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::config::{FORCED, Kafka};
+
+/// Metadata and scan timeouts.
+const META_TIMEOUT: Duration = Duration::from_secs(30);
+/// After every partition reported its end, the scan keeps reading this long for late
+/// messages (a watermark may be behind the log: see the tansu note in ARCHITECTURE.md).
+const SCAN_QUIET: Duration = Duration::from_millis(500);
+/// The longest a scan may take before it is an error.
+const SCAN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Where a message goes: `Main` (the topic) or `DeadLetter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dest {
+    Main,
+    DeadLetter,
+}
+
+/// A partition of one of the job's topics.
+pub type Slot = (Dest, i32);
+
+/// One delivery report: the row it carried (its line), and where it landed.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub line: u64,
+    pub result: Result<(Slot, i64), String>,
+}
+
+/// The delivery reports, collected by librdkafka's callback on our own poll.
+#[derive(Default)]
+pub struct Reports {
+    acks: Mutex<Vec<Ack>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (line, dest) = decode(opaque);
+        let ack = match result {
+            Ok(m) => Ack {
+                line,
+                result: Ok(((dest, m.partition()), m.offset())),
+            },
+            Err((e, _)) => Ack {
+                line,
+                result: Err(e.to_string()),
+            },
+        };
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ack);
+    }
+}
+
+fn encode(line: u64, dest: Dest) -> usize {
+    ((line as usize) << 1) | usize::from(dest == Dest::DeadLetter)
+}
+
+fn decode(opaque: usize) -> (u64, Dest) {
+    let dest = if opaque & 1 == 1 {
+        Dest::DeadLetter
+    } else {
+        Dest::Main
+    };
+    ((opaque >> 1) as u64, dest)
+}
+
+/// Kafka's murmur2 (the Java client's default partitioner), so a row's partition depends
+/// only on its key and the partition count.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let seed: u32 = 0x9747_b28c;
+    let len = data.len();
+    let mut h: u32 = seed ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition of `key` among `count` (as Java's `toPositive(murmur2) % count`).
+pub fn partition_of(key: &[u8], count: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % count.max(1) as u32) as i32
+}
+
+fn client_config(k: &Kafka) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set(
+            "client.id",
+            concat!("csv2kafka/", env!("CARGO_PKG_VERSION")),
+        )
+        .set("socket.connection.setup.timeout.ms", "10000")
+        .set("log_level", "4");
+    c
+}
+
+/// The producer: idempotent, `acks=all`, queues bounded to 16 MiB / 100,000 messages
+/// (librdkafka's defaults buffer up to 1 GiB).
+pub struct Sink {
+    pub producer: BaseProducer<Reports>,
+    topic: String,
+    dead_letter: Option<String>,
+    brokers: String,
+}
+
+impl Sink {
+    pub fn new(k: &Kafka) -> Result<Sink, String> {
+        let mut c = client_config(k);
+        c.set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.kbytes", "16384")
+            .set("queue.buffering.max.messages", "100000")
+            .set("message.timeout.ms", "120000")
+            .set("compression.type", "none");
+        for (key, value) in &k.properties {
+            c.set(key, value);
+        }
+        for (key, value) in FORCED {
+            c.set(key, value);
+        }
+        let producer: BaseProducer<Reports> = c
+            .create_with_context(Reports::default())
+            .map_err(|e| format!("Kafka producer: {e}"))?;
+        Ok(Sink {
+            producer,
+            topic: k.topic.clone(),
+            dead_letter: k.dead_letter_topic.clone(),
+            brokers: k.bootstrap_servers.clone(),
+        })
+    }
+
+    pub fn topic(&self, dest: Dest) -> &str {
+        match dest {
+            Dest::DeadLetter => self.dead_letter.as_deref().unwrap_or(&self.topic),
+            Dest::Main => &self.topic,
+        }
+    }
+
+    /// The partition count of `dest`'s topic; an error naming it if it does not exist.
+    pub fn partitions(&self, dest: Dest) -> Result<i32, String> {
+        let topic = self.topic(dest);
+        let md = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), META_TIMEOUT)
+            .map_err(|e| format!("Kafka at {}: {e}", self.brokers))?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(|| format!("Kafka topic {topic} does not exist"))?;
+        if let Some(e) = t.error() {
+            return Err(format!("Kafka topic {topic}: {e:?}"));
+        }
+        match t.partitions().len() {
+            0 => Err(format!("Kafka topic {topic} has no partitions")),
+            n => Ok(n as i32),
+        }
+    }
+
+    /// Queues one message; waits (serving delivery reports) while the queue is full.
+    pub fn send(
+        &self,
+        dest: Dest,
+        partition: i32,
+        line: u64,
+        key: &[u8],
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), String> {
+        let mut record = BaseRecord::with_opaque_to(self.topic(dest), encode(line, dest))
+            .partition(partition)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(20));
+                }
+                Err((e, _)) => return Err(format!("Kafka: {e}")),
+            }
+        }
+    }
+
+    /// Serves delivery reports; returns those gathered.
+    pub fn poll(&self, wait: Duration) -> Vec<Ack> {
+        self.producer.poll(wait);
+        std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .acks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Messages not yet acknowledged.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// A fatal producer error (the idempotent producer gave up), if any.
+    pub fn fatal(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, why)| format!("Kafka fatal error {code:?}: {why}"))
+    }
+
+    /// The high watermarks of `dest`'s partitions now: lower bounds for where this job's
+    /// messages will start (a watermark behind the log only makes a scan longer).
+    pub fn ends(&self, dest: Dest, partitions: i32) -> Result<BTreeMap<i32, i64>, String> {
+        let topic = self.topic(dest).to_string();
+        let mut out = BTreeMap::new();
+        for p in 0..partitions {
+            let (_, high) = self
+                .producer
+                .client()
+                .fetch_watermarks(&topic, p, META_TIMEOUT)
+                .map_err(|e| format!("Kafka watermarks of {topic}/{p}: {e}"))?;
+            out.insert(p, high.max(0));
+        }
+        Ok(out)
+    }
+}
+
+/// What the scan found of one job in one partition: the lines after the checkpoint that
+/// landed there (every one, not just the highest: a delivery that timed out can leave a
+/// gap before later rows of the same partition), and the offset past the last of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Landed {
+    pub lines: std::collections::HashSet<u64>,
+    pub next_offset: i64,
+}
+
+/// Reads every partition from `from` (per slot) to its end and reports, per slot, the
+/// `line` headers above `after` among messages whose `job` header is `job`. Reads to the end
+/// of what the fetches return (partition EOF) and then a quiet period: never a
+/// watermark query alone. One consumer per topic, so an EOF names its partition.
+pub fn scan(
+    k: &Kafka,
+    topics: &HashMap<Dest, String>,
+    from: &BTreeMap<Slot, i64>,
+    job: &str,
+    after: u64,
+) -> Result<BTreeMap<Slot, Landed>, String> {
+    let mut found = BTreeMap::new();
+    for (dest, topic) in topics {
+        let starts: BTreeMap<i32, i64> = from
+            .iter()
+            .filter(|((d, _), _)| d == dest)
+            .map(|((_, p), o)| (*p, *o))
+            .collect();
+        for (p, landed) in scan_topic(k, topic, &starts, job, after)? {
+            found.insert((*dest, p), landed);
+        }
+    }
+    Ok(found)
+}
+
+fn scan_topic(
+    k: &Kafka,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    job: &str,
+    after: u64,
+) -> Result<BTreeMap<i32, Landed>, String> {
+    if from.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut c = client_config(k);
+    c.set("group.id", "csv2kafka-resume-scan")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "8388608")
+        .set("queued.max.messages.kbytes", "16384");
+    let consumer: BaseConsumer = c.create().map_err(|e| format!("Kafka consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for (&p, &offset) in from {
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+            .map_err(|e| format!("Kafka assign: {e}"))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("Kafka assign: {e}"))?;
+    let mut found: BTreeMap<i32, Landed> = BTreeMap::new();
+    let mut at_end: BTreeMap<i32, bool> = from.keys().map(|p| (*p, false)).collect();
+    let started = Instant::now();
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        if started.elapsed() > SCAN_LIMIT {
+            return Err(format!(
+                "Kafka resume scan of {topic} did not reach its end in 300 s"
+            ));
+        }
+        if at_end.values().all(|e| *e) {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SCAN_QUIET {
+                return Ok(found);
+            }
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p, true);
+            }
+            Some(Err(e)) => return Err(format!("Kafka resume scan of {topic}: {e}")),
+            Some(Ok(m)) => {
+                quiet_since = None;
+                at_end.insert(m.partition(), false);
+                if let Some(line) = job_line(&m, job)
+                    && line > after
+                {
+                    let e = found.entry(m.partition()).or_default();
+                    e.lines.insert(line);
+                    e.next_offset = e.next_offset.max(m.offset() + 1);
+                }
+            }
+        }
+    }
+}
+
+/// The `line` header of a message of `job`.
+fn job_line<M: Message>(m: &M, job: &str) -> Option<u64> {
+    let headers = m.headers()?;
+    let mut is_job = false;
+    let mut line = None;
+    for h in headers.iter() {
+        match h.key {
+            "job" => is_job = h.value == Some(job.as_bytes()),
+            "line" => {
+                line = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            }
+            _ => {}
+        }
+    }
+    if is_job { line } else { None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_java_client() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+        ];
+        for (data, want) in cases {
+            assert_eq!(
+                murmur2(data) as i32,
+                want,
+                "{:?}",
+                std::str::from_utf8(data)
+            );
+        }
+    }
+
+    #[test]
+    fn opaques_carry_the_line_and_destination() {
+        for (line, dest) in [(1, Dest::Main), (1 << 40, Dest::DeadLetter)] {
+            assert_eq!(decode(encode(line, dest)), (line, dest));
+        }
+        assert!((0..8).all(|p| (0..8).contains(&partition_of(b"k", 8 + p - p))));
+    }
+}

@@ -1,0 +1,190 @@
+//! Reading one S3 object as a stream of (decompressed) bytes: a GET that, cut
+//! mid-stream, carries on with a ranged GET from the byte it stopped at (only while the
+//! object keeps its ETag), and `.gz` / `.zst` decompressed on the fly. Memory: the
+//! decompressor's window and one read buffer, whatever the object's size.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::sleep;
+use std::time::Duration;
+
+use crate::s3::{Object, S3, S3Error};
+
+/// Ranged GETs after a cut before the read fails.
+const RESUMES: u32 = 8;
+
+/// `s3://bucket/key` split.
+pub fn parse_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then(|| (bucket.to_string(), key.to_string()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Plain,
+    Gzip,
+    Zstd,
+}
+
+impl Codec {
+    /// By the key's suffix, else the `Content-Encoding`.
+    pub fn of(key: &str, encoding: Option<&str>) -> Codec {
+        let lower = key.to_ascii_lowercase();
+        if lower.ends_with(".gz") || encoding == Some("gzip") {
+            Codec::Gzip
+        } else if lower.ends_with(".zst") || encoding == Some("zstd") {
+            Codec::Zstd
+        } else {
+            Codec::Plain
+        }
+    }
+}
+
+/// Whether a key is a CSV object `run s3://bucket/prefix/` takes.
+pub fn is_csv(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    [".csv", ".csv.gz", ".csv.zst"]
+        .iter()
+        .any(|s| lower.ends_with(s))
+}
+
+/// The raw (possibly compressed) bytes of an object, carrying on after a cut.
+pub struct Raw {
+    s3: Arc<S3>,
+    key: String,
+    etag: String,
+    body: Box<dyn Read + Send>,
+    /// Bytes of the object read so far (position in the stored object).
+    pos: Arc<AtomicU64>,
+}
+
+impl Read for Raw {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut resumes = 0;
+        loop {
+            match self.body.read(buf) {
+                Ok(n) => {
+                    self.pos.fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if resumes < RESUMES => {
+                    resumes += 1;
+                    let at = self.pos.load(Ordering::Relaxed);
+                    log::warn!(
+                        "reading {} cut at byte {at} ({e}); carrying on with a ranged GET",
+                        self.key
+                    );
+                    sleep(Duration::from_millis(200 << resumes.min(5)));
+                    match self.s3.get(&self.key, at, Some(&self.etag)) {
+                        Ok(o) => self.body = o.body,
+                        Err(e) if e.code() == Some("PreconditionFailed") => {
+                            return Err(io::Error::other(format!(
+                                "{} changed while it was read (its ETag is not {})",
+                                self.key, self.etag
+                            )));
+                        }
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// An opened object: its metadata, and its rows' bytes from a decompressed offset on.
+pub struct Opened {
+    pub etag: String,
+    pub total: Option<u64>,
+    pub meta: std::collections::HashMap<String, String>,
+    pub codec: Codec,
+    /// Bytes of the stored object read so far.
+    pub stored_pos: Arc<AtomicU64>,
+    pub reader: Box<dyn BufRead + Send>,
+}
+
+/// Opens `key` for reading from decompressed byte `from`, requiring `etag` if given (the
+/// object a checkpoint was taken on). Plain objects start with a ranged GET; compressed
+/// ones are decompressed from the start and the first `from` bytes skipped.
+pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Opened, S3Error> {
+    let codec_guess = Codec::of(key, None);
+    let start = if codec_guess == Codec::Plain { from } else { 0 };
+    let Object {
+        etag: got,
+        encoding,
+        total,
+        meta,
+        body,
+    } = s3.get(key, start, etag)?;
+    let codec = Codec::of(key, encoding.as_deref());
+    let pos = Arc::new(AtomicU64::new(start));
+    let raw = Raw {
+        s3,
+        key: key.to_string(),
+        etag: got.clone(),
+        body,
+        pos: Arc::clone(&pos),
+    };
+    let mut reader: Box<dyn BufRead + Send> = match codec {
+        Codec::Plain => Box::new(BufReader::with_capacity(256 * 1024, raw)),
+        Codec::Gzip => Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::read::MultiGzDecoder::new(BufReader::new(raw)),
+        )),
+        Codec::Zstd => {
+            let d = zstd::stream::read::Decoder::new(raw).map_err(|e| S3Error::BadAnswer {
+                op: "GetObject",
+                key: key.to_string(),
+                why: format!("zstd: {e}"),
+            })?;
+            Box::new(BufReader::with_capacity(256 * 1024, d))
+        }
+    };
+    if codec != Codec::Plain && from > 0 {
+        let skipped = io::copy(&mut (&mut reader).take(from), &mut io::sink()).map_err(|e| {
+            S3Error::BadAnswer {
+                op: "GetObject",
+                key: key.to_string(),
+                why: format!("skipping to byte {from}: {e}"),
+            }
+        })?;
+        if skipped < from {
+            return Err(S3Error::BadAnswer {
+                op: "GetObject",
+                key: key.to_string(),
+                why: format!("ends at byte {skipped}, before the checkpoint's {from}"),
+            });
+        }
+    }
+    Ok(Opened {
+        etag: got,
+        total,
+        meta,
+        codec,
+        stored_pos: pos,
+        reader,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_codecs_and_csv_keys() {
+        assert_eq!(
+            parse_url("s3://b/p/k.csv"),
+            Some(("b".into(), "p/k.csv".into()))
+        );
+        assert_eq!(parse_url("s3://b"), Some(("b".into(), String::new())));
+        assert_eq!(parse_url("http://b/k"), None);
+        assert_eq!(Codec::of("a.csv.gz", None), Codec::Gzip);
+        assert_eq!(Codec::of("a.csv.ZST", None), Codec::Zstd);
+        assert_eq!(Codec::of("a.csv", Some("gzip")), Codec::Gzip);
+        assert_eq!(Codec::of("a.csv", None), Codec::Plain);
+        assert!(is_csv("x/y.CSV") && is_csv("a.csv.zst") && !is_csv("a.csv.bak"));
+    }
+}
