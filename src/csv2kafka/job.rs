@@ -392,7 +392,7 @@ impl<'a> Stream<'a> {
             self.serve(cp)?;
         }
         self.drain(cp)?;
-        cp.total_lines = Some(cp.last_line);
+        cp.total_lines = Some(self.tracker.durable_line);
         cp.status = Status::Completed;
         cp.bytes_done = cp.object_bytes.unwrap_or(cp.bytes_done);
         self.sample(cp, true);

@@ -347,6 +347,14 @@ impl Client {
         v
     }
 
+    /// PUTs `body` at `key` (csv2kafka's tests put the objects it reads).
+    pub fn put(&self, key: &str, body: &[u8]) {
+        let action = self.bucket.put_object(Some(&self.creds), key);
+        let url = action.sign(Duration::from_secs(600));
+        let resp = self.agent.put(url.as_str()).send(body).expect("put");
+        assert!(resp.status().is_success(), "put {key}: {}", resp.status());
+    }
+
     /// The `x-amz-meta-*` headers of an object, or None if absent.
     pub fn metadata(&self, key: &str) -> Option<BTreeMap<String, String>> {
         let action = self.bucket.head_object(Some(&self.creds), key);
