@@ -121,6 +121,18 @@ fn publish_loop(cw: &CloudWatch, namespace: &str, rx: &Receiver<Sample>) {
         }
         flush(cw, namespace, &mut kept);
         if closed {
+            // The last samples get a few more tries: there is no next publish after
+            // the process ends.
+            for wait in [1, 2, 4] {
+                if kept.is_empty() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(wait));
+                flush(cw, namespace, &mut kept);
+            }
+            if !kept.is_empty() {
+                log::warn!("metrics: {} samples could not be published", kept.len());
+            }
             return;
         }
     }

@@ -3,6 +3,9 @@ installed with moto). Used by tests/monitoring.rs.
 
   cloudwatch.py ENDPOINT sum NAMESPACE METRIC VEHICLE      -> total of Sum over the last hour
   cloudwatch.py ENDPOINT alarms                            -> the alarms, as JSON
+  cloudwatch.py ENDPOINT stats NAMESPACE METRIC DIM VALUE  -> {sum, count} over the last hour
+
+Used by tests/monitoring.rs and tests/csv2kafka.rs (dimension JobId).
 """
 import datetime
 import json
@@ -27,5 +30,15 @@ elif action == "alarms":
             "Threshold", "Period", "EvaluationPeriods", "Dimensions"]
     alarms = cw.describe_alarms()["MetricAlarms"]
     print(json.dumps([{k: a.get(k) for k in keys} for a in alarms]))
+elif action == "stats":
+    namespace, metric, dim, value = sys.argv[3:7]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    r = cw.get_metric_statistics(
+        Namespace=namespace, MetricName=metric,
+        Dimensions=[{"Name": dim, "Value": value}],
+        StartTime=now - datetime.timedelta(hours=1), EndTime=now + datetime.timedelta(minutes=5),
+        Period=60, Statistics=["Sum", "SampleCount"])
+    print(json.dumps({"sum": sum(d["Sum"] for d in r["Datapoints"]),
+                      "count": sum(d["SampleCount"] for d in r["Datapoints"])}))
 else:
     sys.exit(f"unknown action {action}")

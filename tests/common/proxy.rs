@@ -129,6 +129,11 @@ pub enum Action {
     Slow {
         bytes_per_second: u64,
     },
+    /// Forward the request, then the answer's head and this many bytes of its body,
+    /// then reset: a download cut mid-stream.
+    CutAnswer {
+        after: u64,
+    },
 }
 
 impl Action {
@@ -166,6 +171,7 @@ impl Action {
             Action::Blackhole => Some("blackhole".into()),
             Action::Refuse => Some("refused".into()),
             Action::Slow { .. } => Some("slow".into()),
+            Action::CutAnswer { .. } => Some("cut-answer".into()),
         }
     }
 
@@ -173,7 +179,7 @@ impl Action {
     fn forwards(&self) -> bool {
         matches!(
             self,
-            Action::Forward | Action::Delay(_) | Action::Slow { .. }
+            Action::Forward | Action::Delay(_) | Action::Slow { .. } | Action::CutAnswer { .. }
         )
     }
 }
@@ -614,6 +620,12 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                     return;
                 }
             } else if let Some(n) = h.header("content-length").and_then(|v| v.parse().ok()) {
+                if let Action::CutAnswer { after } = action {
+                    copy_n(up_read, &mut to_client, after.min(n), None);
+                    reset(&to_client);
+                    reset(up_write);
+                    return;
+                }
                 if copy_n(up_read, &mut to_client, n, None) < n {
                     return;
                 }
