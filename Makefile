@@ -100,6 +100,7 @@ check-size:
 # bench/results.json, docs/benchmarks.png and docs/BENCHMARKS.md (~20 minutes).
 bench:
 	python3 bench/bench.py
+	python3 bench/csv2kafka_bench.py
 
 # Achieved rate against the bandwidth cap (a benchmark, not a test).
 bench-cap:

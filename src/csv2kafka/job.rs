@@ -58,7 +58,14 @@ struct Pending {
     acked: Option<i64>,
     sent: bool,
     failed: bool,
+    /// When it was handed to the producer (every [`LATENCY_EVERY`]th row).
+    sent_at: Option<Instant>,
 }
+
+/// One row in this many has its send-to-acknowledgement latency measured.
+const LATENCY_EVERY: u64 = 16;
+/// Latency samples kept (the oldest half dropped past it).
+const LATENCY_SAMPLES: usize = 65_536;
 
 /// The durable prefix: rows acknowledged (or needing none) in line order.
 #[derive(Default)]
@@ -70,6 +77,8 @@ struct Tracker {
     next_offsets: BTreeMap<Slot, i64>,
     sent: u64,
     failed: u64,
+    /// Send-to-acknowledgement latencies, microseconds.
+    latencies: Vec<u32>,
 }
 
 impl Tracker {
@@ -91,6 +100,13 @@ impl Tracker {
             .ok_or("a report for a row never sent")?;
         p.slot = Some(slot);
         p.acked = Some(offset);
+        if let Some(at) = p.sent_at {
+            if self.latencies.len() >= LATENCY_SAMPLES {
+                self.latencies.drain(..LATENCY_SAMPLES / 2);
+            }
+            self.latencies
+                .push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
         self.advance();
         Ok(())
     }
@@ -398,11 +414,12 @@ impl<'a> Stream<'a> {
         self.sample(cp, true);
         self.checkpoint(cp, true)?;
         log::info!(
-            "{}: COMPLETED: {} rows, {} sent, {} failed",
+            "{}: COMPLETED: {} rows, {} sent, {} failed; send to acknowledgement {}",
             cp.job_id,
             cp.last_line,
             cp.total_sent,
-            cp.failed_rows
+            cp.failed_rows,
+            percentiles(&mut self.tracker.latencies)
         );
         Ok(Outcome::Completed)
     }
@@ -440,6 +457,7 @@ impl<'a> Stream<'a> {
                         acked: None,
                         sent: false,
                         failed: true,
+                        sent_at: None,
                     });
                     return Ok(());
                 }
@@ -462,6 +480,7 @@ impl<'a> Stream<'a> {
                 acked: None,
                 sent: !failed,
                 failed,
+                sent_at: None,
             });
             return Ok(());
         }
@@ -473,6 +492,7 @@ impl<'a> Stream<'a> {
             acked: None,
             sent: !failed,
             failed,
+            sent_at: (row.line % LATENCY_EVERY == 0).then(Instant::now),
         });
         let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
         let line_text = row.line.to_string();
@@ -609,6 +629,24 @@ impl<'a> Stream<'a> {
     }
 }
 
+/// "p50 1.2 ms, p95 3.4 ms, p99 5.6 ms" of latency samples in microseconds.
+fn percentiles(samples: &mut [u32]) -> String {
+    if samples.is_empty() {
+        return "not measured".into();
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() - 1) as f64 * q).round() as usize;
+        f64::from(samples[i]) / 1000.0
+    };
+    format!(
+        "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        at(0.50),
+        at(0.95),
+        at(0.99)
+    )
+}
+
 /// Column names for an object without a header: "1", "2", …
 fn numbered(row: &Row) -> Vec<String> {
     let n = row.fields.as_ref().map_or(0, Vec::len);
@@ -628,6 +666,7 @@ mod tests {
             acked: None,
             sent: slot.is_some(),
             failed: slot.is_none(),
+            sent_at: None,
         }
     }
 
@@ -656,5 +695,15 @@ mod tests {
         t.push(pending(4, Some((Dest::Main, 0))));
         assert!(t.ack(&failed).is_err());
         assert_eq!(t.durable_line, 3);
+    }
+
+    #[test]
+    fn latency_percentiles_read_as_milliseconds() {
+        let mut samples: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(
+            percentiles(&mut samples),
+            "p50 51.0 ms, p95 95.0 ms, p99 99.0 ms"
+        );
+        assert_eq!(percentiles(&mut []), "not measured");
     }
 }
