@@ -548,13 +548,15 @@ fn csv_as_it_really_is_and_compressed_objects() {
     let client = setup.s3.client();
     client.put("in/plain.csv", text);
     client.put("in/packed.csv.gz", &gz);
+    let zst = zstd::encode_all(&text[..], 3).expect("zstd");
+    client.put("in/packed.csv.zst", &zst);
     client.put("in/header-only.csv", b"a,b\r\n");
     client.put("in/empty.csv", b"");
     client.put("in/not-csv.txt", b"x");
     let out = setup.run(&format!("s3://{BUCKET}/in/"));
     assert!(out.status.success(), "{}", err(&out));
     let messages = setup.kafka.read("telemetry");
-    for key in ["in/plain.csv", "in/packed.csv.gz"] {
+    for key in ["in/plain.csv", "in/packed.csv.gz", "in/packed.csv.zst"] {
         let job = format!("{BUCKET}/{key}");
         let lines: BTreeMap<u64, String> = messages
             .iter()
@@ -577,6 +579,15 @@ fn csv_as_it_really_is_and_compressed_objects() {
         assert_eq!(status["status"], "COMPLETED", "{key}: {status}");
         assert_eq!(status["total_lines"], 0, "{key}: {status}");
     }
+    let human = setup
+        .c2k(&["status", &format!("s3://{BUCKET}/in/plain.csv")])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("COMPLETED") && text.contains("line     5 of 5 (100.0%)"),
+        "{text}"
+    );
     let missing = setup
         .c2k(&["status", &format!("s3://{BUCKET}/in/not-csv.txt")])
         .output();
