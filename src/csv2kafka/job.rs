@@ -492,7 +492,7 @@ impl<'a> Stream<'a> {
             acked: None,
             sent: !failed,
             failed,
-            sent_at: (row.line % LATENCY_EVERY == 0).then(Instant::now),
+            sent_at: row.line.is_multiple_of(LATENCY_EVERY).then(Instant::now),
         });
         let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
         let line_text = row.line.to_string();
