@@ -387,9 +387,13 @@ fn three_workers_share_a_prefix_and_survive_one_killed() {
     std::thread::sleep(Duration::from_millis(700));
     workers[0].kill().expect("kill");
     let _ = workers[0].wait();
-    for w in workers.iter_mut().skip(1) {
-        let out = w.wait().expect("wait");
-        assert!(out.success(), "a surviving worker failed");
+    for w in workers.into_iter().skip(1) {
+        let out = w.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "a surviving worker failed: {}",
+            err(&out)
+        );
     }
     let messages = setup.kafka.read("telemetry");
     for (job, want) in &wants {

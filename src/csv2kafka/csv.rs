@@ -198,7 +198,9 @@ impl<R: BufRead> Reader<R> {
                 && (lines.len() == 1 || self.columns.is_none_or(|c| c == f.len()))
             {
                 self.first = false;
-                return Ok(Some((trim_break(&joined).to_vec(), f)));
+                let len = trim_break(&joined).len();
+                joined.truncate(len);
+                return Ok(Some((joined, f)));
             }
             let more = if open && joined.len() < MAX_RECORD_BYTES {
                 self.take_line()?

@@ -62,6 +62,12 @@ struct Pending {
     sent_at: Option<Instant>,
 }
 
+/// A row's message: destination, value, and key (`None`: the job id).
+type Message<'r> = (Dest, Vec<u8>, Option<&'r [u8]>);
+
+/// Rows sent between two servings of delivery reports, checkpoints and metrics.
+const SERVE_EVERY: u32 = 256;
+
 /// One row in this many has its send-to-acknowledgement latency measured.
 const LATENCY_EVERY: u64 = 16;
 /// Latency samples kept (the oldest half dropped past it).
@@ -193,7 +199,12 @@ pub fn run(
                 let _ = ctx.checkpoints.save(&cp, true);
                 return Err(format!("{job_id}: {why}"));
             }
-            Err(Failure::LeaseLost(why)) => return Err(format!("{job_id}: {why}")),
+            // Another worker has it now (this one was too slow to renew): not a failure
+            // of the job; the worker looks at it again like any busy object.
+            Err(Failure::LeaseLost(why)) => {
+                log::warn!("{job_id}: {why}");
+                return Ok(Outcome::Busy);
+            }
         }
     }
 }
@@ -311,6 +322,10 @@ struct Stream<'a> {
     base_headers: Vec<(&'static str, String)>,
     tracker: Tracker,
     header: Option<Vec<String>>,
+    /// The position of `kafka.key_column` in the header, once known.
+    key_index: Option<usize>,
+    /// Rows since delivery reports were last served.
+    unserved: u32,
     last_saved: u64,
     last_sample: (Instant, u64, u64),
     last_renewed: Instant,
@@ -365,6 +380,8 @@ impl<'a> Stream<'a> {
             base_headers,
             tracker,
             header: cp.header.clone(),
+            key_index: None,
+            unserved: 0,
             last_saved: cp.last_line,
             last_sample: (Instant::now(), cp.last_line, cp.failed_rows),
             last_renewed: Instant::now(),
@@ -388,6 +405,17 @@ impl<'a> Stream<'a> {
                 self.tracker.durable_end = cp.byte_offset;
             }
         }
+        self.key_index = key_index(
+            self.ctx.config.kafka.key_column.as_deref(),
+            self.header.as_deref(),
+        );
+        if let (Some(col), None) = (&self.ctx.config.kafka.key_column, self.key_index) {
+            log::warn!(
+                "{}: kafka.key_column {col:?} is not a column of this object; the job id is \
+                 the key",
+                cp.job_id
+            );
+        }
         loop {
             if self.ctx.stop.load(Ordering::Relaxed) {
                 self.drain(cp)?;
@@ -405,7 +433,13 @@ impl<'a> Stream<'a> {
                 .map_err(|e| Failure::Retry(format!("reading {}: {e}", cp.source_object)))?;
             let Some(row) = row else { break };
             self.send(cp, row)?;
-            self.serve(cp)?;
+            // Delivery reports and the rest are served every so many rows: a poll per
+            // row cost a tenth of the CPU.
+            self.unserved += 1;
+            if self.unserved >= SERVE_EVERY {
+                self.unserved = 0;
+                self.serve(cp)?;
+            }
         }
         self.drain(cp)?;
         cp.total_lines = Some(self.tracker.durable_line);
@@ -424,91 +458,78 @@ impl<'a> Stream<'a> {
         Ok(Outcome::Completed)
     }
 
+    /// One row: to its partition, unless the resume scan found it there already.
     fn send(&mut self, cp: &Checkpoint, row: Row) -> Result<(), Failure> {
-        let bytes_done = self.stored_pos.load(Ordering::Relaxed);
-        let numbered_header;
-        let header: &[String] = match &self.header {
-            Some(h) => h,
-            None => {
-                numbered_header = numbered(&row);
-                &numbered_header
-            }
+        let Some((dest, value, key)) = self.message(cp, &row) else {
+            // Malformed, no dead-letter topic: logged and counted, nothing to send.
+            self.track(&row, None, true, false);
+            return Ok(());
         };
-        let (dest, value, key) = match &row.fields {
-            Ok(fields) => {
-                let key = match &self.ctx.config.kafka.key_column {
-                    Some(col) => header
-                        .iter()
-                        .position(|h| h == col)
-                        .and_then(|i| fields.get(i).cloned())
-                        .unwrap_or_default(),
-                    None => cp.job_id.clone(),
-                };
-                (Dest::Main, to_json(header, fields).into_bytes(), key)
-            }
-            Err(why) => {
-                log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
-                if self.ctx.config.kafka.dead_letter_topic.is_none() {
-                    self.tracker.push(Pending {
-                        line: row.line,
-                        end: row.end,
-                        bytes_done,
-                        slot: None,
-                        acked: None,
-                        sent: false,
-                        failed: true,
-                        sent_at: None,
-                    });
-                    return Ok(());
-                }
-                (Dest::DeadLetter, row.raw.clone(), cp.job_id.clone())
-            }
-        };
-        let partition = kafka::partition_of(key.as_bytes(), self.counts[&dest]);
+        let key = key.unwrap_or(cp.job_id.as_bytes());
+        let partition = kafka::partition_of(key, self.counts[&dest]);
         let slot = (dest, partition);
-        let already = self
+        let failed = dest == Dest::DeadLetter;
+        if self
             .landed
             .get(&slot)
-            .is_some_and(|l| l.lines.contains(&row.line));
-        let failed = dest == Dest::DeadLetter;
-        if already {
-            self.tracker.push(Pending {
-                line: row.line,
-                end: row.end,
-                bytes_done,
-                slot: None,
-                acked: None,
-                sent: !failed,
-                failed,
-                sent_at: None,
-            });
+            .is_some_and(|l| l.lines.contains(&row.line))
+        {
+            self.track(&row, None, failed, false);
             return Ok(());
         }
-        self.tracker.push(Pending {
-            line: row.line,
-            end: row.end,
-            bytes_done,
-            slot: Some(slot),
-            acked: None,
-            sent: !failed,
-            failed,
-            sent_at: row.line.is_multiple_of(LATENCY_EVERY).then(Instant::now),
-        });
+        self.track(&row, Some(slot), failed, true);
         let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
-        let line_text = row.line.to_string();
         for (name, value) in &self.base_headers {
             headers = headers.insert(Header {
                 key: name,
                 value: Some(value.as_bytes()),
             });
         }
+        let line_text = row.line.to_string();
         headers = headers.insert(Header {
             key: "line",
             value: Some(line_text.as_bytes()),
         });
         self.sink
-            .send(dest, partition, row.line, key.as_bytes(), &value, headers)
+            .send(dest, partition, row.line, key, &value, headers)
             .map_err(Failure::Retry)
+    }
+
+    /// The message a row makes: its destination, value and key (`None`: the job id);
+    /// `None` for a malformed row with no dead-letter topic.
+    fn message<'r>(&self, cp: &Checkpoint, row: &'r Row) -> Option<Message<'r>> {
+        match &row.fields {
+            Ok(fields) => {
+                let key = self
+                    .key_index
+                    .and_then(|i| fields.get(i))
+                    .map(|k| k.as_bytes());
+                let value = match &self.header {
+                    Some(h) => to_json(h, fields),
+                    None => to_json(&numbered(row), fields),
+                };
+                Some((Dest::Main, value.into_bytes(), key))
+            }
+            Err(why) => {
+                log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
+                self.ctx.config.kafka.dead_letter_topic.as_ref()?;
+                Some((Dest::DeadLetter, row.raw.clone(), None))
+            }
+        }
+    }
+
+    /// Adds a row to the durable-prefix tracker: `slot` when a delivery report is due.
+    fn track(&mut self, row: &Row, slot: Option<Slot>, failed: bool, timed: bool) {
+        self.tracker.push(Pending {
+            line: row.line,
+            end: row.end,
+            bytes_done: self.stored_pos.load(Ordering::Relaxed),
+            slot,
+            acked: None,
+            sent: !failed,
+            failed,
+            sent_at: (timed && row.line.is_multiple_of(LATENCY_EVERY)).then(Instant::now),
+        });
     }
 
     /// Delivery reports, checkpoints, the lease and metrics: whatever is due.
@@ -645,6 +666,15 @@ fn percentiles(samples: &mut [u32]) -> String {
         at(0.95),
         at(0.99)
     )
+}
+
+/// Where `column` is in `header` (with no header, columns are named "1", "2", …).
+fn key_index(column: Option<&str>, header: Option<&[String]>) -> Option<usize> {
+    let column = column?;
+    match header {
+        Some(h) => h.iter().position(|c| c == column),
+        None => column.parse::<usize>().ok()?.checked_sub(1),
+    }
 }
 
 /// Column names for an object without a header: "1", "2", …
