@@ -304,44 +304,52 @@ fn trim_break(line: &[u8]) -> &[u8] {
 
 /// Splits one record's bytes (no final line break) into fields.
 fn split(body: &[u8], delimiter: u8) -> Parsed {
-    let mut fields = Vec::new();
-    let mut field = Vec::new();
+    let mut fields = Vec::with_capacity(16);
     let mut i = 0;
-    let mut quoted = false;
-    let mut at_start = true;
-    while i < body.len() {
-        let b = body[i];
-        if quoted {
-            if b == b'"' {
-                if body.get(i + 1) == Some(&b'"') {
+    loop {
+        if body.get(i) == Some(&b'"') {
+            // A quoted field: doubled quotes are one; it ends at a quote not doubled.
+            let mut field = Vec::new();
+            i += 1;
+            loop {
+                let Some(rel) = body[i..].iter().position(|&b| b == b'"') else {
+                    return Parsed::Open;
+                };
+                field.extend_from_slice(&body[i..i + rel]);
+                i += rel + 1;
+                if body.get(i) == Some(&b'"') {
                     field.push(b'"');
                     i += 1;
                 } else {
-                    quoted = false;
+                    break;
                 }
-            } else {
-                field.push(b);
             }
-        } else if b == delimiter {
-            fields.push(std::mem::take(&mut field));
-            at_start = true;
-            i += 1;
-            continue;
-        } else if b == b'"' && at_start {
-            quoted = true;
+            // Anything after the closing quote up to the delimiter is kept (lenient).
+            let end = body[i..]
+                .iter()
+                .position(|&b| b == delimiter)
+                .map_or(body.len(), |p| i + p);
+            field.extend_from_slice(&body[i..end]);
+            fields.push(field);
+            i = end;
         } else {
-            // A quote inside an unquoted field is kept as it is (lenient, like most
-            // readers).
-            field.push(b);
+            // An unquoted field, copied whole (a quote inside it is kept as it is).
+            let end = body[i..]
+                .iter()
+                .position(|&b| b == delimiter)
+                .map_or(body.len(), |p| i + p);
+            fields.push(body[i..end].to_vec());
+            i = end;
         }
-        at_start = false;
-        i += 1;
+        if i >= body.len() {
+            return Parsed::Fields(fields);
+        }
+        i += 1; // the delimiter
+        if i == body.len() {
+            fields.push(Vec::new());
+            return Parsed::Fields(fields);
+        }
     }
-    if quoted {
-        return Parsed::Open;
-    }
-    fields.push(field);
-    Parsed::Fields(fields)
 }
 
 /// The JSON object of a row: header names to fields, in header order.
@@ -362,17 +370,28 @@ pub fn to_json(header: &[String], fields: &[String]) -> String {
 
 fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole: most fields have none.
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
