@@ -21,7 +21,7 @@ use crossbeam_channel::{Sender, bounded, select};
 use crate::config::{Alarm, MetricsConfig};
 use crate::credentials::Credentials;
 use crate::disk;
-use crate::sigv4::{Request, Signer, uri_encode};
+use crate::sigv4::uri_encode;
 
 /// CloudWatch's limits for one PutMetricData request.
 pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
@@ -283,28 +283,21 @@ impl CloudWatch {
 
     /// Sends one Query-API form; Ok with the answer's body, or an error naming the cause.
     pub fn call(&self, body: &str) -> Result<String, String> {
-        let signer = Signer {
-            access_key_id: &self.credentials.access_key_id,
-            secret_access_key: &self.credentials.secret_access_key,
-            session_token: self.credentials.session_token.as_deref(),
-            region: &self.region,
-            service: "monitoring",
-        };
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let headers = [("content-type".to_string(), content_type.to_string())];
-        let req = Request {
-            method: "POST",
-            host: &self.host,
-            path: "/",
-            query: &[],
-            headers: &headers,
-            body: body.as_bytes(),
-        };
+        let signed = crate::sigv4::sign_post(
+            &self.credentials,
+            (&self.region, "monitoring"),
+            &self.host,
+            &headers,
+            body.as_bytes(),
+            crate::clock::signing_now(),
+        );
         let mut call = self
             .agent
             .post(&self.endpoint)
             .header("content-type", content_type);
-        for (k, v) in signer.sign(&req, crate::clock::signing_now()) {
+        for (k, v) in signed {
             call = call.header(k, v);
         }
         let mut resp = call
@@ -424,6 +417,7 @@ pub fn alarm_body(namespace: &str, vehicle_id: &str, a: &Alarm) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sigv4::{Request, Signer};
 
     #[test]
     fn failed_publish_keeps_counters_and_aggregates_gauges() {

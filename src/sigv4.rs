@@ -34,6 +34,35 @@ pub struct Signer<'a> {
     pub service: &'a str,
 }
 
+/// The headers signing a POST to `/` of `host` (the Query and JSON APIs of CloudWatch
+/// and DynamoDB) with `credentials` at unix time `t`: `headers` are signed as given.
+pub fn sign_post(
+    credentials: &crate::credentials::Credentials,
+    scope: (&str, &str),
+    host: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    t: i64,
+) -> Vec<(String, String)> {
+    let (region, service) = scope;
+    let signer = Signer {
+        access_key_id: &credentials.access_key_id,
+        secret_access_key: &credentials.secret_access_key,
+        session_token: credentials.session_token.as_deref(),
+        region,
+        service,
+    };
+    let req = Request {
+        method: "POST",
+        host,
+        path: "/",
+        query: &[],
+        headers,
+        body,
+    };
+    signer.sign(&req, t)
+}
+
 /// `YYYYMMDDTHHMMSSZ` for unix time `t`.
 pub fn amz_date(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc_fields(t);

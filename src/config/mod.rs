@@ -357,6 +357,26 @@ fn section<T: DeserializeOwned>(
 // ---------------------------------------------------------------------------------------
 // Validation.
 
+/// Reads the file at `path` and hands its text to `parse` with the process environment;
+/// a syntax error names the file. Shared with csv2kafka's config.
+pub(crate) fn load_with<T>(
+    path: &Path,
+    parse: impl Fn(&str, &dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    parse(&text, &env).map_err(|e| match e {
+        ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    })
+}
+
 impl Config {
     /// How this config names objects, so the journal can leave derivable keys out.
     pub fn key_scheme(&self) -> crate::key::KeyScheme {
@@ -369,18 +389,7 @@ impl Config {
 
     /// Reads and validates the config at `path`, with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Config::parse(&text, &env).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        load_with(path, Config::parse)
     }
 
     /// Validates config text; `env` stands in for the process environment.

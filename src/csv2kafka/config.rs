@@ -140,19 +140,9 @@ fn field(name: &str, why: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// Reads and validates the config at `path`, with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Config::parse(&text, &env).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message,
-            },
-            other => other,
-        })
+        crate::config::load_with(path, Config::parse)
     }
 
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::credentials::Credentials;
-use crate::sigv4::{Request, Signer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -102,27 +101,20 @@ impl Dynamo {
             ("content-type".to_string(), content_type.to_string()),
             ("x-amz-target".to_string(), target.clone()),
         ];
-        let signer = Signer {
-            access_key_id: &self.credentials.access_key_id,
-            secret_access_key: &self.credentials.secret_access_key,
-            session_token: self.credentials.session_token.as_deref(),
-            region: &self.region,
-            service: "dynamodb",
-        };
-        let req = Request {
-            method: "POST",
-            host: &self.host,
-            path: "/",
-            query: &[],
-            headers: &headers,
-            body: payload.as_bytes(),
-        };
+        let signed = crate::sigv4::sign_post(
+            &self.credentials,
+            (&self.region, "dynamodb"),
+            &self.host,
+            &headers,
+            payload.as_bytes(),
+            crate::clock::signing_now(),
+        );
         let mut call = self
             .agent
             .post(&self.endpoint)
             .header("content-type", content_type)
             .header("x-amz-target", &target);
-        for (k, v) in signer.sign(&req, crate::clock::signing_now()) {
+        for (k, v) in signed {
             call = call.header(k, v);
         }
         let mut resp = call
