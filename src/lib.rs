@@ -11,6 +11,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod credentials;

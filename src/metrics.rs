@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded, select};
 
@@ -26,11 +25,6 @@ use crate::sigv4::uri_encode;
 /// CloudWatch's limits for one PutMetricData request.
 pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
 pub const MAX_BODY_BYTES: usize = 1_000_000;
-/// Every metrics request: connect and whole-call timeouts. Short, since nothing waits.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-/// The largest answer read from CloudWatch.
-const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// What the daemon counts. Shared; updated with relaxed atomics.
 #[derive(Debug, Default)]
@@ -247,37 +241,19 @@ pub fn bodies_for(
 
 /// A signed Query-API client for CloudWatch.
 pub struct CloudWatch {
-    agent: ureq::Agent,
-    endpoint: String,
-    host: String,
-    region: String,
-    credentials: Credentials,
+    client: crate::aws::Client,
 }
 
 impl CloudWatch {
     pub fn new(cfg: &MetricsConfig, credentials: Credentials) -> CloudWatch {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(ureq::Proxy::try_from_env())
-            .max_redirects(0)
-            .user_agent(concat!("tvm-upload/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_resolve(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(CALL_TIMEOUT))
-            .build()
-            .into();
-        let rest = cfg
-            .endpoint
-            .split_once("://")
-            .map_or(cfg.endpoint.as_str(), |(_, r)| r);
-        let host = rest.split('/').next().unwrap_or(rest).to_string();
-        let endpoint = format!("{}/", cfg.endpoint.trim_end_matches('/'));
         CloudWatch {
-            agent,
-            endpoint,
-            host,
-            region: cfg.region.clone(),
-            credentials,
+            client: crate::aws::Client::new(
+                &cfg.endpoint,
+                &cfg.region,
+                "monitoring",
+                concat!("tvm-upload/", env!("CARGO_PKG_VERSION")),
+                credentials,
+            ),
         }
     }
 
@@ -285,34 +261,7 @@ impl CloudWatch {
     pub fn call(&self, body: &str) -> Result<String, String> {
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let headers = [("content-type".to_string(), content_type.to_string())];
-        let signed = crate::sigv4::sign_post(
-            &self.credentials,
-            (&self.region, "monitoring"),
-            &self.host,
-            &headers,
-            body.as_bytes(),
-            crate::clock::signing_now(),
-        );
-        let mut call = self
-            .agent
-            .post(&self.endpoint)
-            .header("content-type", content_type);
-        for (k, v) in signed {
-            call = call.header(k, v);
-        }
-        let mut resp = call
-            .send(body)
-            .map_err(|e| crate::s3::redact(&e.to_string()))?;
-        let status = resp.status().as_u16();
-        if let Some(date) = resp.headers().get("date").and_then(|v| v.to_str().ok()) {
-            crate::clock::observe_server_date(date);
-        }
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .unwrap_or_default();
+        let (status, text) = self.client.post(&headers, body.as_bytes())?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {

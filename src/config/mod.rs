@@ -539,16 +539,20 @@ impl Config {
     }
 }
 
-/// Vehicle ids, source and alarm names become key parts: keep them to a safe alphabet.
-fn check_key_part(field: &str, value: &str) -> Result<(), ConfigError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
+/// Whether `value` is `min` to `max` of `A-Z a-z 0-9 . _ -`, and not `.` or `..`: the
+/// alphabet of key parts here, and of Kafka topics and DynamoDB tables in csv2kafka.
+pub(crate) fn plain_name(value: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&value.len())
         && value != "."
         && value != ".."
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Vehicle ids, source and alarm names become key parts: keep them to a safe alphabet.
+fn check_key_part(field: &str, value: &str) -> Result<(), ConfigError> {
+    if plain_name(value, 1, 64) {
         Ok(())
     } else {
         Err(ConfigError::field(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::json;
-use crate::config::{ConfigError, aws_endpoint, check_endpoint, host_is_address};
+use crate::config::{ConfigError, aws_endpoint, check_endpoint, host_is_address, plain_name};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -237,14 +237,7 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
 }
 
 fn check_topic(name: &str, topic: &str) -> Result<(), ConfigError> {
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+    if plain_name(topic, 1, 249) {
         Ok(())
     } else {
         Err(field(
@@ -315,11 +308,7 @@ fn checkpoint_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Checkpoint, ConfigError> {
     let table = raw.table.unwrap_or_else(|| "csv2kafka-checkpoints".into());
-    let table_ok = (3..=255).contains(&table.len())
-        && table
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !table_ok {
+    if !plain_name(&table, 3, 255) {
         return Err(field(
             "checkpoint.table",
             format!("{table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 . _ -)"),

@@ -3,15 +3,9 @@
 //! DynamoDB's own type (`ConditionalCheckFailedException`, `ResourceNotFoundException`)
 //! so callers can tell a lost lease from a missing table.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::credentials::Credentials;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DynamoError {
@@ -62,71 +56,38 @@ impl std::fmt::Display for DynamoError {
 }
 
 pub struct Dynamo {
-    agent: ureq::Agent,
-    endpoint: String,
-    host: String,
-    region: String,
-    credentials: Credentials,
+    client: crate::aws::Client,
 }
 
 impl Dynamo {
     pub fn new(endpoint: &str, region: &str, credentials: Credentials) -> Dynamo {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(ureq::Proxy::try_from_env())
-            .max_redirects(0)
-            .user_agent(concat!("csv2kafka/", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_resolve(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(CALL_TIMEOUT))
-            .build()
-            .into();
-        let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-        let host = rest.split('/').next().unwrap_or(rest).to_string();
         Dynamo {
-            agent,
-            endpoint: format!("{}/", endpoint.trim_end_matches('/')),
-            host,
-            region: region.to_string(),
-            credentials,
+            client: crate::aws::Client::new(
+                endpoint,
+                region,
+                "dynamodb",
+                concat!("csv2kafka/", env!("CARGO_PKG_VERSION")),
+                credentials,
+            ),
         }
     }
 
     /// One call of `operation` (`GetItem`, …) with `body`; the answer's JSON.
     pub fn call(&self, operation: &str, body: &Value) -> Result<Value, DynamoError> {
-        let payload = body.to_string();
-        let target = format!("DynamoDB_20120810.{operation}");
-        let content_type = "application/x-amz-json-1.0";
         let headers = [
-            ("content-type".to_string(), content_type.to_string()),
-            ("x-amz-target".to_string(), target.clone()),
+            (
+                "content-type".to_string(),
+                "application/x-amz-json-1.0".to_string(),
+            ),
+            (
+                "x-amz-target".to_string(),
+                format!("DynamoDB_20120810.{operation}"),
+            ),
         ];
-        let signed = crate::sigv4::sign_post(
-            &self.credentials,
-            (&self.region, "dynamodb"),
-            &self.host,
-            &headers,
-            payload.as_bytes(),
-            crate::clock::signing_now(),
-        );
-        let mut call = self
-            .agent
-            .post(&self.endpoint)
-            .header("content-type", content_type)
-            .header("x-amz-target", &target);
-        for (k, v) in signed {
-            call = call.header(k, v);
-        }
-        let mut resp = call
-            .send(payload.as_bytes())
-            .map_err(|e| DynamoError::Transport(crate::s3::redact(&e.to_string())))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .unwrap_or_default();
+        let (status, text) = self
+            .client
+            .post(&headers, body.to_string().as_bytes())
+            .map_err(DynamoError::Transport)?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(value);
