@@ -40,7 +40,7 @@ fn status_text(setup: &Setup) -> String {
 
 /// 2,000 files queued, 60 s without a link: a few lines and a few requests, not one of
 /// each per file per attempt (14,000 lines in the first minute before); then everything
-/// goes within 10 s of the link coming back.
+/// the first upload follows within a probe interval of the link coming back.
 #[test]
 fn an_offline_vehicle_logs_little_probes_little_and_catches_up_at_once() {
     let server = Server::start(Kind::S3sFs);
@@ -66,24 +66,38 @@ fn an_offline_vehicle_logs_little_probes_little_and_catches_up_at_once() {
     let back = Instant::now();
     let client = server.client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client.list().len() < 2000 {
+    let mut first = None;
+    loop {
+        let uploaded = client.list().len();
+        if first.is_none() && uploaded > 0 {
+            first = Some(back.elapsed());
+        }
+        if uploaded == 2000 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "{} of 2000 after the link came back:\n{}",
-            client.list().len(),
+            "{uploaded} of 2000 after the link came back:\n{}",
             setup.run_log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let caught_up = back.elapsed();
+    let first = first.unwrap_or(caught_up);
     sigterm_and_wait(&mut child, Duration::from_secs(15));
-    eprintln!("offline 60 s: {lines} log lines, {requests} requests; caught up in {caught_up:?}");
+    eprintln!(
+        "offline 60 s: {lines} log lines, {requests} requests; \
+         first upload after {first:?}, caught up in {caught_up:?}"
+    );
     let log = setup.run_log();
     assert!(lines <= 20, "{lines} log lines while offline:\n{log}");
     assert!(requests <= 30, "{requests} requests while offline");
+    // "At once": the next probe comes within the 2 s retry cap (plus jitter), not
+    // after a backoff grown through the outage; how fast the 2,000 then go depends on
+    // the machine, so it is only bounded by the 30 s deadline above.
     assert!(
-        caught_up <= Duration::from_secs(10),
-        "caught up in {caught_up:?}"
+        first <= Duration::from_secs(5),
+        "first upload {first:?} after the link came back"
     );
     assert!(log.contains("S3 unreachable no more"), "{log}");
     assert_eq!(
