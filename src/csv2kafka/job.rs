@@ -23,9 +23,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use super::checkpoint::{Checkpoint, Manager, Status, Taken, now_ms};
 use super::config::Config;
-use super::csv::{Reader, Row, to_json};
+use super::csv::{Reader, Row, json_keys, to_json};
 use super::emitter::{Emitter, Sample};
 use super::kafka::{self, Ack, Dest, Landed, Sink, Slot};
+use super::saver::{InFlight, Saver};
 use super::source;
 use crate::s3::S3;
 
@@ -62,8 +63,9 @@ struct Pending {
     sent_at: Option<Instant>,
 }
 
-/// A row's message: destination, value, and key (`None`: the job id).
-type Message<'r> = (Dest, Vec<u8>, Option<&'r [u8]>);
+/// A row's message: destination, key (`None`: the job id), and value (`None`: the JSON
+/// written into [`Stream::json`]).
+type Message<'r> = (Dest, Option<&'r [u8]>, Option<&'r [u8]>);
 
 /// Rows sent between two servings of delivery reports, checkpoints and metrics.
 const SERVE_EVERY: u32 = 256;
@@ -268,7 +270,8 @@ fn attempt(
     for dest in topics.keys() {
         counts.insert(*dest, sink.partitions(*dest).map_err(Failure::Retry)?);
     }
-    if cp.offsets.is_empty() {
+    let fresh = cp.offsets.is_empty();
+    if fresh {
         // A new job: its messages can only be past today's ends.
         for (dest, n) in &counts {
             for (p, end) in sink.ends(*dest, *n).map_err(Failure::Retry)? {
@@ -277,14 +280,20 @@ fn attempt(
         }
         renew(ctx, cp).map_err(Failure::LeaseLost)?;
     }
-    let landed = kafka::scan(
-        &ctx.config.kafka,
-        &topics,
-        &cp.offsets,
-        &cp.job_id,
-        cp.last_line,
-    )
-    .map_err(Failure::Retry)?;
+    // Rows are sent only once offsets are in the checkpoint, so a job that had none sent
+    // nothing before: there is nothing to scan for (this saved a second a job).
+    let landed = if fresh {
+        BTreeMap::new()
+    } else {
+        kafka::scan(
+            &ctx.config.kafka,
+            &topics,
+            &cp.offsets,
+            &cp.job_id,
+            cp.last_line,
+        )
+        .map_err(Failure::Retry)?
+    };
     let found: usize = landed.values().map(|l| l.lines.len()).sum();
     if found > 0 {
         log::info!(
@@ -299,7 +308,10 @@ fn attempt(
         cp.etag = Some(opened.etag.clone());
         cp.object_bytes = opened.total;
     }
-    Stream::new(ctx, &sink, counts, landed, opened, cp).run(cp)
+    std::thread::scope(|scope| {
+        let saver = Saver::start(scope, ctx.checkpoints);
+        Stream::new(ctx, &sink, counts, landed, opened, cp, saver).run(cp)
+    })
 }
 
 /// S3 errors retrying cannot fix (a missing object or bucket, a refusal, the object
@@ -322,10 +334,16 @@ struct Stream<'a> {
     base_headers: Vec<(&'static str, String)>,
     tracker: Tracker,
     header: Option<Vec<String>>,
+    /// The JSON value of the row being sent: one buffer for every row.
+    json: String,
+    /// The header's JSON keys (column numbers without a header).
+    keys: Vec<String>,
     /// The position of `kafka.key_column` in the header, once known.
     key_index: Option<usize>,
     /// Rows since delivery reports were last served.
     unserved: u32,
+    /// Periodic checkpoints, written on a thread of their own.
+    saver: Saver,
     last_saved: u64,
     last_sample: (Instant, u64, u64),
     last_renewed: Instant,
@@ -340,6 +358,7 @@ impl<'a> Stream<'a> {
         landed: BTreeMap<Slot, Landed>,
         opened: source::Opened,
         cp: &Checkpoint,
+        saver: Saver,
     ) -> Stream<'a> {
         let mut reader = Reader::new(
             opened.reader,
@@ -380,8 +399,11 @@ impl<'a> Stream<'a> {
             base_headers,
             tracker,
             header: cp.header.clone(),
+            json: String::new(),
+            keys: Vec::new(),
             key_index: None,
             unserved: 0,
+            saver,
             last_saved: cp.last_line,
             last_sample: (Instant::now(), cp.last_line, cp.failed_rows),
             last_renewed: Instant::now(),
@@ -460,11 +482,19 @@ impl<'a> Stream<'a> {
 
     /// One row: to its partition, unless the resume scan found it there already.
     fn send(&mut self, cp: &Checkpoint, row: Row) -> Result<(), Failure> {
-        let Some((dest, value, key)) = self.message(cp, &row) else {
+        let mut json = std::mem::take(&mut self.json);
+        let sent = self.send_with(cp, &row, &mut json);
+        self.json = json;
+        sent
+    }
+
+    fn send_with(&mut self, cp: &Checkpoint, row: &Row, json: &mut String) -> Result<(), Failure> {
+        let Some((dest, key, raw)) = self.message(cp, row, json) else {
             // Malformed, no dead-letter topic: logged and counted, nothing to send.
-            self.track(&row, None, true, false);
+            self.track(row, None, true, false);
             return Ok(());
         };
+        let value = raw.unwrap_or(json.as_bytes());
         let key = key.unwrap_or(cp.job_id.as_bytes());
         let partition = kafka::partition_of(key, self.counts[&dest]);
         let slot = (dest, partition);
@@ -474,10 +504,10 @@ impl<'a> Stream<'a> {
             .get(&slot)
             .is_some_and(|l| l.lines.contains(&row.line))
         {
-            self.track(&row, None, failed, false);
+            self.track(row, None, failed, false);
             return Ok(());
         }
-        self.track(&row, Some(slot), failed, true);
+        self.track(row, Some(slot), failed, true);
         let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
         for (name, value) in &self.base_headers {
             headers = headers.insert(Header {
@@ -485,35 +515,43 @@ impl<'a> Stream<'a> {
                 value: Some(value.as_bytes()),
             });
         }
-        let line_text = row.line.to_string();
+        let mut digits = [0u8; 20];
         headers = headers.insert(Header {
             key: "line",
-            value: Some(line_text.as_bytes()),
+            value: Some(decimal(row.line, &mut digits)),
         });
         self.sink
-            .send(dest, partition, row.line, key, &value, headers)
+            .send(dest, partition, row.line, key, value, headers)
             .map_err(Failure::Retry)
     }
 
     /// The message a row makes: its destination, value and key (`None`: the job id);
     /// `None` for a malformed row with no dead-letter topic.
-    fn message<'r>(&self, cp: &Checkpoint, row: &'r Row) -> Option<Message<'r>> {
+    fn message<'r>(
+        &mut self,
+        cp: &Checkpoint,
+        row: &'r Row,
+        json: &mut String,
+    ) -> Option<Message<'r>> {
         match &row.fields {
             Ok(fields) => {
                 let key = self
                     .key_index
                     .and_then(|i| fields.get(i))
                     .map(|k| k.as_bytes());
-                let value = match &self.header {
-                    Some(h) => to_json(h, fields),
-                    None => to_json(&numbered(row), fields),
-                };
-                Some((Dest::Main, value.into_bytes(), key))
+                if self.keys.len() != fields.len() {
+                    self.keys = match &self.header {
+                        Some(h) => json_keys(h),
+                        None => json_keys(&numbered(fields.len())),
+                    };
+                }
+                to_json(&self.keys, fields, json);
+                Some((Dest::Main, key, None))
             }
             Err(why) => {
                 log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
                 self.ctx.config.kafka.dead_letter_topic.as_ref()?;
-                Some((Dest::DeadLetter, row.raw.clone(), None))
+                Some((Dest::DeadLetter, None, Some(&row.raw)))
             }
         }
     }
@@ -534,6 +572,9 @@ impl<'a> Stream<'a> {
 
     /// Delivery reports, checkpoints, the lease and metrics: whatever is due.
     fn serve(&mut self, cp: &mut Checkpoint) -> Result<(), Failure> {
+        if let Some(answer) = self.saver.answer() {
+            self.settle(cp, answer)?;
+        }
         for ack in self.sink.poll(Duration::ZERO) {
             self.tracker.ack(&ack).map_err(|e| {
                 Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line))
@@ -584,7 +625,16 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
+    /// Checkpoints the durable prefix: handed to the saver unless a write is in flight
+    /// already; written at once, after any in flight, when `release` (a stop, the end).
     fn checkpoint(&mut self, cp: &mut Checkpoint, release: bool) -> Result<(), Failure> {
+        if release {
+            if let Some(answer) = self.saver.wait() {
+                self.settle(cp, answer)?;
+            }
+        } else if self.saver.busy() {
+            return Ok(());
+        }
         let t = &self.tracker;
         cp.last_line = t.durable_line;
         cp.byte_offset = t.durable_end;
@@ -595,23 +645,43 @@ impl<'a> Stream<'a> {
         cp.rate = self.rate;
         self.tracker.sent = 0;
         self.tracker.failed = 0;
+        if !release {
+            self.saver.offer(cp);
+            return Ok(());
+        }
+        let answer = self.ctx.checkpoints.save(cp, false);
+        let at = InFlight {
+            line: cp.last_line,
+            at: Instant::now(),
+        };
+        self.settle(cp, (at, answer))?;
+        cp.lease_expires_ms = 0;
+        Ok(())
+    }
+
+    /// Takes in the answer to a checkpoint write.
+    fn settle(
+        &mut self,
+        cp: &mut Checkpoint,
+        (write, answer): (InFlight, Result<(), super::dynamo::DynamoError>),
+    ) -> Result<(), Failure> {
         // A lease that ran out under us may be another worker's by now.
         let held_until = cp.lease_expires_ms;
         let expired = held_until > 0 && now_ms() > held_until && cp.status == Status::InProgress;
-        let result = renew(self.ctx, cp);
-        match result {
+        match answer {
             Ok(()) => {
-                self.last_saved = cp.last_line;
-                self.last_renewed = Instant::now();
-                cp.lease_expires_ms = if release {
-                    0
-                } else {
-                    now_ms() + self.ctx.config.checkpoint.lease.as_millis() as i64
-                };
+                self.last_saved = write.line;
+                self.last_renewed = write.at;
+                let age = write.at.elapsed().as_millis() as i64;
+                cp.lease_expires_ms =
+                    now_ms() - age + self.ctx.config.checkpoint.lease.as_millis() as i64;
                 Ok(())
             }
-            Err(e) if e.contains("lost its lease") || expired => Err(Failure::LeaseLost(e)),
-            Err(e) => Err(Failure::Retry(e)),
+            Err(e) if e.condition_failed() => Err(Failure::LeaseLost(
+                "lost its lease to another worker; stopping".into(),
+            )),
+            Err(e) if expired => Err(Failure::LeaseLost(table_error(self.ctx, &e))),
+            Err(e) => Err(Failure::Retry(table_error(self.ctx, &e))),
         }
     }
 
@@ -678,9 +748,21 @@ fn key_index(column: Option<&str>, header: Option<&[String]>) -> Option<usize> {
 }
 
 /// Column names for an object without a header: "1", "2", …
-fn numbered(row: &Row) -> Vec<String> {
-    let n = row.fields.as_ref().map_or(0, Vec::len);
+fn numbered(n: usize) -> Vec<String> {
     (1..=n).map(|i| i.to_string()).collect()
+}
+
+/// `n` in decimal, written into `buf` without an allocation.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -725,6 +807,14 @@ mod tests {
         t.push(pending(4, Some((Dest::Main, 0))));
         assert!(t.ack(&failed).is_err());
         assert_eq!(t.durable_line, 3);
+    }
+
+    #[test]
+    fn line_numbers_in_decimal() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1_000_001, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 
     #[test]

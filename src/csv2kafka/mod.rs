@@ -11,5 +11,6 @@ pub mod dynamo;
 pub mod emitter;
 pub mod job;
 pub mod kafka;
+pub mod saver;
 pub mod source;
 pub mod worker;
