@@ -22,6 +22,11 @@ impl Broker {
     }
 
     fn start_on(port: u16) -> Broker {
+        Broker::advertising(port, port)
+    }
+
+    /// A broker on `port` that tells clients to reach it at `advertised` (a relay).
+    fn advertising(port: u16, advertised: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tools_dir().join("bin/tansu"))
             .args([
@@ -29,8 +34,8 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
             ])
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -527,6 +532,50 @@ fn faults_are_survived_or_named() {
         "{}",
         err(&out)
     );
+}
+
+/// The broker cut off mid-job for longer than a delivery may take: the failed
+/// deliveries send the job back through its resume path (a new producer, the scan of
+/// what landed) with a clear message and backoff, and once the broker is back every
+/// row is there exactly once.
+#[test]
+fn a_broker_lost_mid_job_is_waited_for_and_no_row_doubles() {
+    let mut setup = Setup::new("");
+    let relay_port = free_port();
+    let broker = Broker::advertising(free_port(), relay_port);
+    broker.create_topic("telemetry", 3);
+    broker.create_topic("dead-letters", 1);
+    let relay = common::relay::Relay::start(relay_port, broker.port);
+    setup.bootstrap_at(&format!("127.0.0.1:{relay_port}"));
+    setup.edit(|c| c["kafka"]["properties"] = serde_json::json!({"message.timeout.ms": "3000"}));
+    let (csv, want) = telemetry(400_000);
+    setup.s3.client().put("m/cut.csv", &csv);
+    let job = format!("{BUCKET}/m/cut.csv");
+    let child = setup
+        .c2k(&["run", &format!("s3://{job}")])
+        .spawn()
+        .expect("spawn");
+    common::wait_until(60, "a first checkpoint", || {
+        setup.item(&job)["last_line"].as_u64().unwrap_or(0) > 0
+    });
+    relay.cut();
+    std::thread::sleep(Duration::from_secs(8));
+    let during = setup.item(&job)["last_line"].as_u64().unwrap_or(0);
+    relay.restore();
+    let out = child.wait_with_output().expect("wait");
+    let log = err(&out);
+    for line in log
+        .lines()
+        .filter(|l| !l.contains("malformed") && l.contains("WARN"))
+    {
+        eprintln!("{line}");
+    }
+    assert!(out.status.success(), "{log}");
+    assert!(during < 400_000, "the cut came too late to test anything");
+    assert!(log.contains("carrying on from line"), "{log}");
+    assert!(log.contains("Message timed out"), "{log}");
+    check_exactly_once(&broker.read("telemetry"), &job, &want);
+    assert_eq!(setup.item(&job)["status"], "COMPLETED");
 }
 
 #[test]

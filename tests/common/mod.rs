@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod relay;
 
 use std::collections::BTreeMap;
 use std::io::Read;
