@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::credentials::Credentials;
+use std::sync::Arc;
+
+use crate::credentials::Provider;
 
 /// Connect (and DNS) and whole-call timeouts. Short: nothing waits on these calls.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +22,7 @@ pub struct Client {
     host: String,
     region: String,
     service: &'static str,
-    credentials: Credentials,
+    credentials: Arc<Provider>,
 }
 
 impl Client {
@@ -30,7 +32,7 @@ impl Client {
         region: &str,
         service: &'static str,
         user_agent: &str,
-        credentials: Credentials,
+        credentials: Arc<Provider>,
     ) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -55,10 +57,28 @@ impl Client {
     }
 
     /// POSTs `body` with `headers` (signed, and sent); the status and body of the
-    /// answer, or the transport error (redacted).
+    /// answer, or the transport error (redacted). An answer refusing the session token
+    /// as expired has the provider fetch new credentials, and is sent once more.
     pub fn post(&self, headers: &[(String, String)], body: &[u8]) -> Result<(u16, String), String> {
+        let (status, text) = self.post_once(headers, body)?;
+        let refused = ["ExpiredToken", "InvalidToken", "ExpiredTokenException"]
+            .iter()
+            .any(|code| text.contains(code));
+        if (400..500).contains(&status) && refused && self.credentials.is_temporary() {
+            self.credentials.refresh_now();
+            return self.post_once(headers, body);
+        }
+        Ok((status, text))
+    }
+
+    fn post_once(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(u16, String), String> {
+        let credentials = self.credentials.current().map_err(|e| e.to_string())?;
         let signed = crate::sigv4::sign_post(
-            &self.credentials,
+            &credentials,
             (&self.region, self.service),
             &self.host,
             headers,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 
 use crate::config::Config;
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 use crate::disk::{self, DiskManager};
 use crate::file::stat;
 use crate::journal::Journal;
@@ -72,14 +72,13 @@ pub struct Summary {
 /// Runs the daemon until SIGTERM/SIGINT (`Run`) or until idle (`Once`).
 pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     let journal = open_journal(&config)?;
-    let credentials =
-        Credentials::resolve(config.credentials_profile.as_deref()).map_err(|e| e.to_string())?;
-    log::info!("credentials from {}", credentials.source);
-    let s3 = Arc::new(S3::new(
-        &config.s3,
-        credentials.clone(),
-        config.credentials_profile.clone(),
-    )?);
+    let credentials = Provider::resolve(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
+    log::info!("credentials from {}", credentials.source().describe());
+    let s3 = Arc::new(S3::new(&config.s3, Arc::clone(&credentials))?);
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(context(
         &config,
@@ -229,7 +228,7 @@ fn sources(config: &Config) -> Vec<SourceSpec> {
 
 fn spawn_publisher(
     config: &Config,
-    credentials: Credentials,
+    credentials: Arc<Provider>,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<Publisher>, String> {
     let Some(m) = &config.metrics else {

@@ -194,10 +194,10 @@ fn check_config(config: &Config, connect: bool, write: bool) -> ExitCode {
         }
         return ExitCode::from(EXIT_USAGE);
     }
-    let creds = match credentials::Credentials::resolve(config.credentials_profile.as_deref()) {
-        Ok(c) => c.describe(),
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
-    };
+    let creds = credentials::describe_chain(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    );
     match serde_json::to_string_pretty(&config.to_json(creds)) {
         Ok(text) => {
             say(&format!("{text}\n"));
@@ -224,7 +224,10 @@ fn alarms(config: &Config) -> ExitCode {
         eprintln!("tvm-upload: config field `metrics.alarms`: none configured");
         return ExitCode::from(EXIT_USAGE);
     }
-    let creds = match credentials::Credentials::resolve(config.credentials_profile.as_deref()) {
+    let creds = match credentials::Provider::resolve(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tvm-upload: {e}");

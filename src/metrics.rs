@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, bounded, select};
 
 use crate::config::{Alarm, MetricsConfig};
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 use crate::disk;
 use crate::sigv4::uri_encode;
 
@@ -245,7 +245,7 @@ pub struct CloudWatch {
 }
 
 impl CloudWatch {
-    pub fn new(cfg: &MetricsConfig, credentials: Credentials) -> CloudWatch {
+    pub fn new(cfg: &MetricsConfig, credentials: Arc<Provider>) -> CloudWatch {
         CloudWatch {
             client: crate::aws::Client::new(
                 &cfg.endpoint,
@@ -282,7 +282,7 @@ impl Publisher {
     pub fn spawn(
         cfg: &MetricsConfig,
         vehicle_id: &str,
-        credentials: Credentials,
+        credentials: Arc<Provider>,
         metrics: Arc<Metrics>,
         disk_paths: Vec<PathBuf>,
     ) -> std::io::Result<Publisher> {

@@ -10,9 +10,10 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, MetricsConfig};
-use crate::credentials::Credentials;
+use crate::credentials::{Provider, Source, process_env};
 use crate::s3::{BucketAnswer, S3, S3Error};
 
 /// A clock this far off S3's is reported (the daemon corrects its signing clock, but
@@ -66,13 +67,33 @@ pub fn local(config: &Config) -> Vec<Check> {
     for (i, s) in config.sources.iter().enumerate() {
         out.push(source(&format!("sources[{i}].path"), &s.path));
     }
-    out.push(
-        match Credentials::resolve(config.credentials_profile.as_deref()) {
+    out.push(credentials_source(config));
+    out
+}
+
+/// Which source the chain would use; fixed keys are read, temporary ones are fetched
+/// only with `--connect`.
+fn credentials_source(config: &Config) -> Check {
+    let chosen = Source::choose(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+        &process_env,
+    );
+    match chosen {
+        Ok(source @ Source::Static(_)) => match source.fetch(&process_env) {
             Ok(c) => Check::new("credentials", Verdict::Ok, c.summary()),
             Err(e) => Check::new("credentials", Verdict::Failed, e.to_string()),
         },
-    );
-    out
+        Ok(source) => Check::new(
+            "credentials",
+            Verdict::Ok,
+            format!(
+                "from {} (temporary; fetched with --connect)",
+                source.describe()
+            ),
+        ),
+        Err(e) => Check::new("credentials", Verdict::Failed, e.to_string()),
+    }
 }
 
 /// The state dir exists or can be made, takes a file and its fsync, and its lock is free
@@ -192,22 +213,23 @@ pub fn source(field: &str, path: &Path) -> Check {
 /// `--connect`: S3 (the bucket, the clock, and with `write` a test object) and, with
 /// metrics on, CloudWatch.
 pub fn connect(config: &Config, write: bool) -> Vec<Check> {
-    let credentials = match Credentials::resolve(config.credentials_profile.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            return vec![Check::new(
-                "s3",
-                Verdict::Failed,
-                format!("no credentials: {e}"),
-            )];
-        }
+    let provider = Provider::resolve(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    );
+    let fetched = provider
+        .as_ref()
+        .map_err(ToString::to_string)
+        .and_then(|p| {
+            p.current().map_err(|e| e.to_string())?;
+            Ok(Arc::clone(p))
+        });
+    let credentials = match fetched {
+        Ok(p) => p,
+        Err(e) => return vec![Check::new("credentials", Verdict::Failed, e)],
     };
     let mut out = Vec::new();
-    match S3::new(
-        &config.s3,
-        credentials.clone(),
-        config.credentials_profile.clone(),
-    ) {
+    match S3::new(&config.s3, Arc::clone(&credentials)) {
         Ok(s3) => {
             out.extend(bucket(&s3, config));
             if write {
@@ -329,7 +351,7 @@ fn refusal(e: &S3Error) -> String {
 }
 
 /// One PutMetricData of a zero `FailedUploads` (it changes no Sum, so no alarm).
-fn cloudwatch(m: &MetricsConfig, vehicle_id: &str, credentials: Credentials) -> Check {
+fn cloudwatch(m: &MetricsConfig, vehicle_id: &str, credentials: Arc<Provider>) -> Check {
     let client = crate::metrics::CloudWatch::new(m, credentials);
     let datum = crate::metrics::Datum {
         name: "FailedUploads",

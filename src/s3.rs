@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusty_s3::{Bucket, S3Action, UrlStyle};
@@ -16,7 +16,7 @@ use ureq::Agent;
 use ureq::http::Response;
 
 use crate::config::S3Config;
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 
 /// How long a presigned URL is valid. Each request is signed just before it is sent, so
 /// this only has to cover one request's wait for a connection and its transfer.
@@ -77,6 +77,12 @@ pub enum S3Error {
     /// Refused for its signing time, which the answer's `Date` has now corrected: sent
     /// again, it is signed with the server's time.
     Skewed { op: &'static str, key: String },
+    /// The session token was refused as expired or invalid: the provider fetches new
+    /// credentials at once, and a retry signs with them.
+    TokenRefused { op: &'static str, key: String },
+    /// No valid credentials to sign with: the provider is failing and the last ones
+    /// expired. Uploads wait (files stay queued) until it answers.
+    NoCredentials { why: String },
     /// An answer that is not what S3 sends: unparseable XML, a missing ETag.
     BadAnswer {
         op: &'static str,
@@ -88,9 +94,11 @@ pub enum S3Error {
 impl S3Error {
     pub fn class(&self) -> Class {
         match self {
-            S3Error::Transport { .. } | S3Error::Skewed { .. } | S3Error::BadAnswer { .. } => {
-                Class::Transient
-            }
+            S3Error::Transport { .. }
+            | S3Error::Skewed { .. }
+            | S3Error::TokenRefused { .. }
+            | S3Error::BadAnswer { .. } => Class::Transient,
+            S3Error::NoCredentials { .. } => Class::Credentials,
             // A presigned URL refused for its time ("Request has expired", "Request is
             // not yet valid"): the clock, corrected from the answer's Date, not the keys.
             S3Error::Status { code, message, .. }
@@ -126,6 +134,9 @@ impl S3Error {
 
     /// What an operator should do about it, for fatal classes.
     pub fn advice(&self) -> &'static str {
+        if let S3Error::NoCredentials { .. } = self {
+            return "uploads wait until the credentials provider answers";
+        }
         match (self.class(), self.code().unwrap_or("")) {
             (Class::Credentials, "SignatureDoesNotMatch") => {
                 "the secret access key is wrong: fix AWS_SECRET_ACCESS_KEY or the credentials file"
@@ -221,6 +232,11 @@ impl fmt::Display for S3Error {
             S3Error::BadAnswer { op, key, why } => {
                 write!(f, "{op} {key}: unexpected answer: {why}")
             }
+            S3Error::TokenRefused { op, key } => write!(
+                f,
+                "{op} {key}: the session token was refused as expired; fetching new credentials"
+            ),
+            S3Error::NoCredentials { why } => f.write_str(why),
         }
     }
 }
@@ -294,17 +310,12 @@ pub struct Object {
 pub struct S3 {
     agent: Agent,
     bucket: Bucket,
-    credentials: RwLock<Credentials>,
-    profile: Option<String>,
+    credentials: Arc<Provider>,
     storage_class: Option<String>,
 }
 
 impl S3 {
-    pub fn new(
-        cfg: &S3Config,
-        credentials: Credentials,
-        profile: Option<String>,
-    ) -> Result<S3, String> {
+    pub fn new(cfg: &S3Config, credentials: Arc<Provider>) -> Result<S3, String> {
         let endpoint = cfg
             .endpoint
             .parse()
@@ -325,29 +336,42 @@ impl S3 {
         Ok(S3 {
             agent,
             bucket,
-            credentials: RwLock::new(credentials),
-            profile,
+            credentials,
             storage_class: cfg.storage_class.clone(),
         })
     }
 
-    /// Re-reads the credentials (after a credentials error an operator may have fixed
-    /// the file). Keeps the old ones if the new ones cannot be read.
+    /// After a credentials error: temporary credentials are fetched again, static ones
+    /// re-read (an operator may have fixed the file); see [`Provider::refresh_now`].
     pub fn reload_credentials(&self) {
-        match Credentials::resolve(self.profile.as_deref()) {
-            Ok(c) => {
-                let mut guard = self.credentials.write().unwrap_or_else(|p| p.into_inner());
-                *guard = c;
-            }
-            Err(e) => log::warn!("keeping the current credentials: {e}"),
-        }
+        self.credentials.refresh_now();
     }
 
-    fn creds(&self) -> rusty_s3::Credentials {
+    fn creds(&self) -> Result<rusty_s3::Credentials, S3Error> {
         self.credentials
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .to_rusty()
+            .current()
+            .map(|c| c.to_rusty())
+            .map_err(|e| S3Error::NoCredentials { why: e.to_string() })
+    }
+
+    /// Reads the body, and turns an error status or an `<Error>` body into an
+    /// [`S3Error`]; a refused session token has the provider fetch new credentials.
+    fn check(
+        &self,
+        op: &'static str,
+        key: &str,
+        resp: Response<ureq::Body>,
+    ) -> Result<(Response<ureq::Body>, String), S3Error> {
+        check(op, key, resp).map_err(|e| {
+            if token_refused(&e) && self.credentials.is_temporary() {
+                self.credentials.refresh_now();
+                return S3Error::TokenRefused {
+                    op,
+                    key: key.to_string(),
+                };
+            }
+            e
+        })
     }
 
     fn sign<'a>(&self, action: &impl S3Action<'a>) -> String {
@@ -360,7 +384,7 @@ impl S3 {
     /// The metadata of an object, or `None` if there is none at `key`. A 403 is taken as
     /// "unknown" (`None` too): without s3:GetObject a HEAD is refused although uploads work.
     pub fn head(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let action = self.bucket.head_object(Some(&creds), key);
         let url = self.sign(&action);
         let resp = self
@@ -407,7 +431,7 @@ impl S3 {
         sha256_b64: &str,
         meta: &[(String, String)],
     ) -> Result<String, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let mut action = self.bucket.put_object(Some(&creds), key);
         let headers = action.headers_mut();
         headers.insert("if-none-match", "*".to_string());
@@ -434,7 +458,7 @@ impl S3 {
         let resp = req
             .send(ureq::SendBody::from_reader(body))
             .map_err(|e| transport("PutObject", key, e))?;
-        let (resp, _) = check("PutObject", key, resp)?;
+        let (resp, _) = self.check("PutObject", key, resp)?;
         etag("PutObject", key, &resp)
     }
 
@@ -447,7 +471,7 @@ impl S3 {
         source_key: &str,
         meta: &[(String, String)],
     ) -> Result<String, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let mut action = self.bucket.put_object(Some(&creds), key);
         let source_path: Vec<String> = source_key
             .split('/')
@@ -478,7 +502,7 @@ impl S3 {
         let resp = req
             .send_empty()
             .map_err(|e| transport("CopyObject", key, e))?;
-        let (_, body) = check("CopyObject", key, resp)?;
+        let (_, body) = self.check("CopyObject", key, resp)?;
         xml_tag(&body, "ETag")
             .map(|e| e.replace("&quot;", "\"").replace("&#34;", "\""))
             .ok_or_else(|| bad("CopyObject", key, format!("no ETag: {}", excerpt(&body))))
@@ -489,7 +513,7 @@ impl S3 {
         key: &str,
         meta: &[(String, String)],
     ) -> Result<String, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let mut action = self.bucket.create_multipart_upload(Some(&creds), key);
         let headers = action.headers_mut();
         for (k, v) in meta {
@@ -509,7 +533,7 @@ impl S3 {
         let resp = req
             .send_empty()
             .map_err(|e| transport("CreateMultipartUpload", key, e))?;
-        let (_, body) = check("CreateMultipartUpload", key, resp)?;
+        let (_, body) = self.check("CreateMultipartUpload", key, resp)?;
         let parsed = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
             .map_err(|e| bad("CreateMultipartUpload", key, e.to_string()))?;
         let id = parsed.upload_id().to_string();
@@ -529,7 +553,7 @@ impl S3 {
             len,
             md5_b64,
         } = *part;
-        let creds = self.creds();
+        let creds = self.creds()?;
         let n =
             u16::try_from(number).map_err(|_| bad("UploadPart", key, format!("part {number}")))?;
         let action = self.bucket.upload_part(Some(&creds), key, n, upload_id);
@@ -541,13 +565,13 @@ impl S3 {
             .header("content-md5", md5_b64)
             .send(ureq::SendBody::from_reader(body))
             .map_err(|e| transport("UploadPart", key, e))?;
-        let (resp, _) = check("UploadPart", key, resp)?;
+        let (resp, _) = self.check("UploadPart", key, resp)?;
         etag("UploadPart", key, &resp)
     }
 
     /// Every part the server has for the upload, following pagination.
     pub fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<ServerPart>, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let mut out = Vec::new();
         let mut marker: Option<u16> = None;
         // Bounded: 10,000 parts at 1,000 a page is 10 pages; a server that keeps
@@ -564,7 +588,7 @@ impl S3 {
                 .get(&url)
                 .call()
                 .map_err(|e| transport("ListParts", key, e))?;
-            let (_, body) = check("ListParts", key, resp)?;
+            let (_, body) = self.check("ListParts", key, resp)?;
             let page = parse_list_parts(&body)
                 .map_err(|why| bad("ListParts", key, format!("{why}: {}", excerpt(&body))))?;
             out.extend(page.parts);
@@ -588,7 +612,7 @@ impl S3 {
         upload_id: &str,
         etags: &[String],
     ) -> Result<String, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let mut action = self.bucket.complete_multipart_upload(
             Some(&creds),
             key,
@@ -606,7 +630,7 @@ impl S3 {
             .header("if-none-match", "*")
             .send(body.as_str())
             .map_err(|e| transport("CompleteMultipartUpload", key, e))?;
-        let (_, text) = check("CompleteMultipartUpload", key, resp)?;
+        let (_, text) = self.check("CompleteMultipartUpload", key, resp)?;
         match rusty_s3::actions::CompleteMultipartUploadResponse::parse(&text) {
             Ok(parsed) => Ok(parsed.etag().to_string()),
             Err(e) => Err(bad(
@@ -620,7 +644,7 @@ impl S3 {
     /// HEAD on the bucket, for `check-config --connect`: what S3 answered, whatever the
     /// status (a 403 only means this identity may not list the bucket).
     pub fn head_bucket(&self) -> Result<BucketAnswer, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let action = self.bucket.head_bucket(Some(&creds));
         let url = self.sign(&action);
         let resp = self
@@ -644,7 +668,7 @@ impl S3 {
     /// GET of `key` from byte `from` on, streamed; with `if_match`, only while the object
     /// still has that ETag (412 otherwise). Used by csv2kafka.
     pub fn get(&self, key: &str, from: u64, if_match: Option<&str>) -> Result<Object, S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let action = self.bucket.get_object(Some(&creds), key);
         let url = self.sign(&action);
         let mut call = self.agent.get(&url);
@@ -657,7 +681,8 @@ impl S3 {
         let resp = call.call().map_err(|e| transport("GetObject", key, e))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            return Err(check("GetObject", key, resp)
+            return Err(self
+                .check("GetObject", key, resp)
                 .err()
                 .unwrap_or_else(|| bad("GetObject", key, format!("HTTP {status}"))));
         }
@@ -691,7 +716,7 @@ impl S3 {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let creds = self.creds();
+            let creds = self.creds()?;
             let mut action = self.bucket.list_objects_v2(Some(&creds));
             action.with_prefix(prefix);
             if let Some(t) = &token {
@@ -703,7 +728,7 @@ impl S3 {
                 .get(&url)
                 .call()
                 .map_err(|e| transport("ListObjectsV2", prefix, e))?;
-            let (_, text) = check("ListObjectsV2", prefix, resp)?;
+            let (_, text) = self.check("ListObjectsV2", prefix, resp)?;
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&text)
                 .map_err(|e| bad("ListObjectsV2", prefix, e.to_string()))?;
             out.extend(
@@ -720,7 +745,7 @@ impl S3 {
 
     /// DeleteObject (only `check-config --connect --write` deletes: its own test object).
     pub fn delete(&self, key: &str) -> Result<(), S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let action = self.bucket.delete_object(Some(&creds), key);
         let url = self.sign(&action);
         let resp = self
@@ -728,11 +753,11 @@ impl S3 {
             .delete(&url)
             .call()
             .map_err(|e| transport("DeleteObject", key, e))?;
-        check("DeleteObject", key, resp).map(|_| ())
+        self.check("DeleteObject", key, resp).map(|_| ())
     }
 
     pub fn abort(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
-        let creds = self.creds();
+        let creds = self.creds()?;
         let action = self
             .bucket
             .abort_multipart_upload(Some(&creds), key, upload_id);
@@ -742,7 +767,7 @@ impl S3 {
             .delete(&url)
             .call()
             .map_err(|e| transport("AbortMultipartUpload", key, e))?;
-        match check("AbortMultipartUpload", key, resp) {
+        match self.check("AbortMultipartUpload", key, resp) {
             Ok(_) => Ok(()),
             // Already gone is what we wanted.
             Err(e) if e.code() == Some("NoSuchUpload") => Ok(()),
@@ -820,6 +845,14 @@ fn bad(op: &'static str, key: &str, why: String) -> S3Error {
         key: key.to_string(),
         why: redact(&why),
     }
+}
+
+/// An answer saying the session token expired or is not valid.
+fn token_refused(e: &S3Error) -> bool {
+    matches!(
+        e.code(),
+        Some("ExpiredToken" | "InvalidToken" | "TokenRefreshRequired" | "ExpiredTokenException")
+    )
 }
 
 /// Reads the body, and turns an error status or an `<Error>` body into an [`S3Error`].

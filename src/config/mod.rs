@@ -89,6 +89,9 @@ pub struct Config {
     pub s3: S3Config,
     /// `credentials.profile`, else `AWS_PROFILE`, else `default`.
     pub credentials_profile: Option<String>,
+    /// `credentials.iot`: the AWS IoT credentials provider, after the container endpoint
+    /// in the chain.
+    pub credentials_iot: Option<crate::credentials::IotConfig>,
     pub retry: RetryConfig,
     /// `None`: always allowed.
     pub schedule: Option<Schedule>,
@@ -262,6 +265,54 @@ struct RawS3 {
 #[serde(deny_unknown_fields)]
 struct RawCredentials {
     profile: Option<String>,
+    iot: Option<RawIot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIot {
+    endpoint: String,
+    role_alias: String,
+    thing_name: String,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+/// `credentials.iot`: every field set, the endpoint a host or an https URL.
+fn iot_config(raw: RawIot) -> Result<crate::credentials::IotConfig, ConfigError> {
+    for (name, value) in [
+        ("endpoint", &raw.endpoint),
+        ("role_alias", &raw.role_alias),
+        ("thing_name", &raw.thing_name),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ConfigError::field(
+                format!("credentials.iot.{name}"),
+                "empty",
+            ));
+        }
+    }
+    if raw.endpoint.contains("://") && !raw.endpoint.starts_with("https://") {
+        return Err(ConfigError::field(
+            "credentials.iot.endpoint",
+            "must be a host name or an https:// URL",
+        ));
+    }
+    if raw.role_alias.contains('/') || raw.thing_name.contains(['\r', '\n']) {
+        return Err(ConfigError::field(
+            "credentials.iot",
+            "role_alias without '/', thing_name on one line",
+        ));
+    }
+    Ok(crate::credentials::IotConfig {
+        endpoint: raw.endpoint,
+        role_alias: raw.role_alias,
+        thing_name: raw.thing_name,
+        cert: raw.cert,
+        key: raw.key,
+        ca: raw.ca,
+    })
 }
 
 #[derive(Deserialize)]
@@ -437,9 +488,14 @@ impl Config {
             section(&mut top, "s3")?.ok_or_else(|| ConfigError::field("s3", "missing"))?;
         let s3 = s3_config(raw_s3, env)?;
 
-        let credentials_profile = section::<RawCredentials>(&mut top, "credentials")?
-            .and_then(|c| c.profile)
-            .filter(|p| !p.is_empty());
+        let raw_credentials = section::<RawCredentials>(&mut top, "credentials")?;
+        let (credentials_profile, credentials_iot) = match raw_credentials {
+            Some(c) => (
+                c.profile.filter(|p| !p.is_empty()),
+                c.iot.map(iot_config).transpose()?,
+            ),
+            None => (None, None),
+        };
 
         let retry = retry_config(section::<RawRetry>(&mut top, "retry")?)?;
 
@@ -470,6 +526,7 @@ impl Config {
             sources,
             s3,
             credentials_profile,
+            credentials_iot,
             retry,
             schedule,
             disk,

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DynamoError {
@@ -60,7 +60,7 @@ pub struct Dynamo {
 }
 
 impl Dynamo {
-    pub fn new(endpoint: &str, region: &str, credentials: Credentials) -> Dynamo {
+    pub fn new(endpoint: &str, region: &str, credentials: std::sync::Arc<Provider>) -> Dynamo {
         Dynamo {
             client: crate::aws::Client::new(
                 endpoint,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::config::Metrics as MetricsConfig;
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 use crate::metrics::{CloudWatch, Datum, Value, bodies_for};
 
 /// Data points in one PutMetricData request.
@@ -56,7 +56,7 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    pub fn start(cfg: &MetricsConfig, credentials: Credentials) -> Emitter {
+    pub fn start(cfg: &MetricsConfig, credentials: std::sync::Arc<Provider>) -> Emitter {
         let mc = crate::config::MetricsConfig {
             namespace: cfg.namespace.clone(),
             region: cfg.region.clone(),

@@ -315,8 +315,13 @@ fn attempt(
 }
 
 /// S3 errors retrying cannot fix (a missing object or bucket, a refusal, the object
-/// replaced since the checkpoint) fail the job; the rest are retried.
+/// replaced since the checkpoint) fail the job; the rest (and no valid credentials
+/// while the provider is down) are retried.
 fn classify_s3(e: &crate::s3::S3Error) -> Failure {
+    if let crate::s3::S3Error::NoCredentials { .. } = e {
+        // The provider is down: it is retried, and so is the job.
+        return Failure::Retry(e.to_string());
+    }
     match e.class() {
         crate::s3::Class::Transient | crate::s3::Class::SlowDown => Failure::Retry(e.to_string()),
         _ => Failure::Fatal(e.to_string()),

@@ -12,17 +12,19 @@ use super::dynamo::Dynamo;
 use super::emitter::Emitter;
 use super::job::{self, Context, Outcome};
 use super::source;
-use crate::credentials::Credentials;
+use crate::credentials::Provider;
 use crate::s3::S3;
 
 /// How often a worker looks again at objects others hold.
 const BUSY_POLL: Duration = Duration::from_secs(2);
 
-pub fn credentials() -> Result<Credentials, String> {
-    Credentials::resolve(None).map_err(|e| e.to_string())
+/// The credentials chain, as tvm-upload's (a Fargate task's come from the container
+/// endpoint).
+pub fn credentials() -> Result<Arc<Provider>, String> {
+    Provider::resolve(None, None).map_err(|e| e.to_string())
 }
 
-pub fn s3_client(config: &Config, bucket: &str, creds: &Credentials) -> Result<S3, String> {
+pub fn s3_client(config: &Config, bucket: &str, creds: &Arc<Provider>) -> Result<S3, String> {
     let cfg = crate::config::S3Config {
         bucket: bucket.to_string(),
         region: config.s3.region.clone(),
@@ -35,7 +37,7 @@ pub fn s3_client(config: &Config, bucket: &str, creds: &Credentials) -> Result<S
         storage_class: None,
         ca_bundle: config.s3.ca_bundle.clone(),
     };
-    S3::new(&cfg, creds.clone(), None)
+    S3::new(&cfg, Arc::clone(creds))
 }
 
 /// A worker's name in the lease: host, process and a random part.
@@ -49,7 +51,7 @@ pub fn owner() -> String {
     format!("{host}-{}-{nanos:08x}", std::process::id())
 }
 
-pub fn manager(config: &Config, creds: &Credentials) -> Manager {
+pub fn manager(config: &Config, creds: &Arc<Provider>) -> Manager {
     Manager {
         db: Dynamo::new(
             &config.checkpoint.endpoint,
@@ -229,7 +231,8 @@ fn status_text(cp: &Checkpoint) -> String {
 /// `check-config`: the credentials' source and the table; the effective config.
 pub fn check(config: &Config) -> Result<String, String> {
     let creds = credentials()?;
-    eprintln!("ok     credentials: {}", creds.summary());
+    let now = creds.current().map_err(|e| e.to_string())?;
+    eprintln!("ok     credentials: {}", now.summary());
     let m = manager(config, &creds);
     match m.db.describe(&m.table) {
         Ok(s) => eprintln!("ok     checkpoint.table: {} is {s}", m.table),

@@ -156,6 +156,10 @@ impl Planner {
         if e.unreachable() {
             return self.shared_failure(Trouble::Unreachable, &e.to_string(), "", now);
         }
+        if let S3Error::NoCredentials { .. } = e {
+            // Nothing was sent: says nothing of S3, or of this file.
+            return self.shared_failure(Trouble::Credentials, &e.to_string(), "", now);
+        }
         // Whatever it said, S3 answered: the link works.
         if self.health.answered() {
             self.end_outage(now.mono);
@@ -211,7 +215,7 @@ impl Planner {
             let waiting = self.waiting_counts();
             let (outage, line) = Outage::start(trouble, why, advice, now.mono, now.unix(), waiting);
             match trouble {
-                Trouble::Unreachable => log::warn!("{line}"),
+                Trouble::Unreachable | Trouble::Credentials => log::warn!("{line}"),
                 Trouble::StateDir | Trouble::Refused => log::error!("{line}"),
             }
             self.outage = Some(outage);
@@ -234,7 +238,8 @@ impl Planner {
     fn policy(&self, trouble: Trouble) -> Policy {
         let once = self.cfg.mode == Mode::Once;
         let (initial, max, give_up_after) = match trouble {
-            Trouble::Unreachable => (
+            // The credentials provider retries by itself; a probe finds out soon after.
+            Trouble::Unreachable | Trouble::Credentials => (
                 self.cfg.retry_initial.min(UNREACHABLE_PROBE_MAX),
                 UNREACHABLE_PROBE_MAX,
                 ONCE_MAX_ATTEMPTS,

@@ -15,6 +15,8 @@ use crate::retry::{Jitter, backoff};
 pub enum Trouble {
     /// No answer from S3 at all (connect, DNS, reset, timeout): the link is down.
     Unreachable,
+    /// No valid credentials to sign with: the provider fails and the last ones expired.
+    Credentials,
     /// The journal cannot be appended to (the state dir is full or failing): nothing
     /// may be sent whose upload could not be recorded.
     StateDir,
@@ -27,6 +29,7 @@ impl Trouble {
     pub fn describe(self) -> &'static str {
         match self {
             Trouble::Unreachable => "S3 unreachable",
+            Trouble::Credentials => "no valid credentials",
             Trouble::StateDir => "state dir failing",
             Trouble::Refused => "S3 refusing",
         }

@@ -50,6 +50,10 @@ impl Outage {
                  state dir); one upload probes it now and then"
             }
             Trouble::Refused => "Uploads pause; one request probes now and then",
+            Trouble::Credentials => {
+                "Uploads pause, files stay queued; the credentials provider is tried again \
+                 with backoff"
+            }
         };
         let advice = if advice.is_empty() {
             String::new()

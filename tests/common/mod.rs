@@ -547,6 +547,14 @@ pub fn assert_no_secrets(text: &str) {
         !text.contains("X-Amz-Signature="),
         "a presigned signature leaked:\n{text}"
     );
+    // What the credential providers of tests/credentials.rs hand out: session tokens,
+    // the container authorization token, the device's private key.
+    for secret in ["tok-", "Bearer ", "PRIVATE KEY"] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} leaked into the output:\n{text}"
+        );
+    }
 }
 
 /// Sends SIGTERM and waits: the daemon must exit 0 within `within`.

@@ -28,6 +28,8 @@ pub struct Request {
     pub status: Option<u16>,
     /// The fault injected, if any: "reset", "reply-500", "blackhole", "slow", "latency"...
     pub fault: Option<String>,
+    /// The request's headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Request {
@@ -39,6 +41,25 @@ impl Request {
             .split_once('/')
             .map_or("", |(_, k)| k);
         percent_decode(rest)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The session token it was signed with and its signing time (`YYYYMMDDTHHMMSSZ`),
+    /// from the presigned query or the headers.
+    pub fn signed_with(&self) -> (Option<String>, Option<String>) {
+        let token = self
+            .query("X-Amz-Security-Token")
+            .or_else(|| self.header("x-amz-security-token").map(str::to_string));
+        let date = self
+            .query("X-Amz-Date")
+            .or_else(|| self.header("x-amz-date").map(str::to_string));
+        (token, date)
     }
 
     pub fn query(&self, name: &str) -> Option<String> {
@@ -476,6 +497,11 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
             at: Instant::now(),
             status: None,
             fault: None,
+            headers: head
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
         };
         let action = shared
             .rule
