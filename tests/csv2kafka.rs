@@ -578,6 +578,63 @@ fn a_broker_lost_mid_job_is_waited_for_and_no_row_doubles() {
     assert_eq!(setup.item(&job)["status"], "COMPLETED");
 }
 
+/// A Fargate task's credentials come from the container endpoint, through the same
+/// chain as tvm-upload's: no keys in the environment; `check-config` names the source,
+/// and a job's S3 reads, DynamoDB and Kafka work on what it fetched.
+#[test]
+fn a_task_takes_its_credentials_from_the_container_endpoint() {
+    let setup = Setup::new("");
+    let dir = setup.dir.path().join("provider");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let mut provider = Command::new(tools_dir().join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/creds_server.py"))
+        .arg(port.to_string())
+        .arg(&dir)
+        .args(["--lifetime", "5"])
+        .env("CREDS_ACCESS_KEY", ACCESS_KEY)
+        .env("CREDS_SECRET_KEY", SECRET_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("creds_server.py");
+    common::wait_for_port(port, "creds_server.py");
+    let (csv, want) = telemetry(150_000);
+    setup.s3.client().put("task/t.csv", &csv);
+    let with_endpoint = |args: &[&str]| {
+        let mut c = setup.c2k(args);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("http://127.0.0.1:{port}/creds"),
+            );
+        c.output().expect("csv2kafka")
+    };
+    let out = with_endpoint(&["check-config"]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains("from container endpoint"),
+        "{}",
+        err(&out)
+    );
+    let out = with_endpoint(&["run", &format!("s3://{BUCKET}/task/t.csv")]);
+    let _ = provider.kill();
+    let _ = provider.wait();
+    assert!(out.status.success(), "{}", err(&out));
+    common::assert_no_secrets(&err(&out));
+    check_exactly_once(
+        &setup.kafka.read("telemetry"),
+        &format!("{BUCKET}/task/t.csv"),
+        &want,
+    );
+    let served = std::fs::read_to_string(dir.join("served")).unwrap_or_default();
+    assert!(
+        served.lines().count() >= 2,
+        "fetched once per run at least: {served}"
+    );
+}
+
 #[test]
 fn csv_as_it_really_is_and_compressed_objects() {
     let setup = Setup::new("");
