@@ -263,6 +263,7 @@ fn a_provider_down_past_expiry_pauses_uploads_and_they_resume() {
             .arg("--json")
             .output()
             .expect("status");
+        assert_no_secrets(&String::from_utf8_lossy(&out.stdout));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v["trouble"]["what"] == "no valid credentials"
     });
@@ -279,6 +280,58 @@ fn a_provider_down_past_expiry_pauses_uploads_and_they_resume() {
     assert_eq!(failing, 1, "one line when the provider fails:\n{log}");
     assert!(log.contains("again, valid until"), "{log}");
     assert!(log.contains("no valid credentials"), "{log}");
+}
+
+/// S3 refusing the session token as expired, while it is valid by our clock (revoked,
+/// or a clock off): the credentials are dropped and fetched again at once, and the
+/// upload goes on without waiting for the next scheduled refresh.
+#[test]
+fn a_token_refused_as_expired_is_replaced_at_once() {
+    let s3 = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(s3.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("ros", "")], "", "");
+    let provider = Provider::start(&setup.dir.path().join("provider"), 3600, None);
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let once = std::sync::Arc::clone(&refused);
+    proxy.set_rule(move |r| {
+        if r.is_put_object() && !once.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            common::proxy::Action::Reply {
+                status: 400,
+                headers: vec![("content-type".into(), "application/xml".into())],
+                body: "<Error><Code>ExpiredToken</Code><Message>The provided token has \
+                       expired.</Message></Error>"
+                    .into(),
+            }
+        } else {
+            common::proxy::Action::Forward
+        }
+    });
+    let env = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", provider.url("/creds"))];
+    let p = setup.source("ros").join("a.log");
+    write(&p, b"refused once");
+    age_file(&p, 3600);
+    let out = command(&setup, "once", &env).output().expect("once");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(uploaded(&s3), 1);
+    assert_eq!(
+        provider.served(),
+        2,
+        "fetched at the start and once more at the refusal"
+    );
+    let tokens = assert_signed_with_valid_tokens(&proxy.requests());
+    assert_eq!(
+        tokens.len(),
+        2,
+        "the refused token was not used again: {tokens:?}"
+    );
+    let puts: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(Request::is_put_object)
+        .collect();
+    assert_eq!(puts.len(), 2);
+    assert_ne!(puts[0].signed_with().0, puts[1].signed_with().0);
+    assert_no_secrets(&stderr(&out));
 }
 
 /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with it,
