@@ -776,25 +776,31 @@ impl S3 {
     }
 }
 
+/// The certificates of a PEM file named by config field `field`: at least one, or an
+/// error naming the field, the file and the cause.
+pub fn pem_certificates(
+    field: &str,
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{field} {}: {e}", path.display())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!("{field} {}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
 fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Result<Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(path) = ca_bundle {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("s3.ca_bundle {}: {e}", path.display()))?;
-        let mut certs = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-                Ok(_) => {}
-                Err(e) => return Err(format!("s3.ca_bundle {}: {e}", path.display())),
-            }
-        }
-        if certs.is_empty() {
-            return Err(format!(
-                "s3.ca_bundle {}: no certificate in it",
-                path.display()
-            ));
-        }
+        let certs = pem_certificates("s3.ca_bundle", path)?;
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
     // Test-only knob: the fault tests blackhole connections and cannot wait minutes for

@@ -5,7 +5,7 @@
 //! expiry, or an error that names the cause and never carries a secret.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -218,22 +218,10 @@ fn tls_hint(said: &str) -> String {
 /// three unreadable is named.
 fn iot_agent(c: &IotConfig) -> Result<ureq::Agent, String> {
     use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, parse_pem};
-    let read = |what: &str, p: &Path| {
-        std::fs::read(p).map_err(|e| format!("credentials.iot.{what} {}: {e}", p.display()))
-    };
-    let mut certs = Vec::new();
-    for item in parse_pem(&read("cert", &c.cert)?) {
-        if let Ok(PemItem::Certificate(x)) = item {
-            certs.push(x);
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!(
-            "credentials.iot.cert {}: no certificate in it",
-            c.cert.display()
-        ));
-    }
-    let key = parse_pem(&read("key", &c.key)?)
+    let certs = crate::s3::pem_certificates("credentials.iot.cert", &c.cert)?;
+    let key_pem = std::fs::read(&c.key)
+        .map_err(|e| format!("credentials.iot.key {}: {e}", c.key.display()))?;
+    let key = parse_pem(&key_pem)
         .find_map(|i| match i {
             Ok(PemItem::PrivateKey(k)) => Some(k),
             _ => None,
@@ -244,18 +232,7 @@ fn iot_agent(c: &IotConfig) -> Result<ureq::Agent, String> {
                 c.key.display()
             )
         })?;
-    let mut roots = Vec::new();
-    for item in parse_pem(&read("ca", &c.ca)?) {
-        if let Ok(PemItem::Certificate(x)) = item {
-            roots.push(x);
-        }
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "credentials.iot.ca {}: no certificate in it",
-            c.ca.display()
-        ));
-    }
+    let roots = crate::s3::pem_certificates("credentials.iot.ca", &c.ca)?;
     let tls = TlsConfig::builder()
         .client_cert(Some(ClientCert::new_with_certs(&certs, key)))
         .root_certs(RootCerts::new_with_certs(&roots))

@@ -50,16 +50,10 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The session token it was signed with and its signing time (`YYYYMMDDTHHMMSSZ`),
-    /// from the presigned query or the headers.
-    pub fn signed_with(&self) -> (Option<String>, Option<String>) {
-        let token = self
-            .query("X-Amz-Security-Token")
-            .or_else(|| self.header("x-amz-security-token").map(str::to_string));
-        let date = self
-            .query("X-Amz-Date")
-            .or_else(|| self.header("x-amz-date").map(str::to_string));
-        (token, date)
+    /// The session token it was signed with, from the presigned query or the headers.
+    pub fn session_token(&self) -> Option<String> {
+        self.query("X-Amz-Security-Token")
+            .or_else(|| self.header("x-amz-security-token").map(str::to_string))
     }
 
     pub fn query(&self, name: &str) -> Option<String> {
@@ -93,9 +87,12 @@ impl Request {
         self.method == "POST" && self.query("uploadId").is_some()
     }
 
-    /// The signing time of a presigned URL (`X-Amz-Date`), as Unix seconds.
+    /// The signing time (`X-Amz-Date` of a presigned URL, or the header), as Unix
+    /// seconds.
     pub fn amz_date(&self) -> Option<i64> {
-        let d = self.query("X-Amz-Date")?;
+        let d = self
+            .query("X-Amz-Date")
+            .or_else(|| self.header("x-amz-date").map(str::to_string))?;
         let num = |r: std::ops::Range<usize>| d.get(r)?.parse::<i64>().ok();
         let (y, m, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
         let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
