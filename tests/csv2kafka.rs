@@ -635,6 +635,49 @@ fn a_task_takes_its_credentials_from_the_container_endpoint() {
     );
 }
 
+/// A compressed object stopped mid-way resumes by decompressing from the start and
+/// skipping what the checkpoint covers (exactly once); an object replaced under a
+/// half-done job fails that job naming the change, not mixing two contents.
+#[test]
+fn a_compressed_object_resumes_mid_way_and_a_replaced_one_is_named() {
+    let setup = Setup::new("");
+    let (csv, want) = telemetry(300_000);
+    let zst = zstd::encode_all(&csv[..], 3).expect("zstd");
+    setup.s3.client().put("z/big.csv.zst", &zst);
+    let job = format!("{BUCKET}/z/big.csv.zst");
+    let url = format!("s3://{job}");
+    let half_done = |job_id: &str| {
+        let mut child = setup
+            .c2k(&["run", "--job-id", job_id, &url])
+            .spawn()
+            .expect("spawn");
+        common::wait_until(60, "a first checkpoint", || {
+            setup.item(job_id)["last_line"].as_u64().unwrap_or(0) > 0
+        });
+        child.kill().expect("kill");
+        let _ = child.wait();
+        setup.item(job_id)["last_line"].as_u64().unwrap_or(0)
+    };
+    let at = half_done(&job);
+    let out = setup.run(&url);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(at < 300_000, "killed after the end: nothing resumed");
+    check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
+
+    half_done("replaced");
+    setup.s3.client().put(
+        "z/big.csv.zst",
+        &zstd::encode_all(&b"a\n1\n"[..], 3).expect("zstd"),
+    );
+    let out = setup
+        .c2k(&["run", "--job-id", "replaced", &url])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(err(&out).contains("PreconditionFailed"), "{}", err(&out));
+    assert_eq!(setup.item("replaced")["status"], "FAILED");
+}
+
 #[test]
 fn csv_as_it_really_is_and_compressed_objects() {
     let setup = Setup::new("");

@@ -79,6 +79,12 @@ impl Read for Raw {
                     );
                     sleep(Duration::from_millis(200 << resumes.min(5)));
                     match self.s3.get(&self.key, at, Some(&self.etag)) {
+                        Ok(o) if o.etag != self.etag => {
+                            return Err(io::Error::other(format!(
+                                "{} changed while it was read (its ETag is {}, not {})",
+                                self.key, o.etag, self.etag
+                            )));
+                        }
                         Ok(o) => self.body = o.body,
                         Err(e) if e.code() == Some("PreconditionFailed") => {
                             return Err(io::Error::other(format!(
@@ -119,6 +125,12 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Ope
         meta,
         body,
     } = s3.get(key, start, etag)?;
+    // A server that ignores If-Match (s3s-fs does) still answers with the ETag it has.
+    if let Some(want) = etag
+        && want != got
+    {
+        return Err(changed(key, &format!("its ETag is {got}, not {want}")));
+    }
     let codec = Codec::of(key, encoding.as_deref());
     let pos = Arc::new(AtomicU64::new(start));
     let raw = Raw {
@@ -152,11 +164,10 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Ope
             }
         })?;
         if skipped < from {
-            return Err(S3Error::BadAnswer {
-                op: "GetObject",
-                key: key.to_string(),
-                why: format!("ends at byte {skipped}, before the checkpoint's {from}"),
-            });
+            return Err(changed(
+                key,
+                &format!("it ends at byte {skipped}, before the checkpoint's {from}"),
+            ));
         }
     }
     Ok(Opened {
@@ -167,6 +178,18 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Ope
         stored_pos: pos,
         reader,
     })
+}
+
+/// The object is not the one the checkpoint was taken on: as S3's answer to a failed
+/// `If-Match`, which no retry fixes.
+fn changed(key: &str, why: &str) -> S3Error {
+    S3Error::Status {
+        op: "GetObject",
+        key: key.to_string(),
+        status: 412,
+        code: "PreconditionFailed".into(),
+        message: format!("the object changed since the job's checkpoint: {why}"),
+    }
 }
 
 #[cfg(test)]
