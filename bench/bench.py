@@ -125,7 +125,11 @@ def timed(cmd, env):
     r = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    t = r.stderr
+    return parse_time(r.stderr)
+
+
+def parse_time(t):
+    """(wall s, cpu s, peak RSS KiB) from /usr/bin/time -v's report."""
     wall = t.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split("\n")[0]
     parts = [float(x) for x in wall.split(":")]
     wall_s = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) == 3 else 0)

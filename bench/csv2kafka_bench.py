@@ -102,7 +102,7 @@ def run_c2k(c2k, tools, s3, moto_port, key, work):
                             f"s3://{bench.BUCKET}/{key}"], env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"csv2kafka failed:\n{r.stderr[-3000:]}")
-        wall, cpu, rss = parse_time(r.stderr)
+        wall, cpu, rss = bench.parse_time(r.stderr)
         lat = re.search(r"p50 ([\d.]+) ms, p95 ([\d.]+) ms, p99 ([\d.]+) ms", r.stderr)
         rows = int(re.search(r"COMPLETED: (\d+) rows", r.stderr).group(1))
         return {"wall_s": wall, "cpu_s": cpu, "rss_kib": rss, "rows": rows,
@@ -122,21 +122,11 @@ def run_peer(tools, s3, key):
                            env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"aws | produce.py failed:\n{r.stderr[-3000:]}")
-        wall, cpu, rss = parse_time(r.stderr)
+        wall, cpu, rss = bench.parse_time(r.stderr)
         lines = int(r.stderr.strip().splitlines()[0]) if r.stderr.strip()[:1].isdigit() else None
         return {"wall_s": wall, "cpu_s": cpu, "rss_kib": rss, "rows": lines}
     finally:
         broker.stop()
-
-
-def parse_time(t):
-    wall = t.split("Elapsed (wall clock) time (h:mm:ss or m:ss): ")[1].split("\n")[0]
-    parts = [float(x) for x in wall.split(":")]
-    wall_s = parts[-1] + 60 * parts[-2] + (3600 * parts[-3] if len(parts) == 3 else 0)
-    user = float(re.search(r"User time \(seconds\): ([\d.]+)", t).group(1))
-    sys_ = float(re.search(r"System time \(seconds\): ([\d.]+)", t).group(1))
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
-    return wall_s, user + sys_, rss
 
 
 def report(results):

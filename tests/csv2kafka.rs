@@ -191,10 +191,12 @@ impl Setup {
     }
 
     fn status_of(&self, job: &str) -> serde_json::Value {
-        let out = self
-            .c2k(&["status", "--job-id", job, "--json"])
-            .output()
-            .expect("status");
+        self.status_json(&["status", "--job-id", job, "--json"])
+    }
+
+    /// The JSON a successful `status` prints.
+    fn status_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.c2k(args).output().expect("status");
         assert!(
             out.status.success(),
             "{}",
@@ -228,16 +230,7 @@ impl Setup {
     }
 
     fn status(&self, url: &str) -> serde_json::Value {
-        let out = self
-            .c2k(&["status", url, "--json"])
-            .output()
-            .expect("status");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status json")
+        self.status_json(&["status", url, "--json"])
     }
 }
 
