@@ -38,7 +38,8 @@ struct State {
     failing: Option<String>,
     failures: u32,
     next_try: Option<Instant>,
-    /// A fetch at once, whatever the backoff says.
+    /// A fetch at once (a caller waits for one, or a server refused the token); while
+    /// the source fails, its backoff still holds.
     asked: bool,
     /// Fetches finished, for callers waiting on one.
     attempts: u64,
@@ -159,11 +160,6 @@ impl Provider {
         st.current = None;
         st.asked = true;
         self.changed.notify_all();
-    }
-
-    /// The source's credentials fetched now, on the caller's thread (`check-config`).
-    pub fn fetch_now(&self) -> Result<Credentials, CredentialsError> {
-        self.fetch_guarded()
     }
 
     /// A fetch whose panic (ureq's TLS set-up panics on a device certificate rustls
