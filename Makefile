@@ -10,11 +10,12 @@ AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
 UNIT_TESTS := --lib --bins
 # The real binary against real local servers.
 E2E_TESTS := --test cli --test e2e --test lifecycles --test operations --test monitoring \
-             --test operator --test faults --test hostile --test tls --test busybox --test tooling
+             --test operator --test faults --test hostile --test tls --test busybox --test tooling \
+             --test compression
 # Those of E2E_TESTS that run the aarch64 binary under qemu too: the others measure
 # timing against injected faults or need the host's busybox and setpriv, which qemu's
 # slower start-up and a foreign binary do not change.
-AARCH64_TESTS := --test cli --test e2e --test operations --test monitoring
+AARCH64_TESTS := --test cli --test e2e --test operations --test monitoring --test compression
 
 .PHONY: footprint demo test test-tools test-quick test-e2e test-csv2kafka test-chaos test-local test-aarch64 test-all test-aws \
         lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean

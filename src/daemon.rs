@@ -203,6 +203,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
             multipart_threshold_bytes: config.s3.multipart_threshold_bytes,
             part_size_bytes: config.s3.part_size_bytes,
             concurrency: config.s3.concurrency,
+            compress: config.compress_rules(),
         },
         permits: Permits::new(config.s3.concurrency),
         stop,
@@ -476,6 +477,8 @@ impl Shell {
             .fetch_add(t.files_uploaded - p.files_uploaded, Ordering::Relaxed);
         m.bytes_uploaded
             .fetch_add(t.bytes_uploaded - p.bytes_uploaded, Ordering::Relaxed);
+        m.bytes_sent
+            .fetch_add(t.bytes_sent - p.bytes_sent, Ordering::Relaxed);
         m.failed_uploads
             .fetch_add(t.failed_attempts - p.failed_attempts, Ordering::Relaxed);
         self.published = t;

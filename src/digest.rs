@@ -18,13 +18,25 @@ use sha2::{Digest as _, Sha256};
 /// `concurrency` of them cost nothing on a vehicle computer.
 pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 
+/// How a file's bytes are cut into bodies for their CRC-32s (and MD5s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bodies {
+    /// One body, the whole file (a single PUT).
+    Whole,
+    /// Multipart parts of this size: a CRC-32 and an MD5 (`Content-MD5`) each.
+    Parts(u64),
+    /// Blocks of this size, a CRC-32 each and no MD5: the input of a compressed upload,
+    /// checked block by block as it is compressed.
+    Blocks(u64),
+}
+
 /// The digests of one version of a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Digests {
     pub sha256: [u8; 32],
-    /// MD5 of each part, when hashed for multipart.
+    /// MD5 of each part, when hashed for multipart ([`Bodies::Parts`]).
     pub part_md5: Vec<[u8; 16]>,
-    /// CRC-32 of each body: each part, or the whole file when not multipart.
+    /// CRC-32 of each body: each part or block, or the whole file.
     pub body_crc: Vec<u32>,
 }
 
@@ -44,20 +56,20 @@ pub enum HashError {
     Io(io::Error),
 }
 
-/// Reads exactly `size` bytes of `path`, computing the SHA-256 and, with `part_size`,
-/// the MD5 of each part. A file longer than `size` has changed, unless `prefix`: then
+/// Reads exactly `size` bytes of `path`, computing the SHA-256 and the digests of its
+/// `bodies`. A file longer than `size` has changed, unless `prefix`: then
 /// only its first `size` bytes are read (a snapshot of a growing file).
 pub fn hash_file(
     path: &Path,
     size: u64,
-    part_size: Option<u64>,
+    bodies: Bodies,
     prefix: bool,
     stop: &AtomicBool,
 ) -> Result<Digests, HashError> {
     let file = File::open(path).map_err(HashError::Io)?;
     let mut file = file.take(if prefix { size } else { u64::MAX });
     let mut sha = Sha256::new();
-    let mut parts = PartHasher::new(part_size);
+    let mut parts = PartHasher::new(bodies);
     // No bigger than the file (and one byte to see it grew): a 4 KiB log must not cost
     // a 256 KiB allocation, which the allocator maps and unmaps each time.
     let len = size.saturating_add(1).min(READ_BUFFER_BYTES as u64) as usize;
@@ -103,12 +115,17 @@ struct PartHasher {
 }
 
 impl PartHasher {
-    fn new(part_size: Option<u64>) -> PartHasher {
-        assert!(part_size != Some(0), "a part size of 0");
+    fn new(bodies: Bodies) -> PartHasher {
+        let (part_size, md5) = match bodies {
+            Bodies::Whole => (u64::MAX, None),
+            Bodies::Parts(n) => (n, Some(Md5::new())),
+            Bodies::Blocks(n) => (n, None),
+        };
+        assert!(part_size != 0, "a part size of 0");
         PartHasher {
-            part_size: part_size.unwrap_or(u64::MAX),
+            part_size,
             in_part: 0,
-            md5: part_size.map(|_| Md5::new()),
+            md5,
             crc: crc32fast::Hasher::new(),
             md5s: Vec::new(),
             crcs: Vec::new(),
@@ -237,7 +254,7 @@ mod tests {
         let path = dir.join("f");
         std::fs::write(&path, b"abc").expect("write");
         let stop = AtomicBool::new(false);
-        let d = hash_file(&path, 3, Some(2), false, &stop).expect("hash");
+        let d = hash_file(&path, 3, Bodies::Parts(2), false, &stop).expect("hash");
         assert_eq!(
             d.sha256_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -246,19 +263,25 @@ mod tests {
         assert_eq!(hex(&d.part_md5[1]), "4a8a08f09d37b73795649038408b5f33"); // md5("c")
         assert_eq!(d.part_md5[1], md5(b"c"));
         assert!(matches!(
-            hash_file(&path, 2, None, false, &stop),
+            hash_file(&path, 2, Bodies::Whole, false, &stop),
             Err(HashError::Changed)
         ));
-        let first_two = hash_file(&path, 2, None, true, &stop).expect("a prefix");
+        let first_two = hash_file(&path, 2, Bodies::Whole, true, &stop).expect("a prefix");
         assert_eq!(first_two.sha256, hash_file_bytes(b"ab"));
         assert!(matches!(
-            hash_file(&path, 4, None, false, &stop),
+            hash_file(&path, 4, Bodies::Whole, false, &stop),
             Err(HashError::Changed)
         ));
-        let whole = hash_file(&path, 3, None, false, &stop).expect("hash");
+        let whole = hash_file(&path, 3, Bodies::Whole, false, &stop).expect("hash");
         assert!(whole.part_md5.is_empty());
+        let blocks = hash_file(&path, 3, Bodies::Blocks(2), false, &stop).expect("hash");
+        assert!(blocks.part_md5.is_empty(), "blocks have no MD5");
+        assert_eq!(
+            blocks.body_crc,
+            vec![crc32fast::hash(b"ab"), crc32fast::hash(b"c")]
+        );
         std::fs::write(&path, b"").expect("write");
-        let empty = hash_file(&path, 0, Some(5), false, &stop).expect("hash");
+        let empty = hash_file(&path, 0, Bodies::Parts(5), false, &stop).expect("hash");
         assert_eq!(
             empty.part_md5,
             vec![md5(b"")],
@@ -266,7 +289,7 @@ mod tests {
         );
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(
-            hash_file(&path, 0, None, false, &stop),
+            hash_file(&path, 0, Bodies::Whole, false, &stop),
             Err(HashError::Stopped)
         ));
         let _ = std::fs::remove_dir_all(&dir);

@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::clock::system_now as unix_now;
 use crate::config::{Config, DiskConfig};
-use crate::digest::hash_file;
+use crate::digest::{Bodies, hash_file};
 use crate::file::{FileRef, Version, split, stat};
 use crate::journal::{Journal, Record};
 
@@ -387,7 +387,13 @@ impl Scope {
             return false;
         }
         if let Some((_, sha)) = &c.uploaded {
-            match hash_file(&c.path, c.size, None, false, &AtomicBool::new(false)) {
+            match hash_file(
+                &c.path,
+                c.size,
+                Bodies::Whole,
+                false,
+                &AtomicBool::new(false),
+            ) {
                 Ok(d) if d.sha256 == *sha => {}
                 _ => {
                     log::warn!(
@@ -661,8 +667,14 @@ mod pass_tests {
             let path = logs.join(name);
             std::fs::write(&path, name.as_bytes()).expect("write");
             let version = stat(&path).expect("stat").expect("file");
-            let digests =
-                hash_file(&path, version.size, None, false, &AtomicBool::new(false)).expect("hash");
+            let digests = hash_file(
+                &path,
+                version.size,
+                Bodies::Whole,
+                false,
+                &AtomicBool::new(false),
+            )
+            .expect("hash");
             let record = Record::Uploaded {
                 file: FileRef::new("s", name),
                 version,

@@ -20,8 +20,8 @@ pub struct KeyScheme {
 
 impl KeyScheme {
     /// Whether `key` is the one [`key_with_suffix`](Self::key_with_suffix) gives for some
-    /// suffix, and which (0: none), checked without building it (replay asks this of
-    /// every registry record).
+    /// suffix, and which (0: none; with [`ZST_FLAG`] for a `.zst` key), checked without
+    /// building it (replay asks this of every registry record).
     pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> Option<u16> {
         let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
         let mut date = [0u8; 10];
@@ -64,16 +64,21 @@ impl KeyScheme {
     }
 
     /// The key with `~N` appended (N ≥ 2; 0 gives the plain key): a later, different
-    /// content of a path whose key is taken on that day.
+    /// content of a path whose key is taken on that day; then `.zst` for a compressed
+    /// object (`x.log~2.zst`).
     pub fn key_with_suffix(
         &self,
         file: &FileRef,
         version: &Version,
         suffix: u16,
+        zst: bool,
     ) -> Result<String, String> {
         let mut key = self.key(file, version)?;
         if suffix >= 2 {
             key.push_str(&format!("~{suffix}"));
+        }
+        if zst {
+            key.push_str(crate::compress::KEY_SUFFIX);
         }
         if key.len() > MAX_KEY_BYTES {
             return Err(format!(
@@ -103,16 +108,29 @@ impl KeyScheme {
     }
 }
 
-/// The `N` of a key's `~N` tail (empty: 0), N ≥ 2 without leading zeros.
+/// Set in a suffix [`KeyScheme::derives`] gives when the key is a compressed object's
+/// (ends in `.zst`); the `N` is the rest.
+pub const ZST_FLAG: u16 = 1 << 15;
+
+/// The `N` of a key's `~N` tail (empty: 0), 2 ≤ N < [`ZST_FLAG`] without leading zeros,
+/// with [`ZST_FLAG`] set if a `.zst` follows.
 fn parse_suffix(tail: &[u8]) -> Option<u16> {
+    let (tail, zst) = match tail.strip_suffix(crate::compress::KEY_SUFFIX.as_bytes()) {
+        Some(t) => (t, ZST_FLAG),
+        None => (tail, 0),
+    };
     if tail.is_empty() {
-        return Some(0);
+        return Some(zst);
     }
     let digits = std::str::from_utf8(tail.strip_prefix(b"~")?).ok()?;
     if digits.starts_with('0') {
         return None;
     }
-    digits.parse::<u16>().ok().filter(|n| *n >= 2)
+    let n = digits
+        .parse::<u16>()
+        .ok()
+        .filter(|n| (2..ZST_FLAG).contains(n))?;
+    Some(n | zst)
 }
 
 /// Year, month, day of the day containing unix time `t` (seconds, UTC). Howard Hinnant's
@@ -249,18 +267,33 @@ mod tests {
         };
         let f = FileRef::new("syslog", "messages");
         let v = Version::default();
-        let k2 = scheme.key_with_suffix(&f, &v, 2).expect("key");
+        let k2 = scheme.key_with_suffix(&f, &v, 2, false).expect("key");
         assert_eq!(k2, "v1/1970-01-01/syslog/messages~2");
         assert_eq!(
-            scheme.key_with_suffix(&f, &v, 0).expect("key"),
+            scheme.key_with_suffix(&f, &v, 0, false).expect("key"),
             scheme.key(&f, &v).expect("key")
         );
         assert_eq!(scheme.derives(&k2, &f, &v), Some(2));
+        let z3 = scheme.key_with_suffix(&f, &v, 3, true).expect("key");
+        assert_eq!(z3, "v1/1970-01-01/syslog/messages~3.zst", "~N before .zst");
+        assert_eq!(scheme.derives(&z3, &f, &v), Some(3 | ZST_FLAG));
+        let z0 = scheme.key_with_suffix(&f, &v, 0, true).expect("key");
+        assert_eq!(scheme.derives(&z0, &f, &v), Some(ZST_FLAG));
         assert_eq!(
             scheme.derives("v1/1970-01-01/syslog/messages", &f, &v),
             Some(0)
         );
-        for other in ["~1", "~02", "~x", "~", "~70000", ".1"] {
+        for other in [
+            "~1",
+            "~02",
+            "~x",
+            "~",
+            "~70000",
+            "~40000",
+            ".1",
+            ".zst~2",
+            "~2.zst.zst",
+        ] {
             let k = format!("v1/1970-01-01/syslog/messages{other}");
             assert_eq!(scheme.derives(&k, &f, &v), None, "{k}");
         }

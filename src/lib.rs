@@ -13,6 +13,7 @@
 
 pub mod aws;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod credentials;
 #[cfg(feature = "csv2kafka")]

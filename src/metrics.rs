@@ -30,6 +30,8 @@ pub const MAX_BODY_BYTES: usize = 1_000_000;
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub bytes_uploaded: AtomicU64,
+    /// Bytes on the wire (after compression; parts stored before a restart not again).
+    pub bytes_sent: AtomicU64,
     pub files_uploaded: AtomicU64,
     pub failed_uploads: AtomicU64,
     pub disk: Arc<disk::Counters>,
@@ -110,12 +112,13 @@ impl Stat {
 /// Counters taken but not yet published, and gauge samples. Bounded: one slot each.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unsent {
-    counters: [u64; 5],
+    counters: [u64; 6],
     gauges: [Stat; 5],
 }
 
-const COUNTERS: [(&str, &str); 5] = [
+const COUNTERS: [(&str, &str); 6] = [
     ("BytesUploaded", "Bytes"),
+    ("BytesSent", "Bytes"),
     ("FilesUploaded", "Count"),
     ("FailedUploads", "Count"),
     ("FilesDeleted", "Count"),
@@ -134,6 +137,7 @@ impl Unsent {
     fn take(&mut self, m: &Metrics, disk_percent: Option<f64>) {
         let taken = [
             m.bytes_uploaded.swap(0, Ordering::Relaxed),
+            m.bytes_sent.swap(0, Ordering::Relaxed),
             m.files_uploaded.swap(0, Ordering::Relaxed),
             m.failed_uploads.swap(0, Ordering::Relaxed),
             m.disk.files_deleted.swap(0, Ordering::Relaxed),

@@ -320,7 +320,13 @@ fn write_test(s3: &S3, config: &Config) -> Check {
     );
     let body = b"tvm-upload check-config --connect --write\n";
     let sha = crate::digest::base64(&sha2_of(body));
-    if let Err(e) = s3.put(&key, &mut &body[..], body.len() as u64, &sha, &[]) {
+    if let Err(e) = s3.put(
+        &key,
+        &mut &body[..],
+        body.len() as u64,
+        &sha,
+        &Default::default(),
+    ) {
         return Check::new("s3.write", Verdict::Failed, refusal(&e));
     }
     match s3.delete(&key) {

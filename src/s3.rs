@@ -273,6 +273,14 @@ pub struct ServerPart {
     pub size: u64,
 }
 
+/// What a new object carries besides its bytes: its `x-amz-meta-*` (names without the
+/// prefix) and its Content-Type (none: the server's default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attributes {
+    pub meta: Vec<(String, String)>,
+    pub content_type: Option<&'static str>,
+}
+
 /// One UploadPart request.
 #[derive(Debug, Clone, Copy)]
 pub struct PartUpload<'a> {
@@ -381,6 +389,36 @@ impl S3 {
         }
     }
 
+    /// The headers a new object is made with (PUT, copy, multipart): its metadata,
+    /// Content-Type and storage class.
+    fn object_headers(&self, attrs: &Attributes) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = attrs
+            .meta
+            .iter()
+            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
+            .collect();
+        if let Some(t) = attrs.content_type {
+            h.push(("content-type".into(), t.into()));
+        }
+        if let Some(class) = &self.storage_class {
+            h.push(("x-amz-storage-class".into(), class.clone()));
+        }
+        h
+    }
+
+    /// The presigned URL of `action` with `headers` signed too (they must then be sent
+    /// exactly so).
+    fn sign_with<'a>(
+        &self,
+        action: &mut impl S3Action<'a>,
+        headers: &[(String, String)],
+    ) -> String {
+        for (k, v) in headers {
+            action.headers_mut().insert(k.clone(), v.clone());
+        }
+        self.sign(action)
+    }
+
     /// The metadata of an object, or `None` if there is none at `key`. A 403 is taken as
     /// "unknown" (`None` too): without s3:GetObject a HEAD is refused although uploads work.
     pub fn head(&self, key: &str) -> Result<Option<HashMap<String, String>>, S3Error> {
@@ -429,31 +467,20 @@ impl S3 {
         body: &mut dyn Read,
         len: u64,
         sha256_b64: &str,
-        meta: &[(String, String)],
+        attrs: &Attributes,
     ) -> Result<String, S3Error> {
         let creds = self.creds()?;
         let mut action = self.bucket.put_object(Some(&creds), key);
-        let headers = action.headers_mut();
-        headers.insert("if-none-match", "*".to_string());
-        headers.insert("x-amz-checksum-sha256", sha256_b64.to_string());
-        for (k, v) in meta {
-            headers.insert(format!("x-amz-meta-{k}"), v.clone());
-        }
-        if let Some(class) = &self.storage_class {
-            headers.insert("x-amz-storage-class", class.clone());
-        }
-        let url = self.sign(&action);
+        let mut headers = self.object_headers(attrs);
+        headers.push(("if-none-match".into(), "*".into()));
+        headers.push(("x-amz-checksum-sha256".into(), sha256_b64.into()));
+        let url = self.sign_with(&mut action, &headers);
         let mut req = self
             .agent
             .put(&url)
-            .header("content-length", len.to_string())
-            .header("if-none-match", "*");
-        req = req.header("x-amz-checksum-sha256", sha256_b64);
-        for (k, v) in meta {
-            req = req.header(format!("x-amz-meta-{k}"), v);
-        }
-        if let Some(class) = &self.storage_class {
-            req = req.header("x-amz-storage-class", class);
+            .header("content-length", len.to_string());
+        for (k, v) in &headers {
+            req = req.header(k, v);
         }
         let resp = req
             .send(ureq::SendBody::from_reader(body))
@@ -465,12 +492,7 @@ impl S3 {
     /// CopyObject: the object at `source_key` (in this bucket) copied to `key` with new
     /// metadata, no body sent. (S3 ignores `If-None-Match` on a copy: the caller makes
     /// sure `key` is free.) At most 5 GiB.
-    pub fn copy(
-        &self,
-        key: &str,
-        source_key: &str,
-        meta: &[(String, String)],
-    ) -> Result<String, S3Error> {
+    pub fn copy(&self, key: &str, source_key: &str, attrs: &Attributes) -> Result<String, S3Error> {
         let creds = self.creds()?;
         let mut action = self.bucket.put_object(Some(&creds), key);
         let source_path: Vec<String> = source_key
@@ -478,26 +500,13 @@ impl S3 {
             .map(crate::sigv4::uri_encode)
             .collect();
         let source = format!("/{}/{}", self.bucket.name(), source_path.join("/"));
-        let headers = action.headers_mut();
-        headers.insert("x-amz-copy-source", source.clone());
-        headers.insert("x-amz-metadata-directive", "REPLACE".to_string());
-        for (k, v) in meta {
-            headers.insert(format!("x-amz-meta-{k}"), v.clone());
-        }
-        if let Some(class) = &self.storage_class {
-            headers.insert("x-amz-storage-class", class.clone());
-        }
-        let url = self.sign(&action);
-        let mut req = self
-            .agent
-            .put(&url)
-            .header("x-amz-copy-source", &source)
-            .header("x-amz-metadata-directive", "REPLACE");
-        for (k, v) in meta {
-            req = req.header(format!("x-amz-meta-{k}"), v);
-        }
-        if let Some(class) = &self.storage_class {
-            req = req.header("x-amz-storage-class", class);
+        let mut headers = self.object_headers(attrs);
+        headers.push(("x-amz-copy-source".into(), source));
+        headers.push(("x-amz-metadata-directive".into(), "REPLACE".into()));
+        let url = self.sign_with(&mut action, &headers);
+        let mut req = self.agent.put(&url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
         }
         let resp = req
             .send_empty()
@@ -508,27 +517,14 @@ impl S3 {
             .ok_or_else(|| bad("CopyObject", key, format!("no ETag: {}", excerpt(&body))))
     }
 
-    pub fn create_multipart(
-        &self,
-        key: &str,
-        meta: &[(String, String)],
-    ) -> Result<String, S3Error> {
+    pub fn create_multipart(&self, key: &str, attrs: &Attributes) -> Result<String, S3Error> {
         let creds = self.creds()?;
         let mut action = self.bucket.create_multipart_upload(Some(&creds), key);
-        let headers = action.headers_mut();
-        for (k, v) in meta {
-            headers.insert(format!("x-amz-meta-{k}"), v.clone());
-        }
-        if let Some(class) = &self.storage_class {
-            headers.insert("x-amz-storage-class", class.clone());
-        }
-        let url = self.sign(&action);
+        let headers = self.object_headers(attrs);
+        let url = self.sign_with(&mut action, &headers);
         let mut req = self.agent.post(&url);
-        for (k, v) in meta {
-            req = req.header(format!("x-amz-meta-{k}"), v);
-        }
-        if let Some(class) = &self.storage_class {
-            req = req.header("x-amz-storage-class", class);
+        for (k, v) in &headers {
+            req = req.header(k, v);
         }
         let resp = req
             .send_empty()

@@ -117,6 +117,8 @@ pub struct Source {
     /// Default none. A file still changing after this long is uploaded as a snapshot of
     /// its first bytes (at most once per this long while it keeps changing).
     pub max_wait: Option<Duration>,
+    /// `compress: "zstd"` (with `compress_level`, `compress_skip`); default none.
+    pub compress: Option<crate::compress::Rule>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,8 +212,9 @@ pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 const LOG_MIN_BYTES: u64 = 64 * 1024;
 
 /// Metric names of SPEC.md, the only ones an alarm may name.
-pub const METRIC_NAMES: [&str; 10] = [
+pub const METRIC_NAMES: [&str; 11] = [
     "BytesUploaded",
+    "BytesSent",
     "FilesUploaded",
     "FailedUploads",
     "DiskUsagePercent",
@@ -244,6 +247,9 @@ struct RawSource {
     priority: Option<i32>,
     delete_after_upload: Option<bool>,
     max_wait_seconds: Option<Quantity>,
+    compress: Option<String>,
+    compress_level: Option<i64>,
+    compress_skip: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +444,14 @@ impl Config {
         }
     }
 
+    /// The compressed sources' rules, by source name.
+    pub fn compress_rules(&self) -> std::collections::HashMap<String, crate::compress::Rule> {
+        self.sources
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.compress.clone()?)))
+            .collect()
+    }
+
     /// Reads and validates the config at `path`, with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         load_with(path, Config::parse)
@@ -549,6 +563,9 @@ impl Config {
                     "exclude": s.exclude.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
                     "priority": s.priority, "delete_after_upload": s.delete_after_upload,
                     "max_wait_seconds": s.max_wait.map(secs),
+                    "compress": s.compress.as_ref().map(|_| "zstd"),
+                    "compress_level": s.compress.as_ref().map(|r| r.level),
+                    "compress_skip": s.compress.as_ref().map(|r| r.skip.iter().map(|p| p.as_str()).collect::<Vec<_>>()),
                 })
             })
             .collect();
@@ -629,6 +646,56 @@ fn patterns(field: &str, raw: Option<Vec<String>>) -> Result<Vec<Pattern>, Confi
         .collect()
 }
 
+/// A source's `compress`, `compress_level` and `compress_skip`: zstd or nothing, a level
+/// zstd can keep within a vehicle's memory, and the level and patterns only with zstd.
+fn compression(
+    field: &str,
+    compress: Option<String>,
+    level: Option<i64>,
+    skip: Option<Vec<String>>,
+) -> Result<Option<crate::compress::Rule>, ConfigError> {
+    use crate::compress::{DEFAULT_LEVEL, MAX_LEVEL, Rule};
+    match compress.as_deref() {
+        Some("zstd") => {}
+        None | Some("none") => {
+            for (name, given) in [
+                ("compress_level", level.is_some()),
+                ("compress_skip", skip.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::field(
+                        format!("{field}.{name}"),
+                        "only applies with \"compress\": \"zstd\"",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        Some(other) => {
+            return Err(ConfigError::field(
+                format!("{field}.compress"),
+                format!("{other:?} is not supported: \"zstd\" or \"none\""),
+            ));
+        }
+    }
+    let level = match level {
+        None => DEFAULT_LEVEL,
+        Some(l) if (1..=i64::from(MAX_LEVEL)).contains(&l) => l as i32,
+        Some(l) => {
+            return Err(ConfigError::field(
+                format!("{field}.compress_level"),
+                format!(
+                    "{l} is outside 1..={MAX_LEVEL} (3 is zstd's default; above 19 needs too much memory)"
+                ),
+            ));
+        }
+    };
+    Ok(Some(Rule {
+        level,
+        skip: patterns(&format!("{field}.compress_skip"), skip)?,
+    }))
+}
+
 /// Validates `sources`: at least one, names unique and safe as key parts, each path a
 /// directory, patterns that parse.
 fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
@@ -664,7 +731,9 @@ fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
         }
         let include = patterns(&format!("{field}.include"), raw.include)?;
         let exclude = patterns(&format!("{field}.exclude"), raw.exclude)?;
+        let compress = compression(&field, raw.compress, raw.compress_level, raw.compress_skip)?;
         sources.push(Source {
+            compress,
             name: raw.name,
             path: raw.path,
             recursive: raw.recursive.unwrap_or(true),

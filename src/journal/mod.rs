@@ -31,7 +31,7 @@ use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use record::{MAX_PARTS, Record};
+pub use record::{MAX_PARTS, PartInput, Record};
 pub use state::{
     KeyScheme, MAX_LINE_BYTES, Multipart, Pending, Replay, State, Uploaded, part_len, replay,
 };

@@ -16,6 +16,15 @@ use crate::file::{FileRef, Version};
 /// The most parts a multipart upload may have (S3's limit).
 pub const MAX_PARTS: u32 = 10_000;
 
+/// What a stored part of a compressed upload holds: the file's bytes `start..end`,
+/// compressed into `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInput {
+    pub start: u64,
+    pub end: u64,
+    pub len: u64,
+}
+
 /// A fact the daemon must not forget.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -38,13 +47,17 @@ pub enum Record {
         version: Version,
         sha256: [u8; 32],
         part_size: u64,
+        /// The zstd level of a compressed upload (`None`: the file's bytes as they are).
+        zstd: Option<i32>,
     },
-    /// One part of a multipart upload is stored on the server.
+    /// One part of a multipart upload is stored on the server; of a compressed upload,
+    /// with the input it holds.
     Part {
         file: FileRef,
         upload_id: String,
         n: u32,
         etag: String,
+        input: Option<PartInput>,
     },
     /// A multipart upload was abandoned (aborted, or the server lost it).
     MpAborted { file: FileRef, upload_id: String },
@@ -112,12 +125,21 @@ impl Record {
                 }
             }
             Record::Part {
-                upload_id, n, etag, ..
+                upload_id,
+                n,
+                etag,
+                input,
+                ..
             } => {
                 nonempty("upload_id", upload_id)?;
                 nonempty("etag", etag)?;
                 if !(1..=MAX_PARTS).contains(n) {
                     return Err(format!("part number {n} outside 1..={MAX_PARTS}"));
+                }
+                if let Some(i) = input
+                    && i.start >= i.end
+                {
+                    return Err(format!("part input {}..{} is empty", i.start, i.end));
                 }
             }
             Record::MpAborted { upload_id, .. } => nonempty("upload_id", upload_id)?,
@@ -161,6 +183,7 @@ impl Record {
                 version,
                 sha256,
                 part_size,
+                zstd,
                 ..
             } => {
                 w.key = Some(Cow::Borrowed(key));
@@ -168,13 +191,21 @@ impl Record {
                 w.version(version);
                 w.sha256 = Some(Cow::Owned(hex(sha256)));
                 w.part_size = Some(*part_size);
+                w.zstd = *zstd;
             }
             Record::Part {
-                upload_id, n, etag, ..
+                upload_id,
+                n,
+                etag,
+                input,
+                ..
             } => {
                 w.upload_id = Some(Cow::Borrowed(upload_id));
                 w.n = Some(*n);
                 w.etag = Some(Cow::Borrowed(etag));
+                if let Some(i) = input {
+                    (w.in_start, w.in_end, w.len) = (Some(i.start), Some(i.end), Some(i.len));
+                }
             }
             Record::MpAborted { upload_id, .. } => w.upload_id = Some(Cow::Borrowed(upload_id)),
             Record::Renamed { from, ino, .. } => {
@@ -292,6 +323,15 @@ struct Wire<'a> {
     at: Option<i64>,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     from: Option<Cow<'a, str>>,
+    /// Compressed uploads only (absent in older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zstd: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    in_end: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    len: Option<u64>,
 }
 
 impl<'a> Wire<'a> {
@@ -314,6 +354,10 @@ impl<'a> Wire<'a> {
             at: None,
             from: None,
             ino: None,
+            zstd: None,
+            in_start: None,
+            in_end: None,
+            len: None,
         }
     }
 
@@ -377,12 +421,18 @@ impl<'a> Wire<'a> {
                 version: version()?,
                 sha256: sha(&self.sha256)?,
                 part_size: need("part_size", self.part_size)?,
+                zstd: self.zstd,
                 file,
             },
             Kind::Part => Record::Part {
                 upload_id: text("upload_id", &self.upload_id)?,
                 n: need("n", self.n)?,
                 etag: text("etag", &self.etag)?,
+                input: match (self.in_start, self.in_end, self.len) {
+                    (None, None, None) => None,
+                    (Some(start), Some(end), Some(len)) => Some(PartInput { start, end, len }),
+                    _ => return Err("a part's input needs in_start, in_end and len".into()),
+                },
                 file,
             },
             Kind::MpAborted => Record::MpAborted {
@@ -438,12 +488,34 @@ mod tests {
                 version,
                 sha256: [7; 32],
                 part_size: 8,
+                zstd: None,
             },
             Record::Part {
                 file: f(),
                 upload_id: "u1".into(),
                 n: 3,
                 etag: "\"e\"".into(),
+                input: None,
+            },
+            Record::MpStarted {
+                file: f(),
+                key: "v/k.zst".into(),
+                upload_id: "u2".into(),
+                version,
+                sha256: [7; 32],
+                part_size: 8,
+                zstd: Some(3),
+            },
+            Record::Part {
+                file: f(),
+                upload_id: "u2".into(),
+                n: 2,
+                etag: "\"e\"".into(),
+                input: Some(PartInput {
+                    start: 1 << 20,
+                    end: 2 << 20,
+                    len: 9,
+                }),
             },
             Record::MpAborted {
                 file: f(),
@@ -496,6 +568,8 @@ mod tests {
             (&br#"{"t":"queued","src":"w","rel":"x","size":1}"#[..], "no mtime_ns"),
             (br#"{"t":"part","src":"w","rel":"x","upload_id":"u","n":0,"etag":"e"}"#, "part number 0"),
             (br#"{"t":"part","src":"w","rel":"x","upload_id":"","n":1,"etag":"e"}"#, "empty upload_id"),
+            (br#"{"t":"part","src":"w","rel":"x","upload_id":"u","n":1,"etag":"e","in_start":0,"len":3}"#, "needs in_start, in_end and len"),
+            (br#"{"t":"part","src":"w","rel":"x","upload_id":"u","n":1,"etag":"e","in_start":5,"in_end":5,"len":3}"#, "is empty"),
             (br#"{"t":"uploaded","src":"w","rel":"x","size":1,"mtime_ns":1,"sha256":"nothex","key":"k","etag":"","at":1}"#, "sha256"),
             (br#"{"t":"queued","src":"a/b","rel":"x","size":1,"mtime_ns":2,"prio":0,"queued_at":3}"#, "not a source name"),
             (br#"{"t":"queued","src":"w","rel":"","size":1,"mtime_ns":2,"prio":0,"queued_at":3}"#, "empty source or path"),

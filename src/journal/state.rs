@@ -13,8 +13,9 @@ use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::file::{FileRef, Version};
-use crate::journal::record::{Record, parse};
+use crate::journal::record::{PartInput, Record, parse};
 pub use crate::key::KeyScheme;
+use crate::key::ZST_FLAG;
 
 /// A journal line longer than this is damage, not a record (a key is at most 1 KiB).
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -56,11 +57,18 @@ pub struct Multipart {
     pub part_size: u64,
     /// Part number to ETag, of the parts known to be stored.
     pub parts: BTreeMap<u32, String>,
+    /// A compressed upload's zstd level.
+    pub zstd: Option<i32>,
+    /// A compressed upload's stored parts: the input each holds.
+    pub inputs: BTreeMap<u32, PartInput>,
 }
 
 impl Multipart {
     /// Bytes of the file in parts known to be stored.
     pub fn stored_bytes(&self) -> u64 {
+        if self.zstd.is_some() {
+            return self.inputs.values().map(|i| i.end - i.start).sum();
+        }
         self.parts
             .keys()
             .map(|&n| part_len(self.version.size, self.part_size, n))
@@ -83,7 +91,8 @@ pub struct Uploaded {
     pub sha256: [u8; 32],
     /// When it was uploaded, Unix seconds (until 2106).
     at: u32,
-    /// The `~N` of the key (0: none), when the key is the derived one.
+    /// The `~N` of the key (0: none), when the key is the derived one; with
+    /// [`ZST_FLAG`] if it ends in `.zst`.
     suffix: u16,
     /// The object key is not the derived one: it is in [`State`]'s `other_keys`.
     other_key: bool,
@@ -237,6 +246,7 @@ impl State {
                 version,
                 sha256,
                 part_size,
+                zstd,
             } => {
                 let m = Multipart {
                     key: key.clone(),
@@ -245,6 +255,8 @@ impl State {
                     sha256: *sha256,
                     part_size: *part_size,
                     parts: BTreeMap::new(),
+                    zstd: *zstd,
+                    inputs: BTreeMap::new(),
                 };
                 self.multipart.insert(file.clone(), m);
             }
@@ -253,11 +265,16 @@ impl State {
                 upload_id,
                 n,
                 etag,
+                input,
             } => {
                 if let Some(mp) = self.multipart.get_mut(file)
                     && mp.upload_id == *upload_id
                 {
                     mp.parts.insert(*n, etag.clone());
+                    match input {
+                        Some(i) => mp.inputs.insert(*n, *i),
+                        None => mp.inputs.remove(n),
+                    };
                 }
             }
             Record::MpAborted { file, upload_id } => {
@@ -292,7 +309,7 @@ impl State {
             if !u.other_key {
                 self.vacated.insert(
                     from.as_str().into(),
-                    (self.scheme.day(&u.version), u.suffix),
+                    (self.scheme.day(&u.version), u.suffix & !ZST_FLAG),
                 );
             }
             (u, key)
@@ -416,7 +433,7 @@ impl State {
         let used = self
             .uploaded(file)
             .filter(|u| !u.other_key && self.scheme.day(&u.version) == day)
-            .map(|u| u.suffix)
+            .map(|u| u.suffix & !ZST_FLAG)
             .into_iter()
             .chain(
                 self.vacated
@@ -447,7 +464,12 @@ impl State {
             Some(k) => k.to_string(),
             None => self
                 .scheme
-                .key_with_suffix(file, &u.version, u.suffix)
+                .key_with_suffix(
+                    file,
+                    &u.version,
+                    u.suffix & !ZST_FLAG,
+                    u.suffix & ZST_FLAG != 0,
+                )
                 .unwrap_or_default(),
         }
     }
@@ -594,6 +616,7 @@ impl State {
                 version: m.version,
                 sha256: m.sha256,
                 part_size: m.part_size,
+                zstd: m.zstd,
             });
             for (n, etag) in &m.parts {
                 out.push(Record::Part {
@@ -601,6 +624,7 @@ impl State {
                     upload_id: m.upload_id.clone(),
                     n: *n,
                     etag: etag.clone(),
+                    input: m.inputs.get(n).copied(),
                 });
             }
         }
@@ -920,6 +944,7 @@ mod tests {
             version: ver(100),
             sha256: SHA,
             part_size: 10,
+            zstd: None,
         }
     }
 
@@ -929,6 +954,7 @@ mod tests {
             upload_id: id.into(),
             n,
             etag: format!("e{n}"),
+            input: None,
         }
     }
 

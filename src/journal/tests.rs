@@ -273,6 +273,7 @@ fn invalid_records_are_refused_before_writing() {
         upload_id: String::new(),
         n: 1,
         etag: "e".into(),
+        input: None,
     };
     assert!(matches!(
         j.append(&[bad]),

@@ -132,6 +132,7 @@ impl Planner {
             Ok(Uploaded::Sent { bytes }) => {
                 self.totals.files_uploaded += 1;
                 self.totals.bytes_uploaded += job.version.size;
+                self.totals.bytes_sent += bytes;
                 log::info!(
                     "uploaded {} ({} bytes, {bytes} sent, {:.1}s)",
                     job.file,

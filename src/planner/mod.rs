@@ -146,6 +146,8 @@ pub enum Effect {
 pub struct Totals {
     pub files_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Bytes on the wire: after compression, and not counting parts stored before.
+    pub bytes_sent: u64,
     pub files_already_in_s3: u64,
     pub failed_attempts: u64,
     /// Files given up this run (`once`).

@@ -405,7 +405,7 @@ impl World {
             let mut suffix = 0;
             loop {
                 let key = scheme()
-                    .key_with_suffix(origin, &job.version, suffix)
+                    .key_with_suffix(origin, &job.version, suffix, false)
                     .expect("key");
                 match self.s3.get(&key) {
                     None => break,
@@ -425,7 +425,7 @@ impl World {
         let mut suffix = self.state.next_suffix(&job.file, &job.version);
         let key = loop {
             let key = scheme()
-                .key_with_suffix(&job.file, &job.version, suffix)
+                .key_with_suffix(&job.file, &job.version, suffix, false)
                 .expect("key");
             match self.s3.get(&key) {
                 None => break key,

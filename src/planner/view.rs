@@ -50,6 +50,7 @@ impl Planner {
             totals: status::Totals {
                 files_uploaded: t.files_uploaded,
                 bytes_uploaded: t.bytes_uploaded,
+                bytes_sent: t.bytes_sent,
                 files_already_in_s3: t.files_already_in_s3,
                 failed_attempts: t.failed_attempts,
             },

@@ -56,6 +56,13 @@ pub fn human_view(r: &Report) -> String {
             t.files_already_in_s3,
             t.failed_attempts,
         ));
+        if t.bytes_sent > 0 && t.bytes_uploaded > 0 {
+            out.push_str(&format!(
+                "on the wire {:>17} sent ({:.2}× of the bytes uploaded)\n",
+                human(t.bytes_sent),
+                t.bytes_sent as f64 / t.bytes_uploaded as f64
+            ));
+        }
     }
     window(&mut out, &r.window);
     if let Some(e) = &r.last_error {

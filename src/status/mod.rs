@@ -95,6 +95,9 @@ pub struct LiveQueue {
 pub struct Totals {
     pub files_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Bytes on the wire (after compression); absent in older status files.
+    #[serde(default)]
+    pub bytes_sent: u64,
     pub files_already_in_s3: u64,
     pub failed_attempts: u64,
 }
@@ -457,6 +460,7 @@ mod tests {
             totals_since_start: Some(Totals {
                 files_uploaded: 10,
                 bytes_uploaded: 100,
+                bytes_sent: 20,
                 files_already_in_s3: 1,
                 failed_attempts: 2,
             }),

@@ -13,6 +13,7 @@
 //! never mixes two versions of a file: a change during the upload fails a checksum or is
 //! seen by the stat after it, and the upload is abandoned and retried once stable.
 
+mod compressed;
 mod multipart;
 mod permits;
 
@@ -25,11 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use permits::{Permit, Permits};
 
-use crate::digest::{Digests, HashError, base64, hash_file};
+use crate::compress::{self, Rule};
+use crate::digest::{Bodies, Digests, HashError, base64, hash_file};
 use crate::file::{FileRef, Version, stat};
 use crate::journal::{Journal, JournalError, MAX_PARTS, Record};
 use crate::key::{KeyScheme, rfc3339_utc};
-use crate::s3::{Class, S3, S3Error};
+use crate::s3::{Attributes, Class, S3, S3Error};
 use crate::throttle::Gate;
 
 /// A stable file to upload, as the planner queued it.
@@ -137,6 +139,18 @@ pub struct Settings {
     pub part_size_bytes: u64,
     /// Parts of one file sent at once (bounded further by the shared permits).
     pub concurrency: usize,
+    /// Sources whose files are sent zstd-compressed (by name).
+    pub compress: std::collections::HashMap<String, Rule>,
+}
+
+impl Settings {
+    /// The zstd level a file is sent at, if it is compressed.
+    pub fn zstd_for(&self, file: &FileRef) -> Option<i32> {
+        self.compress
+            .get(file.source())
+            .filter(|r| r.applies(file.rel()))
+            .map(|r| r.level)
+    }
 }
 
 /// Shared by the uploader threads.
@@ -155,8 +169,9 @@ pub struct Context {
     pub recent: Recent,
 }
 
-/// Contents uploaded lately (SHA-256 → key), so that a copy of a file (logrotate's
-/// `copytruncate`) becomes a server-side copy instead of the same bytes sent again.
+/// Contents uploaded lately (SHA-256 and encoding → key), so that a copy of a file
+/// (logrotate's `copytruncate`) becomes a server-side copy instead of the same bytes sent
+/// again; a compressed object is copied only to a compressed one, and the reverse.
 /// Bounded: the oldest are dropped first; memory only (after a restart a copy is sent).
 #[derive(Debug, Default)]
 pub struct Recent {
@@ -165,15 +180,18 @@ pub struct Recent {
 
 #[derive(Debug, Default)]
 struct RecentInner {
-    by_sha: std::collections::HashMap<[u8; 32], String>,
-    order: std::collections::VecDeque<[u8; 32]>,
+    by_sha: std::collections::HashMap<Content, String>,
+    order: std::collections::VecDeque<Content>,
 }
+
+/// A file's SHA-256, and whether its object is zstd-compressed.
+pub type Content = ([u8; 32], bool);
 
 /// Contents remembered for copies.
 pub const MAX_RECENT_UPLOADS: usize = 1024;
 
 impl Recent {
-    pub fn note(&self, sha256: [u8; 32], key: &str) {
+    pub fn note(&self, sha256: Content, key: &str) {
         let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if r.by_sha.insert(sha256, key.to_string()).is_none() {
             r.order.push_back(sha256);
@@ -185,12 +203,12 @@ impl Recent {
         }
     }
 
-    pub fn find(&self, sha256: &[u8; 32]) -> Option<String> {
+    pub fn find(&self, sha256: &Content) -> Option<String> {
         let r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         r.by_sha.get(sha256).cloned()
     }
 
-    pub fn forget(&self, sha256: &[u8; 32]) {
+    pub fn forget(&self, sha256: &Content) {
         let mut r = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         r.by_sha.remove(sha256);
     }
@@ -226,9 +244,15 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     if ctx.journal.read().is_uploaded(&job.file, &job.version) {
         return Ok(Uploaded::AlreadyThere);
     }
+    let zstd = s.zstd_for(&job.file);
     let multipart = job.version.size >= s.multipart_threshold_bytes;
     let part_size = part_size_for(job.version.size, s.part_size_bytes);
-    let digests = hash(job, ctx, multipart.then_some(part_size))?;
+    let bodies = match (zstd, multipart) {
+        (Some(_), _) => Bodies::Blocks(compress::BLOCK_BYTES),
+        (None, true) => Bodies::Parts(part_size),
+        (None, false) => Bodies::Whole,
+    };
+    let digests = hash(job, ctx, bodies)?;
     still_there(job, ctx)?;
     // The window may have closed while this file was hashed.
     if !ctx.gate.is_open() {
@@ -236,9 +260,13 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     }
     let journaled = ctx.journal.read().multipart.get(&job.file).cloned();
     let resumable = match journaled {
-        Some(m) if m.version.matches(&job.version) && m.sha256 == digests.sha256 => Some(m),
-        // An upload of another version (or of the same one rewritten in place): not
-        // to be resumed, nor left on the server.
+        Some(m)
+            if m.version.matches(&job.version) && m.sha256 == digests.sha256 && m.zstd == zstd =>
+        {
+            Some(m)
+        }
+        // An upload of another version (or of the same one rewritten in place, or
+        // encoded otherwise): not to be resumed, nor left on the server.
         Some(m) => {
             multipart::abandon_journaled(ctx, &job.file, &m);
             None
@@ -247,19 +275,19 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     };
     if let Some(mp) = resumable {
         let key = mp.key.clone();
-        let object = Object::new(job, ctx, &key, &digests);
+        let object = Object::new(job, ctx, &key, &digests, zstd);
         // It may have been completed just before a power cut, and not every server says
         // NoSuchUpload for it then (s3s-fs lists it as empty, inviting every part again).
         if object.occupant()? == Occupant::Same {
             object.record_there("already completed")?;
             return Ok(Uploaded::AlreadyThere);
         }
-        return multipart::run(&object, part_size, Some(mp));
+        return multipart::run(&object, mp.part_size, Some(mp));
     }
     if let Some(origin) = &job.origin
-        && let Some(key) = uploaded_as(job, ctx, origin, &digests)?
+        && let Some(key) = uploaded_as(job, ctx, origin, &digests, zstd)?
     {
-        let object = Object::new(job, ctx, &key, &digests);
+        let object = Object::new(job, ctx, &key, &digests, zstd);
         object.record_there(&format!("uploaded before a restart as {origin}"))?;
         return Ok(Uploaded::AlreadyThere);
     }
@@ -267,11 +295,11 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     for suffix in suffixes(first).take(usize::from(MAX_KEY_TRIES)) {
         let key = s
             .scheme
-            .key_with_suffix(&job.file, &job.version, suffix)
+            .key_with_suffix(&job.file, &job.version, suffix, zstd.is_some())
             .map_err(|why| UploadError::Unkeyable {
                 why: format!("{}: {why}", job.path.display()),
             })?;
-        let object = Object::new(job, ctx, &key, &digests);
+        let object = Object::new(job, ctx, &key, &digests, zstd);
         match object.send(multipart, part_size) {
             Err(UploadError::KeyTaken) => {
                 log::debug!("{}: {key} holds another content; trying the next", job.file);
@@ -295,16 +323,17 @@ fn uploaded_as(
     ctx: &Context,
     origin: &FileRef,
     digests: &Digests,
+    zstd: Option<i32>,
 ) -> Result<Option<String>> {
     for suffix in suffixes(0).take(usize::from(MAX_KEY_TRIES)) {
-        let Ok(key) = ctx
-            .settings
-            .scheme
-            .key_with_suffix(origin, &job.version, suffix)
+        let Ok(key) =
+            ctx.settings
+                .scheme
+                .key_with_suffix(origin, &job.version, suffix, zstd.is_some())
         else {
             return Ok(None);
         };
-        match Object::new(job, ctx, &key, digests).occupant()? {
+        match Object::new(job, ctx, &key, digests, zstd).occupant()? {
             Occupant::Free => return Ok(None),
             Occupant::Same => return Ok(Some(key)),
             Occupant::Other => {}
@@ -329,50 +358,71 @@ enum Occupant {
     Other,
 }
 
-/// One version of a file on its way to one key.
+/// One version of a file on its way to one key, as it is or zstd-compressed.
 struct Object<'a> {
     job: &'a Job,
     ctx: &'a Context,
     key: &'a str,
     digests: &'a Digests,
+    /// The zstd level, when compressed.
+    zstd: Option<i32>,
 }
 
 impl<'a> Object<'a> {
-    fn new(job: &'a Job, ctx: &'a Context, key: &'a str, digests: &'a Digests) -> Object<'a> {
+    fn new(
+        job: &'a Job,
+        ctx: &'a Context,
+        key: &'a str,
+        digests: &'a Digests,
+        zstd: Option<i32>,
+    ) -> Object<'a> {
         Object {
             job,
             ctx,
             key,
             digests,
+            zstd,
         }
+    }
+
+    /// What [`Recent`] knows this content by.
+    fn content(&self) -> Content {
+        (self.digests.sha256, self.zstd.is_some())
     }
 
     /// Sends this version to this key, unless the key holds another content
     /// ([`UploadError::KeyTaken`]): by a copy of an object of the same content uploaded
-    /// lately, a conditional PUT, or a multipart upload to a key found free.
+    /// lately, a conditional PUT, or a multipart upload to a key found free (compressed:
+    /// [`compressed::send`]).
     fn send(&self, multipart: bool, part_size: u64) -> Result<Uploaded> {
-        if let Some(source) = self.ctx.recent.find(&self.digests.sha256) {
+        if let Some(source) = self.ctx.recent.find(&self.content()) {
             match self.copy_from(&source) {
                 Err(UploadError::S3(e)) if !e.key_taken() => {
                     log::info!(
                         "{}: copying {source} failed ({e}); sending it",
                         self.job.file
                     );
-                    self.ctx.recent.forget(&self.digests.sha256);
+                    self.ctx.recent.forget(&self.content());
                 }
                 other => return other,
             }
         }
-        if !multipart {
+        if !multipart && self.zstd.is_none() {
             return self.put();
         }
-        match self.occupant()? {
-            Occupant::Free => multipart::run(self, part_size, None),
-            Occupant::Same => {
-                self.record_there("already in S3")?;
-                Ok(Uploaded::AlreadyThere)
+        if multipart {
+            match self.occupant()? {
+                Occupant::Free => {}
+                Occupant::Same => {
+                    self.record_there("already in S3")?;
+                    return Ok(Uploaded::AlreadyThere);
+                }
+                Occupant::Other => return Err(UploadError::KeyTaken),
             }
-            Occupant::Other => Err(UploadError::KeyTaken),
+        }
+        match self.zstd {
+            Some(level) => compressed::send(self, level, part_size, multipart),
+            None => multipart::run(self, part_size, None),
         }
     }
 
@@ -402,7 +452,7 @@ impl<'a> Object<'a> {
     fn record_there(&self, why: &str) -> Result<()> {
         log::info!("{}: {why} as {}, not sent again", self.job.file, self.key);
         self.ctx.journal(&[self.uploaded(String::new())])?;
-        self.ctx.recent.note(self.digests.sha256, self.key);
+        self.ctx.recent.note(self.content(), self.key);
         Ok(())
     }
 
@@ -424,20 +474,21 @@ impl<'a> Object<'a> {
             }
             Occupant::Other => return Err(UploadError::KeyTaken),
         }
-        let etag = self.ctx.s3.copy(self.key, source, &self.metadata())?;
+        let etag = self.ctx.s3.copy(self.key, source, &self.attributes())?;
         log::info!(
             "{}: the same content as {source}: copied on the server, not sent",
             self.job.file
         );
         self.ctx.journal(&[self.uploaded(etag)])?;
-        self.ctx.recent.note(self.digests.sha256, self.key);
+        self.ctx.recent.note(self.content(), self.key);
         Ok(Uploaded::Copied)
     }
 
-    /// The `x-amz-meta-*` of SPEC.md.
-    fn metadata(&self) -> Vec<(String, String)> {
+    /// The `x-amz-meta-*` of SPEC.md and, compressed, the file's size and zstd's
+    /// Content-Type.
+    fn attributes(&self) -> Attributes {
         let s = &self.ctx.settings;
-        vec![
+        let mut meta = vec![
             ("vehicle-id".to_string(), s.scheme.vehicle_id.clone()),
             ("source".to_string(), self.job.file.source().to_string()),
             (
@@ -445,7 +496,17 @@ impl<'a> Object<'a> {
                 rfc3339_utc(self.job.version.mtime_seconds()),
             ),
             ("sha256".to_string(), self.digests.sha256_hex()),
-        ]
+        ];
+        if self.zstd.is_some() {
+            meta.push((
+                ORIGINAL_SIZE_META.to_string(),
+                self.job.version.size.to_string(),
+            ));
+        }
+        Attributes {
+            meta,
+            content_type: self.zstd.map(|_| compress::CONTENT_TYPE),
+        }
     }
 
     /// The registry's record of this upload.
@@ -475,12 +536,24 @@ impl<'a> Object<'a> {
         let sent = {
             let _permit = ctx.permits.acquire(false);
             ctx.s3
-                .put(self.key, &mut reader, size, &sha, &self.metadata())
+                .put(self.key, &mut reader, size, &sha, &self.attributes())
         };
+        self.put_answer(sent, rewritten.load(Ordering::Relaxed), size)
+    }
+
+    /// What a single PUT of `bytes` bytes ended in, the server's answer `sent`;
+    /// `rewritten` if the file changed under the transfer.
+    fn put_answer(
+        &self,
+        sent: std::result::Result<String, S3Error>,
+        rewritten: bool,
+        bytes: u64,
+    ) -> Result<Uploaded> {
+        let (job, ctx) = (self.job, self.ctx);
         let etag = match sent {
             Ok(e) => e,
             Err(_) if ctx.stop.load(Ordering::Relaxed) => return Err(UploadError::Interrupted),
-            Err(_) if rewritten.load(Ordering::Relaxed) => return Err(UploadError::Changed),
+            Err(_) if rewritten => return Err(UploadError::Changed),
             Err(e) if e.class() == Class::ContentChanged => return Err(UploadError::Changed),
             // The key holds something: this content (a crash before journaling, a wiped
             // state dir) or another one (the next `~N` then).
@@ -497,19 +570,16 @@ impl<'a> Object<'a> {
             Err(e) => return Err(changed_or(job, ctx, UploadError::S3(e))),
         };
         ctx.journal(&[self.uploaded(etag)])?;
-        ctx.recent.note(self.digests.sha256, self.key);
-        Ok(Uploaded::Sent { bytes: size })
+        ctx.recent.note(self.content(), self.key);
+        Ok(Uploaded::Sent { bytes })
     }
 }
 
-fn hash(job: &Job, ctx: &Context, part_size: Option<u64>) -> Result<Digests> {
-    match hash_file(
-        &job.path,
-        job.version.size,
-        part_size,
-        job.snapshot,
-        &ctx.stop,
-    ) {
+/// The metadata naming a compressed object's uncompressed size (`x-amz-meta-original-size`).
+pub const ORIGINAL_SIZE_META: &str = "original-size";
+
+fn hash(job: &Job, ctx: &Context, bodies: Bodies) -> Result<Digests> {
+    match hash_file(&job.path, job.version.size, bodies, job.snapshot, &ctx.stop) {
         Ok(d) => Ok(d),
         Err(HashError::Changed) => Err(UploadError::Changed),
         Err(HashError::Stopped) => Err(UploadError::Interrupted),

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::digest::{base64, hex};
 use crate::file::FileRef;
-use crate::journal::{Multipart, Record, part_len};
+use crate::journal::{Multipart, PartInput, Record, part_len};
 use crate::s3::{Class, PartUpload, ServerPart, etag_hex};
 
 use super::Context;
@@ -41,24 +41,31 @@ pub(super) fn run(
         },
         None => Upload::create(object, part_size)?,
     };
-    let sent = upload.send_missing()?;
-    upload.abandon_if_changed()?;
-    upload.complete(sent)
+    let sent = match object.zstd {
+        Some(level) => super::compressed::send_parts(&mut upload, level, None)?,
+        None => upload.send_missing()?,
+    };
+    upload.finish(sent)
 }
 
 /// An upload id on the server for this version, and the parts known stored.
-struct Upload<'a> {
-    object: &'a Object<'a>,
-    upload_id: String,
-    part_size: u64,
+pub(super) struct Upload<'a> {
+    pub(super) object: &'a Object<'a>,
+    pub(super) upload_id: String,
+    pub(super) part_size: u64,
     /// Part number to ETag.
-    done: BTreeMap<u32, String>,
+    pub(super) done: BTreeMap<u32, String>,
+    /// Compressed: the input each stored part holds.
+    pub(super) inputs: BTreeMap<u32, PartInput>,
+    /// Compressed and resumed: the parts the server listed that the journal does not
+    /// know, each recognised (or not) once compressed again.
+    pub(super) unjournaled: BTreeMap<u32, ServerPart>,
 }
 
 impl<'a> Upload<'a> {
-    fn create(object: &'a Object<'a>, part_size: u64) -> Result<Upload<'a>> {
+    pub(super) fn create(object: &'a Object<'a>, part_size: u64) -> Result<Upload<'a>> {
         let (job, ctx) = (object.job, object.ctx);
-        let upload_id = ctx.s3.create_multipart(object.key, &object.metadata())?;
+        let upload_id = ctx.s3.create_multipart(object.key, &object.attributes())?;
         let record = Record::MpStarted {
             file: job.file.clone(),
             key: object.key.to_string(),
@@ -66,6 +73,7 @@ impl<'a> Upload<'a> {
             version: job.version,
             sha256: object.digests.sha256,
             part_size,
+            zstd: object.zstd,
         };
         if let Err(e) = ctx.journal(&[record]) {
             // Not journaled means not resumable: don't leave it on the server.
@@ -77,6 +85,8 @@ impl<'a> Upload<'a> {
             upload_id,
             part_size,
             done: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            unjournaled: BTreeMap::new(),
         })
     }
 
@@ -99,12 +109,39 @@ impl<'a> Upload<'a> {
         };
         let mut upload = Upload {
             object,
-            upload_id: mp.upload_id,
+            upload_id: mp.upload_id.clone(),
             part_size: mp.part_size,
             done: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            unjournaled: BTreeMap::new(),
         };
-        upload.reconcile(&mp.parts, server)?;
+        if object.zstd.is_some() {
+            upload.reconcile_compressed(&mp, server);
+        } else {
+            upload.reconcile(&mp.parts, server)?;
+        }
         Ok(Some(upload))
+    }
+
+    /// A compressed part counts as done when the journal has it with its input and the
+    /// server has it at that size with the journaled ETag (or none listed). The server's
+    /// other parts are kept: compressing their input again tells whether they are ours.
+    fn reconcile_compressed(&mut self, mp: &Multipart, server: Vec<ServerPart>) {
+        for p in server {
+            let journaled = mp.parts.get(&p.number).zip(mp.inputs.get(&p.number));
+            match journaled {
+                Some((etag, input))
+                    if p.size == input.len
+                        && (p.etag.is_empty() || etag_hex(etag) == etag_hex(&p.etag)) =>
+                {
+                    self.done.insert(p.number, etag.clone());
+                    self.inputs.insert(p.number, *input);
+                }
+                _ => {
+                    self.unjournaled.insert(p.number, p);
+                }
+            }
+        }
     }
 
     /// A part counts as done when the server has it with the journaled ETag, or (stored
@@ -144,7 +181,7 @@ impl<'a> Upload<'a> {
                     } else {
                         p.etag
                     };
-                    learned.push(self.part_record(p.number, &etag));
+                    learned.push(self.part_record(p.number, &etag, None));
                     self.done.insert(p.number, etag);
                 }
                 _ => {}
@@ -153,12 +190,13 @@ impl<'a> Upload<'a> {
         self.object.ctx.journal(&learned)
     }
 
-    fn part_record(&self, n: u32, etag: &str) -> Record {
+    pub(super) fn part_record(&self, n: u32, etag: &str, input: Option<PartInput>) -> Record {
         Record::Part {
             file: self.object.job.file.clone(),
             upload_id: self.upload_id.clone(),
             n,
             etag: etag.to_string(),
+            input,
         }
     }
 
@@ -257,22 +295,18 @@ impl<'a> Upload<'a> {
                 Err(e) => return Err(e.into()),
             }
         };
-        ctx.journal(&[self.part_record(n, &etag)])?;
+        ctx.journal(&[self.part_record(n, &etag, None)])?;
         Ok((etag, len))
     }
 
     /// What the sender threads left: the parts stored, and why they stopped if they did.
     fn finish_sending(&mut self, sending: Sending) -> Result<u64> {
-        let ctx = self.object.ctx;
         self.done.extend(
             sending
                 .stored
                 .into_inner()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        if ctx.stop.load(Ordering::Relaxed) {
-            return Err(UploadError::Interrupted);
-        }
         let failure = sending
             .failure
             .into_inner()
@@ -282,15 +316,30 @@ impl<'a> Upload<'a> {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .len();
+        self.conclude(failure, left, sending.sent.into_inner())
+    }
+
+    /// How sending ended: `sent` bytes if every part is stored; else why not, the
+    /// upload abandoned when the file changed. `left`: parts not sent (a closed window).
+    pub(super) fn conclude(
+        &mut self,
+        failure: Option<UploadError>,
+        left: usize,
+        sent: u64,
+    ) -> Result<u64> {
+        let ctx = self.object.ctx;
+        if ctx.stop.load(Ordering::Relaxed) {
+            return Err(UploadError::Interrupted);
+        }
         match failure {
             None if left > 0 => {
                 log::info!(
-                    "{}: window closed; paused with {left} parts to go",
+                    "{}: window closed; paused with parts still to send",
                     self.object.job.file
                 );
                 Err(UploadError::Paused)
             }
-            None => Ok(sending.sent.into_inner()),
+            None => Ok(sent),
             Some(UploadError::S3(e)) if e.class() == Class::ContentChanged => {
                 self.abandon();
                 Err(UploadError::Changed)
@@ -315,6 +364,12 @@ impl<'a> Upload<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// Completes the upload of `sent` bytes if the file is still this version.
+    pub(super) fn finish(self, sent: u64) -> Result<Uploaded> {
+        self.abandon_if_changed()?;
+        self.complete(sent)
     }
 
     /// Aborts and forgets the upload if the file is no longer this version: `Changed`
@@ -350,7 +405,7 @@ impl<'a> Upload<'a> {
         match ctx.s3.complete(self.object.key, &self.upload_id, &etags) {
             Ok(etag) => {
                 ctx.journal(&[self.object.uploaded(etag)])?;
-                ctx.recent.note(self.object.digests.sha256, self.object.key);
+                ctx.recent.note(self.object.content(), self.object.key);
                 Ok(Uploaded::Sent { bytes: sent })
             }
             // Completed before a crash, or expired by the server: S3 tells which.

@@ -358,6 +358,17 @@ impl Client {
 
     /// The `x-amz-meta-*` headers of an object, or None if absent.
     pub fn metadata(&self, key: &str) -> Option<BTreeMap<String, String>> {
+        let headers = self.head(key)?;
+        Some(
+            headers
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix("x-amz-meta-").map(|m| (m.to_string(), v)))
+                .collect(),
+        )
+    }
+
+    /// Every header of a HEAD of the object (names lower-cased), or None if absent.
+    pub fn head(&self, key: &str) -> Option<BTreeMap<String, String>> {
         let action = self.bucket.head_object(Some(&self.creds), key);
         let url = action.sign(Duration::from_secs(600));
         let resp = self.agent.head(url.as_str()).call().expect("head");
@@ -368,11 +379,7 @@ impl Client {
         Some(
             resp.headers()
                 .iter()
-                .filter_map(|(k, v)| {
-                    k.as_str()
-                        .strip_prefix("x-amz-meta-")
-                        .map(|m| (m.to_string(), v.to_str().unwrap_or("").to_string()))
-                })
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
                 .collect(),
         )
     }
@@ -396,6 +403,41 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (s >> 24) as u8
         })
         .collect()
+}
+
+/// Deterministic log-like text (a counter, a level, a few random fields per line): it
+/// compresses about threefold, like a busy log with ids in it.
+pub fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(len + 100);
+    let mut n = 0u64;
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        n += 1;
+        let level = ["INFO", "WARN", "DEBUG"][(s % 3) as usize];
+        out.extend_from_slice(
+            format!(
+                "{n} [{level}] node=/n{} temp={} id={:08x}\n",
+                s % 13,
+                s % 900,
+                s >> 32
+            )
+            .as_bytes(),
+        );
+    }
+    out.truncate(len);
+    out
+}
+
+/// The bytes of an object as the file was: zstd-decoded for a `.zst` key.
+pub fn decoded(key: &str, body: Vec<u8>) -> Vec<u8> {
+    if key.ends_with(".zst") {
+        zstd::decode_all(&body[..]).unwrap_or_else(|e| panic!("{key} does not decode: {e}"))
+    } else {
+        body
+    }
 }
 
 /// Sets a file's mtime to `secs_ago` seconds in the past, so `once` sees it as stable.
@@ -595,8 +637,8 @@ pub fn key_for(source: &str, rel: &str, path: &Path) -> String {
     format!("v001/{}/{source}/{rel}", mtime_date(path))
 }
 
-/// Asserts the bucket holds exactly `expected` (key to SHA-256), every object
-/// byte-identical. Returns the bytes verified.
+/// Asserts the bucket holds exactly `expected` (key to SHA-256 of the file), every
+/// object byte-identical (a `.zst` one once decoded). Returns the bytes stored.
 pub fn assert_bucket_is(client: &Client, expected: &BTreeMap<String, String>) -> u64 {
     let listed = client.list();
     let extra: Vec<_> = listed
@@ -616,8 +658,12 @@ pub fn assert_bucket_is(client: &Client, expected: &BTreeMap<String, String>) ->
     let mut bytes = 0;
     for (key, sha) in expected {
         let body = client.get(key);
-        assert_eq!(&sha256_hex(&body), sha, "{key} is not byte-identical");
         bytes += body.len() as u64;
+        assert_eq!(
+            &sha256_hex(&decoded(key, body)),
+            sha,
+            "{key} is not byte-identical"
+        );
     }
     bytes
 }
