@@ -1,6 +1,6 @@
 //! The kill loop: the daemon is SIGKILLed at random moments (a power cut, as far as its
 //! files and the server can tell) and restarted, over and over, while files keep
-//! arriving, a log is appended to and rotated (logrotate's rename style) and another
+//! arriving (some into a zstd-compressed source, decoded here to be checked), a log is appended to and rotated (logrotate's rename style) and another
 //! grows, on a link slowed so that most kills land mid-upload. At the end every file is
 //! in S3 exactly once and byte-identical, every rotated and final log content is there
 //! once, no key was written twice, nothing hidden or excluded is there, the journal is
@@ -102,16 +102,23 @@ struct Workload {
     next: usize,
     multipart: usize,
     small: usize,
+    /// Files sent zstd-compressed.
+    compressed: usize,
     bytes: u64,
 }
 
 impl Workload {
     /// Writes one file into `source` (small, or a multipart one of 3-4 parts) and
-    /// remembers its key and SHA-256.
+    /// remembers its key and SHA-256. The `app` source compresses: its files are text,
+    /// its multipart ones large enough for 2-4 parts of zstd.
     fn add(&mut self, setup: &Setup, source: &str, multipart: bool) {
         let n = self.next;
         self.next += 1;
-        let len = if multipart {
+        let compressed = source == "app";
+        let len = if multipart && compressed {
+            self.multipart += 1;
+            8 * PART + self.rng.below(4 * PART as u64) as usize
+        } else if multipart {
             self.multipart += 1;
             2 * PART + 1 + self.rng.below(2 * PART as u64) as usize
         } else {
@@ -123,17 +130,28 @@ impl Workload {
             }
         };
         // Some in subdirectories, created as needed.
-        let rel = if n.is_multiple_of(3) {
+        let rel = if n.is_multiple_of(3) || compressed && multipart {
             format!("run{}/f{n:04}.log", n % 7)
         } else {
             format!("f{n:04}.mcap")
         };
         let path = setup.source(source).join(&rel);
-        let data = bytes(len, self.rng.next());
+        let data = if compressed {
+            text(len, self.rng.next())
+        } else {
+            bytes(len, self.rng.next())
+        };
         write(&path, &data);
         self.bytes += len as u64;
-        self.setup_files
-            .insert(key_for(source, &rel, &path), sha256_hex(&data));
+        let key = key_for(source, &rel, &path);
+        // `.mcap` is compressed already: sent as it is, even by `app`.
+        let key = if compressed && rel.ends_with(".log") {
+            self.compressed += 1;
+            key + ".zst"
+        } else {
+            key
+        };
+        self.setup_files.insert(key, sha256_hex(&data));
     }
 
     /// Files that must never be uploaded: hidden, in hidden directories, temporary, and
@@ -184,7 +202,11 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     });
     let setup = Setup::new(
         &proxy.endpoint(),
-        &[("ros", r#","exclude":["*.active"]"#), ("syslog", "")],
+        &[
+            ("ros", r#","exclude":["*.active"]"#),
+            ("syslog", ""),
+            ("app", r#","compress":"zstd""#),
+        ],
         r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":3"#,
         "",
     );
@@ -202,13 +224,18 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
         next: 0,
         multipart: 0,
         small: 0,
+        compressed: 0,
         bytes: 0,
     };
     for i in 0..80 {
-        w.add(&setup, if i % 4 == 0 { "syslog" } else { "ros" }, false);
+        let source = ["syslog", "ros", "app", "ros"][i % 4];
+        w.add(&setup, source, false);
     }
     for _ in 0..5 {
         w.add(&setup, "ros", true);
+    }
+    for _ in 0..2 {
+        w.add(&setup, "app", true);
     }
     w.add_never(&setup);
 
@@ -265,7 +292,7 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     let listed = client.list();
     let objects: BTreeMap<String, String> = listed
         .keys()
-        .map(|k| (k.clone(), sha256_hex(&client.get(k))))
+        .map(|k| (k.clone(), sha256_hex(&decoded(k, client.get(k)))))
         .collect();
     w.logs.check(&objects);
     let files_only: BTreeMap<String, String> = objects
@@ -309,8 +336,8 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
         drain_time.as_secs_f64()
     );
     println!(
-        "chaos: {files} files ({} small, {} multipart, {part_total} parts), {bytes} bytes verified by SHA-256",
-        w.small, w.multipart
+        "chaos: {files} files ({} small, {} multipart, {} zstd-compressed, {part_total} parts), {bytes} bytes stored, verified by SHA-256 (decoded)",
+        w.small, w.multipart, w.compressed
     );
     println!(
         "chaos: messages appended {} times and rotated {} times, live.log appended {} times; {} versions, each stored at most once, every rotation and last content present",
@@ -349,7 +376,10 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
             }
         }
     }
-    assert!(w.multipart >= 10 && files >= 200, "workload too small");
+    assert!(
+        w.multipart >= 10 && files >= 200 && w.compressed >= 20,
+        "workload too small"
+    );
     assert!(twice.is_empty(), "uploaded more than once: {twice:?}");
     assert_eq!(resent, 0, "parts the server had stored were sent again");
     // Bounded: what the live state needs (a few records per file, one per part) plus
@@ -361,15 +391,18 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
     );
 }
 
-/// New files between two kills: three small ones, and a multipart one every sixth time;
-/// the logs take a round.
+/// New files between two kills: three small ones (one compressed), a multipart one every
+/// sixth time and a compressed one every twelfth; the logs take a round.
 fn add_batch(w: &mut Workload, setup: &Setup, k: usize) {
     w.logs.round(setup, &mut w.rng);
-    for i in 0..3 {
-        w.add(setup, if i == 0 { "syslog" } else { "ros" }, false);
+    for source in ["syslog", "ros", "app"] {
+        w.add(setup, source, false);
     }
     if k % 6 == 5 {
         w.add(setup, "ros", true);
+    }
+    if k % 12 == 11 {
+        w.add(setup, "app", true);
     }
     if k.is_multiple_of(10) {
         w.add_never(setup);

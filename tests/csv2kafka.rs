@@ -766,3 +766,51 @@ fn bad_input_exits_with_the_cause() {
     );
     common::assert_no_secrets(&err(&out));
 }
+
+/// The whole pipeline: a CSV file on a vehicle, compressed by tvm-upload (a multipart
+/// upload of several zstd frames), read by csv2kafka into Kafka, every row once.
+#[test]
+fn a_vehicle_csv_compressed_by_tvm_upload_reaches_kafka_row_by_row() {
+    let setup = Setup::new("");
+    let vehicle = common::Setup::new(
+        &setup.s3.endpoint(),
+        &[("telemetry", r#","compress":"zstd""#)],
+        r#","multipart_threshold":"5MiB","part_size":"5MiB""#,
+        "",
+    );
+    // A random id per row keeps the zstd stream over 10 MiB: three parts at least.
+    let mut text = String::from("ts,vehicle,id,speed\n");
+    let mut want = BTreeMap::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 1..=700_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let (vehicle, id, speed) = (format!("v{}", i % 7), format!("{x:016x}"), i % 90);
+        text.push_str(&format!("{i},{vehicle},{id},{speed}\n"));
+        want.insert(
+            i,
+            serde_json::json!({"ts": i.to_string(), "vehicle": vehicle, "id": id,
+                "speed": speed.to_string()})
+            .to_string(),
+        );
+    }
+    let path = vehicle.source("telemetry").join("drive-0001.csv");
+    common::write(&path, text.as_bytes());
+    common::age_file(&path, 3600);
+    let out = vehicle.once();
+    assert!(out.status.success(), "{}", err(&out));
+    let key = common::key_for("telemetry", "drive-0001.csv", &path) + ".zst";
+    let listed = setup.s3.client().list();
+    let stored = listed.get(&key).copied().unwrap_or(0);
+    assert!(
+        stored > 10 << 20 && stored < text.len() as u64 / 2,
+        "{key}: {stored} bytes of zstd for {} of CSV ({listed:?})",
+        text.len()
+    );
+
+    let job = format!("{BUCKET}/{key}");
+    let out = setup.run(&format!("s3://{job}"));
+    assert!(out.status.success(), "{}", err(&out));
+    check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
+}
