@@ -98,10 +98,12 @@ check-size:
 	bash scripts/check_size.sh $(AARCH64_BIN)
 
 # tvm-upload against rclone and the AWS CLI, then the daemon figures; writes
-# bench/results.json, docs/benchmarks.png and docs/BENCHMARKS.md (~20 minutes).
+# bench/results.json, docs/benchmarks.png and docs/BENCHMARKS.md (~35 minutes), then csv2kafka
+# (bench/csv2kafka_bench.py) and compression (bench/compression_bench.py, bench/corpus.py).
 bench:
 	python3 bench/bench.py
 	python3 bench/csv2kafka_bench.py
+	python3 bench/compression_bench.py
 
 # Achieved rate against the bandwidth cap (a benchmark, not a test).
 bench-cap:

@@ -63,6 +63,8 @@ fn metric_sums_match_the_uploads_and_two_vehicles_stay_apart() {
     for (vehicle, n, bytes) in expected {
         assert_eq!(sum(&cw, "FilesUploaded", vehicle), n, "{vehicle}");
         assert_eq!(sum(&cw, "BytesUploaded", vehicle), bytes, "{vehicle}");
+        // Not compressed, nothing resumed: every byte uploaded went on the wire once.
+        assert_eq!(sum(&cw, "BytesSent", vehicle), bytes, "{vehicle}");
         assert_eq!(sum(&cw, "FailedUploads", vehicle), 0.0, "{vehicle}");
     }
 }

@@ -110,3 +110,62 @@ fn prefix_gets_a_trailing_slash() {
         "fleet/"
     );
 }
+
+#[test]
+fn compression_is_zstd_at_a_sane_level_and_only_where_asked() {
+    let with = |extra: &str| {
+        base("").replace(
+            r#""name":"terminal""#,
+            &format!(r#""name":"terminal"{extra}"#),
+        )
+    };
+    let c = Config::parse(&with(r#","compress":"zstd""#), &no_env).expect("valid");
+    let rules = c.compress_rules();
+    assert_eq!(rules["terminal"].level, 3, "zstd's default level");
+    assert!(rules["terminal"].applies("a.log") && !rules["terminal"].applies("a.log.gz"));
+    let c = Config::parse(
+        &with(r#","compress":"zstd","compress_level":9,"compress_skip":["*.bag"]"#),
+        &no_env,
+    )
+    .expect("valid");
+    let rule = &c.compress_rules()["terminal"];
+    assert_eq!(rule.level, 9);
+    assert!(!rule.applies("x/run.bag"));
+    let none = Config::parse(&with(r#","compress":"none""#), &no_env).expect("valid");
+    assert!(none.compress_rules().is_empty());
+    assert!(
+        Config::parse(&base(""), &no_env)
+            .expect("valid")
+            .compress_rules()
+            .is_empty()
+    );
+    for (extra, want) in [
+        (
+            r#","compress":"gzip""#,
+            "`sources[0].compress`: \"gzip\" is not supported",
+        ),
+        (
+            r#","compress":"zstd","compress_level":0"#,
+            "`sources[0].compress_level`: 0 is outside 1..=19",
+        ),
+        (
+            r#","compress":"zstd","compress_level":22"#,
+            "`sources[0].compress_level`: 22",
+        ),
+        (
+            r#","compress_level":5"#,
+            "`sources[0].compress_level`: only applies with",
+        ),
+        (
+            r#","compress_skip":["*.x"]"#,
+            "`sources[0].compress_skip`: only applies with",
+        ),
+        (
+            r#","compress":"zstd","compress_skip":["[z"]"#,
+            "`sources[0].compress_skip[0]`",
+        ),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
