@@ -210,6 +210,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
         sent_bytes: Arc::new(AtomicU64::new(0)),
         gate: Arc::new(Gate::default()),
         recent: Recent::default(),
+        buffers: Default::default(),
     }
 }
 

@@ -1,9 +1,11 @@
 //! A compressed upload: the file's zstd stream, one frame per part ([`crate::compress`]).
 //!
 //! One thread compresses part after part (a part's input starts where the previous
-//! part's ended, so this is sequential) while `concurrency` sender threads upload them;
-//! a rendezvous channel between them bounds memory to `concurrency + 1` parts whatever
-//! the file's size. Each part is journaled with the input it holds, so a resumed upload
+//! part's ended, so this is sequential) while `concurrency` sender threads upload them.
+//! A part takes its request permit before it is compressed and gives it back once sent,
+//! so compressed parts in memory never outnumber the shared permits (`s3.concurrency`),
+//! whatever the files' sizes and however many are uploaded at once; their buffers are
+//! reused ([`Buffers`]). Each part is journaled with the input it holds, so a resumed upload
 //! continues from the end of its last stored part and never compresses or sends a
 //! stored part again; a part the server stored after the journal's last record is
 //! recognised when its input, compressed again (deterministically), gives the same bytes.
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sha2::{Digest as _, Sha256};
 
 use super::multipart::Upload;
-use super::{Context, Job, Object, Result, UploadError, Uploaded, read_error};
+use super::{Context, Job, Object, Permit, Result, UploadError, Uploaded, read_error};
 use crate::compress::{self, BLOCK_BYTES, Compressor, Frame};
 use crate::digest::{base64, hex, md5};
 use crate::journal::{MAX_PARTS, PartInput};
@@ -33,11 +35,14 @@ use crate::s3::{PartUpload, etag_hex};
 pub(super) fn send(object: &Object, level: i32, part_size: u64, checked: bool) -> Result<Uploaded> {
     let (job, ctx) = (object.job, object.ctx);
     let mut frames = Frames::new(object, level)?;
+    let permit = ctx.permits.acquire(checked);
     let first = frames.next(0, part_size)?;
     if first.input_len == job.version.size
         && (first.bytes.len() as u64) < ctx.settings.multipart_threshold_bytes
     {
-        return put(object, &first);
+        let done = put(object, &first, permit);
+        ctx.buffers.give(first.bytes);
+        return done;
     }
     if !checked {
         match object.occupant()? {
@@ -50,32 +55,30 @@ pub(super) fn send(object: &Object, level: i32, part_size: u64, checked: bool) -
         }
     }
     let mut upload = Upload::create(object, part_size)?;
-    let sent = pipeline(&mut upload, frames, Some(first))?;
+    let sent = pipeline(&mut upload, frames, Some((first, permit)))?;
     upload.finish(sent)
 }
 
 /// Sends the parts of `upload` not stored yet (a resumed one, or one just created).
-pub(super) fn send_parts(upload: &mut Upload, level: i32, first: Option<Frame>) -> Result<u64> {
+pub(super) fn send_parts(upload: &mut Upload, level: i32) -> Result<u64> {
     let frames = Frames::new(upload.object, level)?;
-    pipeline(upload, frames, first)
+    pipeline(upload, frames, None)
 }
 
-/// One PUT of a whole-file frame.
-fn put(object: &Object, frame: &Frame) -> Result<Uploaded> {
+/// One PUT of a whole-file frame, under `permit`.
+fn put(object: &Object, frame: &Frame, permit: Permit) -> Result<Uploaded> {
     let ctx = object.ctx;
     let sha: [u8; 32] = Sha256::digest(&frame.bytes).into();
     let mut body = Body::new(&frame.bytes, ctx);
     let len = frame.bytes.len() as u64;
-    let sent = {
-        let _permit = ctx.permits.acquire(false);
-        ctx.s3.put(
-            object.key,
-            &mut body,
-            len,
-            &base64(&sha),
-            &object.attributes(),
-        )
-    };
+    let sent = ctx.s3.put(
+        object.key,
+        &mut body,
+        len,
+        &base64(&sha),
+        &object.attributes(),
+    );
+    drop(permit);
     let done = object.put_answer(sent, false, len)?;
     object
         .job
@@ -84,12 +87,13 @@ fn put(object: &Object, frame: &Frame) -> Result<Uploaded> {
     Ok(done)
 }
 
-/// A part compressed and checked, ready to send.
+/// A part compressed and checked, ready to send, with the permit it is sent under.
 struct Ready {
     n: u32,
     input: PartInput,
     frame: Frame,
     md5: [u8; 16],
+    permit: Permit,
 }
 
 /// What the sender threads share with the compressing one.
@@ -114,7 +118,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Compresses the parts not stored yet in turn and hands them to the sender threads;
 /// then records what was stored. Returns the bytes sent.
-fn pipeline(upload: &mut Upload, mut frames: Frames, first: Option<Frame>) -> Result<u64> {
+fn pipeline(
+    upload: &mut Upload,
+    mut frames: Frames,
+    first: Option<(Frame, Permit)>,
+) -> Result<u64> {
     let job = upload.object.job;
     let stored_before: u64 = upload.inputs.values().map(|i| i.end - i.start).sum();
     job.progress.store(stored_before, Ordering::Relaxed);
@@ -136,12 +144,13 @@ fn pipeline(upload: &mut Upload, mut frames: Frames, first: Option<Frame>) -> Re
             let shared = &shared;
             scope.spawn(move || {
                 for ready in rx {
-                    if shared.failed.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    if let Err(e) = send_one(this, shared, &ready) {
+                    if !shared.failed.load(Ordering::Relaxed)
+                        && let Err(e) = send_one(this, shared, &ready)
+                    {
                         shared.fail(e);
                     }
+                    drop(ready.permit);
+                    this.object.ctx.buffers.give(ready.frame.bytes);
                 }
             });
         }
@@ -180,7 +189,7 @@ fn pipeline(upload: &mut Upload, mut frames: Frames, first: Option<Frame>) -> Re
 fn produce(
     upload: &Upload,
     frames: &mut Frames,
-    mut first: Option<Frame>,
+    mut first: Option<(Frame, Permit)>,
     tx: &crossbeam_channel::Sender<Ready>,
     shared: &Shared,
 ) -> Result<usize> {
@@ -209,9 +218,12 @@ fn produce(
                 ),
             });
         }
-        let frame = match first.take() {
+        let (frame, permit) = match first.take() {
             Some(f) => f,
-            None => frames.next(offset, upload.part_size)?,
+            None => {
+                let permit = ctx.permits.acquire(true);
+                (frames.next(offset, upload.part_size)?, permit)
+            }
         };
         let input = PartInput {
             start: offset,
@@ -223,6 +235,7 @@ fn produce(
             input,
             md5: md5(&frame.bytes),
             frame,
+            permit,
         };
         (offset, n) = (input.end, n + 1);
         if let Some(etag) = stored_unjournaled(upload, &ready) {
@@ -231,6 +244,7 @@ fn produce(
                 .ctx
                 .journal(&[upload.part_record(ready.n, &etag, Some(ready.input))])?;
             note_stored(upload, shared, &ready, etag);
+            ctx.buffers.give(ready.frame.bytes);
             continue;
         }
         if tx.send(ready).is_err() {
@@ -265,7 +279,7 @@ fn note_stored(upload: &Upload, shared: &Shared, ready: &Ready, etag: String) {
     lock(&shared.stored).push((ready.n, etag, ready.input));
 }
 
-/// Sends one part (holding a shared permit) and journals it with its input.
+/// Sends one part (under its permit) and journals it with its input.
 fn send_one(upload: &Upload, shared: &Shared, ready: &Ready) -> Result<()> {
     let ctx = upload.object.ctx;
     let md5 = base64(&ready.md5);
@@ -277,10 +291,7 @@ fn send_one(upload: &Upload, shared: &Shared, ready: &Ready) -> Result<()> {
         md5_b64: &md5,
     };
     let mut body = Body::new(&ready.frame.bytes, ctx);
-    let etag = {
-        let _permit = ctx.permits.acquire(true);
-        ctx.s3.upload_part(&part, &mut body)?
-    };
+    let etag = ctx.s3.upload_part(&part, &mut body)?;
     ctx.journal(&[upload.part_record(ready.n, &etag, Some(ready.input))])?;
     shared.sent.fetch_add(ready.input.len, Ordering::Relaxed);
     note_stored(upload, shared, ready, etag);
@@ -288,16 +299,24 @@ fn send_one(upload: &Upload, shared: &Shared, ready: &Ready) -> Result<()> {
 }
 
 /// Whether the stored parts are 1, 2, … with inputs end to end over the whole file: what
-/// completing the upload would make of them. Anything else is a bug, not sent.
-fn covered(upload: &Upload) -> Result<()> {
+/// completing the upload would make of them. Parts past the last one (stored by an
+/// earlier run that cut the stream otherwise) are dropped: completing leaves them out.
+/// A gap is a bug, never completed.
+fn covered(upload: &mut Upload) -> Result<()> {
     let mut offset = 0;
+    let mut last = 0;
     for (i, (n, input)) in upload.inputs.iter().enumerate() {
         if *n != i as u32 + 1 || input.start != offset || !upload.done.contains_key(n) {
             break;
         }
-        offset = input.end;
+        (offset, last) = (input.end, *n);
+        if offset == upload.object.job.version.size {
+            break;
+        }
     }
-    if offset == upload.object.job.version.size && upload.inputs.len() == upload.done.len() {
+    upload.inputs.retain(|n, _| *n <= last);
+    upload.done.retain(|n, _| *n <= last);
+    if offset == upload.object.job.version.size {
         return Ok(());
     }
     Err(UploadError::Read {
@@ -315,6 +334,7 @@ struct Frames<'a> {
     job: &'a Job,
     compressor: Compressor,
     blocks: Blocks<'a>,
+    buffers: &'a Buffers,
 }
 
 impl<'a> Frames<'a> {
@@ -325,6 +345,7 @@ impl<'a> Frames<'a> {
         Ok(Frames {
             job,
             compressor,
+            buffers: &object.ctx.buffers,
             blocks: Blocks {
                 job,
                 crcs: &object.digests.body_crc,
@@ -350,7 +371,7 @@ impl<'a> Frames<'a> {
         let pledge = (left <= target / 2).then_some(left as u64);
         let mut w = self
             .compressor
-            .start(Vec::with_capacity(capacity), pledge)
+            .start(self.buffers.take(capacity), pledge)
             .map_err(|e| zstd_error(job, e))?;
         let mut at = offset;
         while at < size && w.len() < target {
@@ -414,6 +435,43 @@ impl Blocks<'_> {
             return Err(UploadError::Changed);
         }
         Ok(&self.block)
+    }
+}
+
+/// Compressed parts' buffers kept for the next part, at most a few: allocating and
+/// freeing several MiB per part would leave the allocator holding freed memory in each
+/// thread's arena (glibc) or mapping it again and again (musl).
+#[derive(Debug, Default)]
+pub struct Buffers {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers smaller than this are not kept (a small file's frame).
+const KEEP_AT_LEAST: usize = 1 << 20;
+/// At most this many are kept (the permits bound how many are in use).
+const KEEP_AT_MOST: usize = 4;
+
+impl Buffers {
+    /// An empty buffer of at least `capacity`.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        if capacity >= KEEP_AT_LEAST {
+            let mut free = lock(&self.free);
+            if let Some(i) = free.iter().position(|b| b.capacity() >= capacity) {
+                return free.swap_remove(i);
+            }
+        }
+        Vec::with_capacity(capacity)
+    }
+
+    fn give(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() < KEEP_AT_LEAST {
+            return;
+        }
+        buffer.clear();
+        let mut free = lock(&self.free);
+        if free.len() < KEEP_AT_MOST {
+            free.push(buffer);
+        }
     }
 }
 

@@ -167,6 +167,8 @@ pub struct Context {
     pub gate: Arc<Gate>,
     /// Contents uploaded lately, for server-side copies of the same content.
     pub recent: Recent,
+    /// Compressed parts' buffers, reused (compressed uploads only).
+    pub buffers: compressed::Buffers,
 }
 
 /// Contents uploaded lately (SHA-256 and encoding → key), so that a copy of a file

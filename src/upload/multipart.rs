@@ -42,7 +42,7 @@ pub(super) fn run(
         None => Upload::create(object, part_size)?,
     };
     let sent = match object.zstd {
-        Some(level) => super::compressed::send_parts(&mut upload, level, None)?,
+        Some(level) => super::compressed::send_parts(&mut upload, level)?,
         None => upload.send_missing()?,
     };
     upload.finish(sent)
