@@ -120,6 +120,20 @@ class S3s:
         self.proc.wait()
 
 
+def write_section(start, end, lines):
+    """Puts `lines` (which begin with `start` and end with `end`) into docs/BENCHMARKS.md,
+    in place of the section between those markers, or at its end."""
+    path = os.path.join(ROOT, "docs/BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    block = "\n".join(lines) + "\n"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    open(path, "w").write(text)
+    print("\n".join(lines))
+
+
 def timed(cmd, env):
     """Runs cmd under /usr/bin/time -v; returns (wall s, cpu s, peak RSS KiB)."""
     r = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)

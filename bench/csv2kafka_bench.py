@@ -157,15 +157,7 @@ def report(results):
               f"| peak RSS ≤ 64 MiB, the same at every size | "
               f"{', '.join(f'{x:.1f} MiB' for x in rss)} | {'yes' if max(rss) <= 64 else 'no'} |",
               "", END]
-    path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    block = "\n".join(lines) + "\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    open(path, "w").write(text)
-    print("\n".join(lines))
+    bench.write_section(START, END, lines)
 
 
 def main():

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::proxy::{Action, Proxy};
+use common::proxy::Proxy;
 use common::*;
 
 const MIB: usize = 1024 * 1024;
@@ -140,15 +140,7 @@ fn a_cut_compressed_multipart_upload_resumes_from_its_stored_parts() {
     let server = Server::start(Kind::S3sFs);
     let proxy = Proxy::start(server.port);
     // ~2 MB/s: each 5 MiB part takes a few seconds.
-    proxy.set_rule(|r| {
-        if r.content_length > 0 {
-            Action::Slow {
-                bytes_per_second: 2_000_000,
-            }
-        } else {
-            Action::Forward
-        }
-    });
+    proxy.slow_bodies(2_000_000);
     let setup = Setup::new(
         &proxy.endpoint(),
         &[("app", r#","compress":"zstd","compress_level":1"#)],
@@ -206,15 +198,7 @@ fn a_cut_compressed_multipart_upload_resumes_from_its_stored_parts() {
 fn a_compressed_file_rewritten_mid_upload_never_leaves_a_mixed_object() {
     let server = Server::start(Kind::S3sFs);
     let proxy = Proxy::start(server.port);
-    proxy.set_rule(|r| {
-        if r.content_length > 0 {
-            Action::Slow {
-                bytes_per_second: 1_000_000,
-            }
-        } else {
-            Action::Forward
-        }
-    });
+    proxy.slow_bodies(1_000_000);
     let setup = Setup::new(
         &proxy.endpoint(),
         &[("app", r#","compress":"zstd""#)],

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::proxy::{Action, Proxy};
+use common::proxy::Proxy;
 use common::*;
 
 const MULTIPART: &str = r#","multipart_threshold":"5MiB","part_size":"5MiB""#;
@@ -33,15 +33,7 @@ fn files_changed_truncated_deleted_or_renamed_mid_upload_never_leave_a_mixed_obj
     let server = Server::start(Kind::S3sFs);
     let proxy = Proxy::start(server.port);
     // A slow link so that every upload is still going when its file is touched.
-    proxy.set_rule(|r| {
-        if r.content_length > 0 {
-            Action::Slow {
-                bytes_per_second: 1_000_000,
-            }
-        } else {
-            Action::Forward
-        }
-    });
+    proxy.slow_bodies(1_000_000);
     let setup = Setup::new(
         &proxy.endpoint(),
         &[("ros", "")],

@@ -44,15 +44,8 @@ pub(super) fn send(object: &Object, level: i32, part_size: u64, checked: bool) -
         ctx.buffers.give(first.bytes);
         return done;
     }
-    if !checked {
-        match object.occupant()? {
-            super::Occupant::Free => {}
-            super::Occupant::Same => {
-                object.record_there("already in S3")?;
-                return Ok(Uploaded::AlreadyThere);
-            }
-            super::Occupant::Other => return Err(UploadError::KeyTaken),
-        }
+    if !checked && let Some(there) = object.claim()? {
+        return Ok(there);
     }
     let mut upload = Upload::create(object, part_size)?;
     let sent = pipeline(&mut upload, frames, Some((first, permit)))?;

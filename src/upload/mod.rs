@@ -412,19 +412,25 @@ impl<'a> Object<'a> {
         if !multipart && self.zstd.is_none() {
             return self.put();
         }
-        if multipart {
-            match self.occupant()? {
-                Occupant::Free => {}
-                Occupant::Same => {
-                    self.record_there("already in S3")?;
-                    return Ok(Uploaded::AlreadyThere);
-                }
-                Occupant::Other => return Err(UploadError::KeyTaken),
-            }
+        if multipart && let Some(there) = self.claim()? {
+            return Ok(there);
         }
         match self.zstd {
             Some(level) => compressed::send(self, level, part_size, multipart),
             None => multipart::run(self, part_size, None),
+        }
+    }
+
+    /// Looks at the key before sending there: `None` if it is free; this content
+    /// already there (journaled now); or [`UploadError::KeyTaken`].
+    fn claim(&self) -> Result<Option<Uploaded>> {
+        match self.occupant()? {
+            Occupant::Free => Ok(None),
+            Occupant::Same => {
+                self.record_there("already in S3")?;
+                Ok(Some(Uploaded::AlreadyThere))
+            }
+            Occupant::Other => Err(UploadError::KeyTaken),
         }
     }
 
@@ -468,13 +474,8 @@ impl<'a> Object<'a> {
                 why: "over 5 GiB".into(),
             }));
         }
-        match self.occupant()? {
-            Occupant::Free => {}
-            Occupant::Same => {
-                self.record_there("already in S3")?;
-                return Ok(Uploaded::AlreadyThere);
-            }
-            Occupant::Other => return Err(UploadError::KeyTaken),
+        if let Some(there) = self.claim()? {
+            return Ok(there);
         }
         let etag = self.ctx.s3.copy(self.key, source, &self.attributes())?;
         log::info!(

@@ -275,6 +275,17 @@ impl Proxy {
     }
 
     /// Forwards everything again.
+    /// Request bodies over a link of `bytes_per_second`; everything else forwarded.
+    pub fn slow_bodies(&self, bytes_per_second: u64) {
+        self.set_rule(move |r| {
+            if r.content_length > 0 {
+                Action::Slow { bytes_per_second }
+            } else {
+                Action::Forward
+            }
+        });
+    }
+
     pub fn clear_rule(&self) {
         *self.shared.rule.lock().expect("rule") = None;
     }
