@@ -11,7 +11,7 @@
 //!
 //! No IO but the compressor's memory; the caller reads the file and sends the bytes.
 
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
 use zstd::zstd_safe::CParameter;
@@ -32,13 +32,13 @@ pub const DEFAULT_LEVEL: i32 = 3;
 pub const MAX_LEVEL: i32 = 19;
 
 /// File name endings that are compressed already (sent as they are), compared without
-/// regard to case: compressors and archives, compressed images, audio and video, and ROS
-/// bags in MCAP (recorded with chunk compression).
+/// regard to case: compressors and archives, compressed images, audio and video. (An
+/// `.mcap` is looked into: [`mcap_is_compressed`].)
 pub const COMPRESSED_EXTENSIONS: &[&str] = &[
     ".gz", ".tgz", ".zst", ".zstd", ".xz", ".txz", ".bz2", ".tbz2", ".lz4", ".lzma", ".lz", ".br",
-    ".zip", ".7z", ".rar", ".jar", ".apk", ".mcap", ".jpg", ".jpeg", ".png", ".gif", ".webp",
-    ".heic", ".avif", ".mp4", ".mkv", ".mov", ".avi", ".webm", ".h264", ".h265", ".hevc", ".mp3",
-    ".aac", ".ogg", ".opus", ".flac",
+    ".zip", ".7z", ".rar", ".jar", ".apk", ".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic",
+    ".avif", ".mp4", ".mkv", ".mov", ".avi", ".webm", ".h264", ".h265", ".hevc", ".mp3", ".aac",
+    ".ogg", ".opus", ".flac",
 ];
 
 /// A source's compression: its level and the names it sends as they are besides
@@ -57,6 +57,55 @@ impl Rule {
         !COMPRESSED_EXTENSIONS.iter().any(|e| lower.ends_with(e))
             && !self.skip.iter().any(|p| p.matches(rel))
     }
+}
+
+/// Whether a file named `rel` is an MCAP file, whose content tells whether it is
+/// compressed ([`mcap_is_compressed`]).
+pub fn is_mcap(rel: &str) -> bool {
+    rel.to_ascii_lowercase().ends_with(".mcap")
+}
+
+/// Whether an MCAP file (a ROS 2 bag) is compressed already, by its first chunk's
+/// `compression` field: recorded with zstd or lz4 chunks (ros2 bag's usual profiles) it
+/// is sent as it is; with uncompressed chunks, or messages outside chunks, it is
+/// compressed like a log. What cannot be told (not MCAP, unreadable, no chunk among
+/// its first records) is sent as it is.
+pub fn mcap_is_compressed(mut r: impl Read + Seek) -> bool {
+    const MAGIC: &[u8; 8] = b"\x89MCAP0\r\n";
+    const CHUNK: u8 = 0x06;
+    const MESSAGE: u8 = 0x05;
+    const DATA_END: u8 = 0x0F;
+    const FOOTER: u8 = 0x02;
+    let mut magic = [0u8; 8];
+    if r.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return true;
+    }
+    for _ in 0..64 {
+        let mut head = [0u8; 9];
+        if r.read_exact(&mut head).is_err() {
+            return true;
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[1..]);
+        let len = u64::from_le_bytes(len);
+        match head[0] {
+            // Start time, end time, uncompressed size (u64 each), CRC (u32), then the
+            // compression's name as a u32 length and bytes: "" for none.
+            CHUNK => {
+                let mut fields = [0u8; 32];
+                if len < 32 || r.read_exact(&mut fields).is_err() {
+                    return true;
+                }
+                return fields[28..32] != [0, 0, 0, 0];
+            }
+            MESSAGE | DATA_END | FOOTER => return false,
+            _ => match i64::try_from(len) {
+                Ok(skip) if r.seek(SeekFrom::Current(skip)).is_ok() => {}
+                _ => return true,
+            },
+        }
+    }
+    true
 }
 
 /// One frame: the compressed bytes of `input_len` bytes of the file, whose CRC-32 is
@@ -284,19 +333,64 @@ mod tests {
             level: 3,
             skip: vec![Pattern::new("*.bag").expect("pattern")],
         };
-        for name in ["syslog", "rosout.log", "t.csv", "messages.1", "gz/x.log"] {
+        // An MCAP's name says nothing: its chunks do (`mcap_is_compressed`).
+        for name in [
+            "syslog",
+            "rosout.log",
+            "t.csv",
+            "messages.1",
+            "gz/x.log",
+            "run.mcap",
+        ] {
             assert!(rule.applies(name), "{name}");
         }
-        for name in [
-            "messages.2.gz",
-            "A.ZST",
-            "d/cam.JPG",
-            "run.mcap",
-            "d/r.bag",
-            "x.tar.xz",
-        ] {
+        for name in ["messages.2.gz", "A.ZST", "d/cam.JPG", "d/r.bag", "x.tar.xz"] {
             assert!(!rule.applies(name), "{name}");
         }
+    }
+
+    /// An MCAP file: magic, a header record, then a chunk compressed with `compression`.
+    fn mcap(compression: &str) -> Vec<u8> {
+        let mut out = b"\x89MCAP0\r\n".to_vec();
+        let header = b"\x00\x00\x00\x00\x00\x00\x00\x00";
+        out.push(0x01);
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(header);
+        let mut chunk = vec![0u8; 28];
+        chunk.extend_from_slice(&(compression.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(compression.as_bytes());
+        chunk.extend_from_slice(&0u64.to_le_bytes());
+        out.push(0x06);
+        out.extend_from_slice(&(chunk.len() as u64).to_le_bytes());
+        out.extend_from_slice(&chunk);
+        out
+    }
+
+    #[test]
+    fn an_mcap_is_compressed_already_by_its_chunks() {
+        use std::io::Cursor;
+        assert!(is_mcap("bags/Run.MCAP") && !is_mcap("x.log"));
+        assert!(mcap_is_compressed(Cursor::new(mcap("zstd"))));
+        assert!(mcap_is_compressed(Cursor::new(mcap("lz4"))));
+        assert!(!mcap_is_compressed(Cursor::new(mcap(""))), "plain chunks");
+        let mut unchunked = mcap("");
+        unchunked.truncate(8 + 9 + 8);
+        unchunked.push(0x05);
+        unchunked.extend_from_slice(&3u64.to_le_bytes());
+        unchunked.extend_from_slice(b"msg");
+        assert!(
+            !mcap_is_compressed(Cursor::new(unchunked)),
+            "messages outside chunks"
+        );
+        assert!(
+            mcap_is_compressed(Cursor::new(b"not an mcap".to_vec())),
+            "not MCAP"
+        );
+        let cut = mcap("zstd")[..20].to_vec();
+        assert!(
+            mcap_is_compressed(Cursor::new(cut)),
+            "cut short: cannot tell"
+        );
     }
 
     #[test]

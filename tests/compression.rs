@@ -8,11 +8,32 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::proxy::Proxy;
+use common::proxy::{Action, Proxy};
 use common::*;
 
 const MIB: usize = 1024 * 1024;
 const PARTS_5MIB: &str = r#","multipart_threshold":"5MiB","part_size":"5MiB""#;
+
+/// An MCAP file: magic, a header record, one chunk compressed with `compression`
+/// holding `records`, and the footer.
+fn mcap(compression: &str, records: &[u8]) -> Vec<u8> {
+    let record = |out: &mut Vec<u8>, op: u8, body: &[u8]| {
+        out.push(op);
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(body);
+    };
+    let mut out = b"\x89MCAP0\r\n".to_vec();
+    record(&mut out, 0x01, &[0; 8]);
+    let mut chunk = vec![0u8; 28];
+    chunk.extend_from_slice(&(compression.len() as u32).to_le_bytes());
+    chunk.extend_from_slice(compression.as_bytes());
+    chunk.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    chunk.extend_from_slice(records);
+    record(&mut out, 0x06, &chunk);
+    record(&mut out, 0x02, &[0; 20]);
+    out.extend_from_slice(b"\x89MCAP0\r\n");
+    out
+}
 
 fn compressed_sources_send_zstd_objects_that_decode_to_the_files(kind: Kind) {
     let server = Server::start(kind);
@@ -35,6 +56,14 @@ fn compressed_sources_send_zstd_objects_that_decode_to_the_files(kind: Kind) {
         ("app", "medium.csv", text(9 * MIB, 3), true),
         ("app", "messages.2.gz", bytes(30_000, 4), false),
         ("app", "run.bag", text(20_000, 5), false),
+        // ROS 2 bags: compressed chunks go as they are, plain chunks are compressed.
+        (
+            "app",
+            "bags/zstd.mcap",
+            mcap("zstd", &bytes(50_000, 8)),
+            false,
+        ),
+        ("app", "bags/plain.mcap", mcap("", &text(50_000, 9)), true),
         ("plain", "plain.log", text(10_000, 6), false),
     ];
     let mut expected = BTreeMap::new();
@@ -242,4 +271,58 @@ fn a_compressed_file_rewritten_mid_upload_never_leaves_a_mixed_object() {
     }
     let log = setup.run_log();
     assert!(log.contains("differ from those hashed"), "{log}");
+}
+
+/// The server stores a part but its answer is lost (the link drops just then): the
+/// retry lists the upload's parts, compresses that part's input again, finds the bytes
+/// the server has (same size and MD5) and journals it instead of sending it again.
+#[test]
+fn a_part_stored_whose_answer_was_lost_is_recognised_not_sent_again() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    proxy.set_rule(move |r| {
+        if r.part_number() == Some(2) && !lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Action::LoseAnswer
+        } else {
+            Action::Forward
+        }
+    });
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("app", r#","compress":"zstd""#)],
+        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":1"#,
+        "",
+    );
+    let path = setup.source("app").join("lost.log");
+    let data = text(48 * MIB, 13);
+    write(&path, &data);
+    age_file(&path, 3600);
+    let out = setup.once();
+    assert!(out.status.success(), "once failed: {}", stderr(&out));
+    let sent_twice: Vec<u32> = {
+        let mut counts = BTreeMap::new();
+        for r in proxy.requests().iter().filter(|r| r.method == "PUT") {
+            if let Some(n) = r.part_number() {
+                *counts.entry(n).or_insert(0) += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .filter(|(_, c)| *c > 1)
+            .map(|(n, _)| n)
+            .collect()
+    };
+    assert!(sent_twice.is_empty(), "parts sent twice: {sent_twice:?}");
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.fault.as_deref() == Some("lost-answer")),
+        "the answer was lost"
+    );
+    let key = key_for("app", "lost.log", &path) + ".zst";
+    let mut expected = BTreeMap::new();
+    expected.insert(key, sha256_hex(&data));
+    assert_bucket_is(&server.client(), &expected);
 }

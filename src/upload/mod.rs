@@ -233,6 +233,13 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     }
 }
 
+/// Whether the job's file is an MCAP file whose chunks are compressed already (or that
+/// cannot be read to tell): sent as it is by a compressing source.
+fn mcap_compressed(job: &Job) -> bool {
+    compress::is_mcap(job.file.rel())
+        && File::open(&job.path).map_or(true, compress::mcap_is_compressed)
+}
+
 /// How many keys (`~N`) are tried for one version before giving up: each refusal is a
 /// different content already at that key.
 const MAX_KEY_TRIES: u16 = 64;
@@ -246,7 +253,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     if ctx.journal.read().is_uploaded(&job.file, &job.version) {
         return Ok(Uploaded::AlreadyThere);
     }
-    let zstd = s.zstd_for(&job.file);
+    let zstd = s.zstd_for(&job.file).filter(|_| !mcap_compressed(job));
     let multipart = job.version.size >= s.multipart_threshold_bytes;
     let part_size = part_size_for(job.version.size, s.part_size_bytes);
     let bodies = match (zstd, multipart) {

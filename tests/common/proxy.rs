@@ -152,6 +152,9 @@ pub enum Action {
     CutAnswer {
         after: u64,
     },
+    /// Forward the request, let the server answer, and reset the client's connection
+    /// instead of passing the answer on: done on the server, unknown to the client.
+    LoseAnswer,
 }
 
 impl Action {
@@ -190,6 +193,7 @@ impl Action {
             Action::Refuse => Some("refused".into()),
             Action::Slow { .. } => Some("slow".into()),
             Action::CutAnswer { .. } => Some("cut-answer".into()),
+            Action::LoseAnswer => Some("lost-answer".into()),
         }
     }
 
@@ -197,7 +201,11 @@ impl Action {
     fn forwards(&self) -> bool {
         matches!(
             self,
-            Action::Forward | Action::Delay(_) | Action::Slow { .. } | Action::CutAnswer { .. }
+            Action::Forward
+                | Action::Delay(_)
+                | Action::Slow { .. }
+                | Action::CutAnswer { .. }
+                | Action::LoseAnswer
         )
     }
 }
@@ -633,6 +641,11 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                 // Recorded before the client gets it: a client killed now still had
                 // its request done by the server.
                 record(&|r| r.status = Some(status));
+            }
+            if last && matches!(action, Action::LoseAnswer) {
+                reset(&to_client);
+                reset(up_write);
+                return;
             }
             if to_client.write_all(&h.raw).is_err() {
                 return;
