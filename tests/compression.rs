@@ -162,6 +162,21 @@ fn compressed_sources_send_zstd_objects_that_decode_to_the_files_moto() {
     compressed_sources_send_zstd_objects_that_decode_to_the_files(Kind::Moto);
 }
 
+/// A compressing source `app` (with `extra` source settings) sending 5 MiB parts one at a
+/// time through `proxy`, and one stable file `name` in it holding `data`.
+fn one_file(proxy: &Proxy, extra: &str, name: &str, data: &[u8]) -> (Setup, std::path::PathBuf) {
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("app", &format!(r#","compress":"zstd"{extra}"#))],
+        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":1"#,
+        "",
+    );
+    let path = setup.source("app").join(name);
+    write(&path, data);
+    age_file(&path, 3600);
+    (setup, path)
+}
+
 /// A power cut in the middle of a compressed multipart upload: the next run sends only
 /// the parts the server did not have, and the object decodes to the file.
 #[test]
@@ -170,16 +185,8 @@ fn a_cut_compressed_multipart_upload_resumes_from_its_stored_parts() {
     let proxy = Proxy::start(server.port);
     // ~2 MB/s: each 5 MiB part takes a few seconds.
     proxy.slow_bodies(2_000_000);
-    let setup = Setup::new(
-        &proxy.endpoint(),
-        &[("app", r#","compress":"zstd","compress_level":1"#)],
-        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":1"#,
-        "",
-    );
-    let path = setup.source("app").join("long.log");
     let data = text(60 * MIB, 7);
-    write(&path, &data);
-    age_file(&path, 3600);
+    let (setup, path) = one_file(&proxy, r#","compress_level":1"#, "long.log", &data);
 
     let mut child = setup.spawn_run();
     wait_until(60, "two parts journaled", || {
@@ -228,16 +235,8 @@ fn a_compressed_file_rewritten_mid_upload_never_leaves_a_mixed_object() {
     let server = Server::start(Kind::S3sFs);
     let proxy = Proxy::start(server.port);
     proxy.slow_bodies(1_000_000);
-    let setup = Setup::new(
-        &proxy.endpoint(),
-        &[("app", r#","compress":"zstd""#)],
-        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":1"#,
-        "",
-    );
-    let path = setup.source("app").join("rewritten.log");
     let v1 = text(48 * MIB, 11);
-    write(&path, &v1);
-    age_file(&path, 3600);
+    let (setup, path) = one_file(&proxy, "", "rewritten.log", &v1);
     let mut child = setup.spawn_run();
     wait_until(60, "the first part in flight", || {
         proxy.requests().iter().any(|r| r.part_number() == Some(1))
@@ -288,16 +287,8 @@ fn a_part_stored_whose_answer_was_lost_is_recognised_not_sent_again() {
             Action::Forward
         }
     });
-    let setup = Setup::new(
-        &proxy.endpoint(),
-        &[("app", r#","compress":"zstd""#)],
-        r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":1"#,
-        "",
-    );
-    let path = setup.source("app").join("lost.log");
     let data = text(48 * MIB, 13);
-    write(&path, &data);
-    age_file(&path, 3600);
+    let (setup, path) = one_file(&proxy, "", "lost.log", &data);
     let out = setup.once();
     assert!(out.status.success(), "once failed: {}", stderr(&out));
     let sent_twice: Vec<u32> = {
