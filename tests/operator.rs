@@ -93,10 +93,12 @@ fn an_offline_vehicle_logs_little_probes_little_and_catches_up_at_once() {
     assert!(lines <= 20, "{lines} log lines while offline:\n{log}");
     assert!(requests <= 30, "{requests} requests while offline");
     // "At once": the next probe comes within the 2 s retry cap (plus jitter), not
-    // after a backoff grown through the outage; how fast the 2,000 then go depends on
-    // the machine, so it is only bounded by the 30 s deadline above.
+    // after a backoff grown through the outage (doubling from 0.2 s for 60 s, it would
+    // be past 25 s). Here it takes about 1 s; a loaded 2-core CI runner, with the
+    // other tests of this file beside it, took 6 s once, so the bound is 10 s. How fast
+    // the 2,000 then go depends on the machine: only the 30 s deadline above.
     assert!(
-        first <= Duration::from_secs(5),
+        first <= Duration::from_secs(10),
         "first upload {first:?} after the link came back"
     );
     assert!(log.contains("S3 unreachable no more"), "{log}");
