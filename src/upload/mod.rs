@@ -291,7 +291,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
             object.record_there("already completed")?;
             return Ok(Uploaded::AlreadyThere);
         }
-        return multipart::run(&object, mp.part_size, Some(mp));
+        return multipart::run(&object, part_size, Some(mp));
     }
     if let Some(origin) = &job.origin
         && let Some(key) = uploaded_as(job, ctx, origin, &digests, zstd)?
