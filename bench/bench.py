@@ -483,10 +483,15 @@ def many_files_figures(bin_, s3, work, config, env, old):
     return figs
 
 
+def bench_venv():
+    """The bench venv (the peers' wheels and matplotlib, pinned in scripts/test-tools.lock)."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts/test-tools.sh"), "--bench"],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    return os.path.join(out[-1], "bench-venv")
+
+
 def plot(med, path, tools_venv):
     py = os.path.join(tools_venv, "bin/python")
-    if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode != 0:
-        sh([os.path.join(tools_venv, "bin/pip"), "install", "--quiet", "matplotlib"])
     code = """
 import json, sys
 import matplotlib
@@ -556,7 +561,7 @@ def main():
         json.dump({"meta": meta, "runs": results, "medians": med, "daemon": figs},
                   open(os.path.join(ROOT, "bench/results.json"), "w"), indent=1)
     if med:
-        plot(med, os.path.join(ROOT, "docs/benchmarks.png"), os.path.join(tools, "venv"))
+        plot(med, os.path.join(ROOT, "docs/benchmarks.png"), bench_venv())
     if med:
         print("\nwrote bench/results.json and docs/benchmarks.png")
         sh([sys.executable, os.path.join(ROOT, "bench/report.py")])

@@ -5,10 +5,7 @@
 # and says so, rather than failing or passing silently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools=${TVM_TOOLS_DIR:-$HOME/.cache/tvm-upload-tools}
-if [ ! -x "$tools/bin/cargo-deny" ]; then
-  cargo install cargo-deny --locked --root "$tools"
-fi
+tools=$(bash scripts/test-tools.sh --cargo cargo-deny | tail -n 1)
 deny="$tools/bin/cargo-deny"
 "$deny" check bans licenses sources
 if timeout 60 "$deny" fetch >/dev/null 2>&1; then

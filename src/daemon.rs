@@ -211,6 +211,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
         gate: Arc::new(Gate::default()),
         recent: Recent::default(),
         buffers: Default::default(),
+        doubts: crate::upload::orphans::Doubts::new(&config.state_dir),
     }
 }
 

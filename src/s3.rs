@@ -35,6 +35,8 @@ const RECV_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_RESPONSE_BYTES: u64 = 2 * 1024 * 1024;
 /// ListParts pages; 1,000 is S3's maximum.
 const LIST_PARTS_PAGE: u16 = 1000;
+/// The most pages of ListMultipartUploads read for one key.
+const LIST_UPLOADS_PAGES: usize = 10;
 
 /// What kind of failure, deciding what the caller does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,11 +519,50 @@ impl S3 {
             .ok_or_else(|| bad("CopyObject", key, format!("no ETag: {}", excerpt(&body))))
     }
 
+    /// A presigned URL for `method` on `url` (the bucket's or an object's, from rusty-s3)
+    /// with `query` and `headers` signed, by our own presigner: for the requests with a
+    /// value-less subresource, which AWS's SDKs send as `?uploads` and rusty-s3 as
+    /// `?uploads=1` (moto 5.2 answers that with a 500 after creating the upload).
+    fn presign(
+        &self,
+        method: &str,
+        url: &url::Url,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+    ) -> Result<String, S3Error> {
+        let creds = self
+            .credentials
+            .current()
+            .map_err(|e| S3Error::NoCredentials { why: e.to_string() })?;
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
+            None => url.host_str().unwrap_or("").to_string(),
+        };
+        let signer = crate::sigv4::Signer {
+            access_key_id: &creds.access_key_id,
+            secret_access_key: &creds.secret_access_key,
+            session_token: creds.session_token.as_deref(),
+            region: self.bucket.region(),
+            service: "s3",
+        };
+        let req = crate::sigv4::Presign {
+            method,
+            host: &host,
+            path: url.path(),
+            query,
+            headers,
+            payload: crate::sigv4::Payload::Unsigned,
+            expires_seconds: PRESIGN_EXPIRY.as_secs(),
+        };
+        let signed = signer.presign(&req, crate::clock::signing_now());
+        Ok(format!("{}://{host}{}?{signed}", url.scheme(), url.path()))
+    }
+
+    /// CreateMultipartUpload, sent as `POST /key?uploads` the way AWS's SDKs send it.
     pub fn create_multipart(&self, key: &str, attrs: &Attributes) -> Result<String, S3Error> {
-        let creds = self.creds()?;
-        let mut action = self.bucket.create_multipart_upload(Some(&creds), key);
         let headers = self.object_headers(attrs);
-        let url = self.sign_with(&mut action, &headers);
+        let query = [("uploads".to_string(), String::new())];
+        let url = self.presign("POST", &self.bucket.object_url(key), &query, &headers)?;
         let mut req = self.agent.post(&url);
         for (k, v) in &headers {
             req = req.header(k, v);
@@ -537,6 +578,49 @@ impl S3 {
             return Err(bad("CreateMultipartUpload", key, "empty UploadId".into()));
         }
         Ok(id)
+    }
+
+    /// The multipart uploads in progress whose key is exactly `key`
+    /// (ListMultipartUploads `?uploads&prefix=key`, following pagination): what a
+    /// CreateMultipartUpload whose answer was lost left behind.
+    pub fn list_multipart_uploads(&self, key: &str) -> Result<Vec<String>, S3Error> {
+        const OP: &str = "ListMultipartUploads";
+        let mut ids = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        // Bounded: a key has a handful of uploads; a server that keeps paginating past
+        // this many pages of 1,000 is misbehaving.
+        for _ in 0..LIST_UPLOADS_PAGES {
+            let mut query = vec![
+                ("uploads".to_string(), String::new()),
+                ("prefix".to_string(), key.to_string()),
+            ];
+            if let Some((k, u)) = &marker {
+                query.push(("key-marker".into(), k.clone()));
+                query.push(("upload-id-marker".into(), u.clone()));
+            }
+            let url = self.presign("GET", self.bucket.base_url(), &query, &[])?;
+            let resp = self
+                .agent
+                .get(&url)
+                .call()
+                .map_err(|e| transport(OP, key, e))?;
+            let (_, body) = self.check(OP, key, resp)?;
+            let page = parse_list_uploads(&body)
+                .map_err(|why| bad(OP, key, format!("{why}: {}", excerpt(&body))))?;
+            ids.extend(
+                page.uploads
+                    .into_iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, id)| id),
+            );
+            match page.next {
+                Some(next) if page.truncated && Some(&next) != marker.as_ref() => {
+                    marker = Some(next);
+                }
+                _ => return Ok(ids),
+            }
+        }
+        Err(bad(OP, key, "pagination did not end".into()))
     }
 
     /// One part of `len` bytes from `body`, the server verifying `md5_b64`
@@ -980,6 +1064,83 @@ fn parse_list_parts(body: &str) -> Result<PartsPage, String> {
 }
 
 /// The text of the first `<tag>...</tag>`, for error codes and messages.
+/// One page of ListMultipartUploads: (key, upload id) of each upload, and where the
+/// next page starts.
+struct UploadsPage {
+    uploads: Vec<(String, String)>,
+    truncated: bool,
+    next: Option<(String, String)>,
+}
+
+fn parse_list_uploads(body: &str) -> Result<UploadsPage, String> {
+    if !body.contains("<ListMultipartUploadsResult") {
+        return Err("not a ListMultipartUploadsResult".into());
+    }
+    let mut uploads = Vec::new();
+    for block in body.split("<Upload>").skip(1) {
+        let block = block.split("</Upload>").next().unwrap_or("");
+        let key = xml_tag(block, "Key").ok_or("an upload without a Key")?;
+        let id = xml_tag(block, "UploadId").ok_or("an upload without an UploadId")?;
+        uploads.push((xml_unescape(&key), xml_unescape(&id)));
+    }
+    let truncated = xml_tag(body, "IsTruncated").is_some_and(|t| t == "true");
+    let next = match (
+        xml_tag(body, "NextKeyMarker"),
+        xml_tag(body, "NextUploadIdMarker"),
+    ) {
+        (Some(k), Some(u)) => Some((xml_unescape(&k), xml_unescape(&u))),
+        _ => None,
+    };
+    Ok(UploadsPage {
+        uploads,
+        truncated,
+        next,
+    })
+}
+
+/// XML character data as text: the five predefined entities and numeric references.
+/// An unknown entity is kept as it is (then the key does not match, and nothing of it
+/// is touched).
+pub fn xml_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';').filter(|&e| e <= 10) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let c = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .map(|h| u32::from_str_radix(h, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse))
+                .and_then(Result::ok)
+                .and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 pub fn xml_tag(body: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = body.find(&open)? + open.len();

@@ -43,6 +43,9 @@ pub fn human_view(r: &Report) -> String {
     transfers(&mut out, r);
     waiting(&mut out, r);
     quarantined(&mut out, r);
+    if let Some(note) = &r.multipart_uploads_unlisted {
+        out.push_str(&wrap(&format!("note       {note}"), 11));
+    }
     out.push_str(&format!(
         "uploaded   {:>7} files {:>11} (all time)\n",
         r.uploaded.files,

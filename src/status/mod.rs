@@ -26,6 +26,9 @@ mod human;
 pub use human::{duration, human, human_view, wrap};
 
 pub const STATUS_FILE: &str = "status.json";
+/// Written by the daemon while the S3 server cannot list multipart uploads
+/// (`src/upload/orphans.rs`); its text says why and what follows.
+pub const UNLISTED_UPLOADS_FILE: &str = "multipart-uploads-unlisted";
 
 /// Files and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -284,6 +287,10 @@ pub struct Report {
     /// Whether the state dir's filesystem is nearly full (journal appends may fail).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir_free_bytes: Option<u64>,
+    /// Set when the server could not list multipart uploads: an upload whose create
+    /// answer was lost is then left to the bucket's lifecycle rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart_uploads_unlisted: Option<String>,
 }
 
 /// A quarantined file as the journal has it.
@@ -374,6 +381,12 @@ pub fn report(config: &Config) -> Result<Report, String> {
         state_dir_free_bytes: crate::disk::usage(&config.state_dir)
             .ok()
             .map(|u| u.size.saturating_sub(u.used)),
+        multipart_uploads_unlisted: std::fs::read_to_string(
+            config.state_dir.join(UNLISTED_UPLOADS_FILE),
+        )
+        .ok()
+        .filter(|_| running)
+        .map(|t| t.trim().to_string()),
     })
 }
 

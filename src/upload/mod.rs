@@ -15,6 +15,7 @@
 
 mod compressed;
 mod multipart;
+pub mod orphans;
 mod permits;
 
 use std::fmt;
@@ -169,6 +170,8 @@ pub struct Context {
     pub recent: Recent,
     /// Compressed parts' buffers, reused (compressed uploads only).
     pub buffers: compressed::Buffers,
+    /// Keys whose CreateMultipartUpload answer was lost (see [`orphans`]).
+    pub doubts: orphans::Doubts,
 }
 
 /// Contents uploaded lately (SHA-256 and encoding → key), so that a copy of a file

@@ -65,7 +65,13 @@ pub(super) struct Upload<'a> {
 impl<'a> Upload<'a> {
     pub(super) fn create(object: &'a Object<'a>, part_size: u64) -> Result<Upload<'a>> {
         let (job, ctx) = (object.job, object.ctx);
-        let upload_id = ctx.s3.create_multipart(object.key, &object.attributes())?;
+        let known = |id: &str| {
+            let state = ctx.journal.read();
+            state.multipart.values().any(|mp| mp.upload_id == id)
+        };
+        let upload_id = ctx
+            .doubts
+            .create(&ctx.s3, object.key, &object.attributes(), &known)?;
         let record = Record::MpStarted {
             file: job.file.clone(),
             key: object.key.to_string(),

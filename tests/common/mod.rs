@@ -36,6 +36,22 @@ pub enum Kind {
     S3sFs,
     /// Checks multipart semantics (InvalidPart, EntityTooSmall).
     Moto,
+    /// Garage, a third independent S3 implementation (its keys are `GK` + 24 hex
+    /// digits: [`GARAGE_ACCESS_KEY`]).
+    Garage,
+}
+
+/// Garage's access key id for the suite (the secret is [`SECRET_KEY`], imported).
+pub const GARAGE_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+
+impl Kind {
+    /// The access key id this server knows.
+    pub fn access_key(self) -> &'static str {
+        match self {
+            Kind::Garage => GARAGE_ACCESS_KEY,
+            Kind::S3sFs | Kind::Moto => ACCESS_KEY,
+        }
+    }
 }
 
 pub fn tools_dir() -> PathBuf {
@@ -46,8 +62,10 @@ pub fn tools_dir() -> PathBuf {
             PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tvm-upload-tools")
         });
     let mut done = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
-    let installed = dir.join("bin/s3s-fs").exists() && dir.join("venv/bin/moto_server").exists();
-    if !*done && !installed {
+    // Once per test process, even when the tools are there: the script checks their
+    // versions against scripts/test-tools.lock (about a second) and reinstalls a
+    // mismatch, so `cargo test` alone never runs against a stale cache.
+    if !*done {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-tools.sh");
         let status = Command::new("bash")
             .arg(script)
@@ -181,8 +199,19 @@ impl Server {
                 .spawn()
                 .expect("start s3s-fs"),
             Kind::Moto => spawn_moto(port, &[]),
+            Kind::Garage => spawn_garage(port, root.path()),
         };
         wait_for_port(port, &format!("{kind:?}"));
+        if kind == Kind::Garage {
+            garage_setup(root.path());
+            let server = Server {
+                kind,
+                port,
+                child,
+                _root: root,
+            };
+            return server;
+        }
         let server = Server {
             kind,
             port,
@@ -217,7 +246,7 @@ impl Server {
         let out = Command::new(tools_dir().join("venv/bin/python"))
             .arg(script)
             .arg(self.endpoint())
-            .args(["uploads", BUCKET])
+            .args(["uploads", BUCKET, self.kind.access_key(), SECRET_KEY])
             .envs(passthrough_env())
             .output()
             .expect("run s3.py");
@@ -234,8 +263,103 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoint())
+        let mut client = Client::new(&self.endpoint());
+        client.creds = Credentials::new(self.kind.access_key(), SECRET_KEY);
+        client
     }
+}
+
+/// `garage server` with one node on loopback, its data under `root`.
+fn spawn_garage(port: u16, root: &Path) -> Child {
+    let rpc = free_port();
+    let config = format!(
+        "metadata_dir = {meta:?}\ndata_dir = {data:?}\ndb_engine = \"sqlite\"\n\
+         replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+         rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+         [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{port}\"\n\
+         root_domain = \".s3.garage.localhost\"\n",
+        meta = root.join("meta"),
+        data = root.join("data"),
+        secret = "00".repeat(31) + "01",
+    );
+    std::fs::write(root.join("garage.toml"), config).expect("garage.toml");
+    Command::new(tools_dir().join("bin/garage"))
+        .arg("-c")
+        .arg(root.join("garage.toml"))
+        .arg("server")
+        .envs(passthrough_env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start garage")
+}
+
+/// One garage admin command against the server configured under `root`; its stdout.
+fn garage(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(tools_dir().join("bin/garage"))
+        .arg("-c")
+        .arg(root.join("garage.toml"))
+        .args(args)
+        .envs(passthrough_env())
+        .output()
+        .expect("run garage");
+    assert!(
+        out.status.success(),
+        "garage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new garage node's layout, the suite's key and its bucket.
+fn garage_setup(root: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let node = loop {
+        let out = Command::new(tools_dir().join("bin/garage"))
+            .arg("-c")
+            .arg(root.join("garage.toml"))
+            .args(["node", "id", "-q"])
+            .output()
+            .expect("run garage");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout)
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "garage did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    garage(root, &["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+    garage(root, &["layout", "apply", "--version", "1"]);
+    garage(
+        root,
+        &[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "suite",
+            GARAGE_ACCESS_KEY,
+            SECRET_KEY,
+        ],
+    );
+    garage(root, &["bucket", "create", BUCKET]);
+    garage(
+        root,
+        &[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            BUCKET,
+            "--key",
+            GARAGE_ACCESS_KEY,
+        ],
+    );
 }
 
 impl Drop for Server {
@@ -487,6 +611,8 @@ pub struct Setup {
     pub dir: TempDir,
     pub config: PathBuf,
     pub state: PathBuf,
+    /// The access key id the daemon is given ([`ACCESS_KEY`]; garage's differs).
+    pub access_key: &'static str,
 }
 
 impl Setup {
@@ -513,7 +639,12 @@ impl Setup {
         );
         let config = dir.path().join("config.json");
         std::fs::write(&config, text).expect("config");
-        Setup { dir, config, state }
+        Setup {
+            dir,
+            config,
+            state,
+            access_key: ACCESS_KEY,
+        }
     }
 
     pub fn source(&self, name: &str) -> PathBuf {
@@ -527,7 +658,7 @@ impl Setup {
             .envs(passthrough_env())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_ACCESS_KEY_ID", self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_SESSION_TOKEN", SESSION_TOKEN);
         c

@@ -1,7 +1,8 @@
 """Reads S3 state with boto3 (an independent S3 client, installed with moto), for what
 the tests' own client does not do. Used by tests/lifecycles.rs.
 
-  s3.py ENDPOINT uploads BUCKET   -> the keys of multipart uploads in progress, as JSON
+  s3.py ENDPOINT uploads BUCKET [KEY_ID SECRET]
+      -> the keys of multipart uploads in progress, as JSON
 """
 import json
 import sys
@@ -9,8 +10,9 @@ import sys
 import boto3
 
 endpoint, action, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
+key_id, secret = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("AKIATESTKEY0000001", "test")
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="AKIATESTKEY0000001", aws_secret_access_key="test")
+                  aws_access_key_id=key_id, aws_secret_access_key=secret)
 if action == "uploads":
     print(json.dumps([u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]))
 else:
