@@ -814,3 +814,131 @@ fn a_vehicle_csv_compressed_by_tvm_upload_reaches_kafka_row_by_row() {
     assert!(out.status.success(), "{}", err(&out));
     check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{signal}");
+}
+
+/// Waits (up to `secs`) for the job's checkpoint item to satisfy `cond`.
+fn wait_item(
+    setup: &Setup,
+    job: &str,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let item = setup.item(job);
+        if cond(&item) {
+            return item;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {item}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One pause: worker A streams `prefix` alone; once its checkpoint passes 40,000 rows it
+/// is stopped (SIGSTOP). When `past_lease`, worker B takes the job over after the lease
+/// ran out and streams on, and only then is A resumed (SIGCONT); otherwise A is resumed
+/// inside its lease and B, started then, finds the job busy. Both run to the end; the
+/// topic then holds every row exactly once.
+fn pause_once(setup: &Setup, run: usize, past_lease: bool, key_column: bool) {
+    let prefix = format!("pause-{run}/");
+    let key = format!("{prefix}drive.csv");
+    let (csv, want) = telemetry(200_000);
+    setup.s3.client().put(&key, &csv);
+    let job = format!("{BUCKET}/{key}");
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let log = |name: &str| {
+        std::fs::File::create(setup.dir.path().join(format!("{run}-{name}.log"))).expect("log")
+    };
+    let worker = |name: &str| {
+        setup
+            .c2k(&["run", &url])
+            .stderr(log(name))
+            .spawn()
+            .expect("spawn")
+    };
+    let mut a = worker("a");
+    let taken = wait_item(setup, &job, 60, "A's progress", |i| {
+        i["last_line"].as_u64().unwrap_or(0) >= 40_000
+    });
+    signal(&a, "STOP");
+    let a_owner = taken["lease_owner"].as_str().unwrap_or("").to_string();
+    let mut b;
+    if past_lease {
+        b = worker("b");
+        let line = taken["last_line"].as_u64().unwrap_or(0);
+        wait_item(setup, &job, 60, "B taking over and streaming", |i| {
+            i["lease_owner"].as_str().is_some_and(|o| o != a_owner)
+                && i["last_line"].as_u64().unwrap_or(0) >= line + 20_000
+        });
+        signal(&a, "CONT");
+    } else {
+        std::thread::sleep(Duration::from_millis(1500));
+        signal(&a, "CONT");
+        b = worker("b");
+    }
+    for (name, w) in [("A", &mut a), ("B", &mut b)] {
+        let status = w.wait().expect("wait");
+        let text = std::fs::read_to_string(
+            setup
+                .dir
+                .path()
+                .join(format!("{run}-{}.log", name.to_lowercase())),
+        )
+        .unwrap_or_default();
+        assert!(status.success(), "worker {name} failed: {text}");
+    }
+    let messages = setup.kafka.read("telemetry");
+    check_exactly_once(&messages, &job, &want);
+    let status = setup.status_of(&job);
+    assert_eq!(status["status"], "COMPLETED", "{status}");
+    assert_eq!(status["total_sent"], want.len(), "{status}");
+    if key_column {
+        // Rows keyed by vehicle: seven keys, so the partitions each carry several.
+        let partitions: std::collections::BTreeSet<i32> = messages
+            .iter()
+            .filter(|m| m.2 == job)
+            .map(|m| m.0)
+            .collect();
+        assert!(partitions.len() > 1, "{partitions:?}");
+    }
+}
+
+/// Exactly once for paused workers (SPEC-csv2kafka.md): a worker stopped past its lease
+/// while another takes the job over, then resumed, sends no row its successor sends.
+/// Five pauses, lease 5 s: longer and shorter than the lease, with and without
+/// `key_column`. `C2K_PAUSE_RUNS` repeats the set.
+#[test]
+fn a_paused_worker_sends_no_row_its_successor_sends() {
+    let mut setup = Setup::new("");
+    let repeats = env_or("C2K_PAUSE_RUNS", 1) as usize;
+    let cases = [
+        (true, false),
+        (true, true),
+        (false, false),
+        (true, false),
+        (false, true),
+    ];
+    for repeat in 0..repeats {
+        for (i, (past_lease, key_column)) in cases.iter().enumerate() {
+            setup.edit(|c| {
+                c["kafka"]["key_column"] = if *key_column {
+                    "vehicle".into()
+                } else {
+                    serde_json::Value::Null
+                };
+            });
+            pause_once(&setup, repeat * cases.len() + i, *past_lease, *key_column);
+        }
+    }
+}

@@ -220,8 +220,12 @@ fn slot_of(name: &str) -> Option<Slot> {
 /// What taking a job's lease found.
 #[derive(Debug)]
 pub enum Taken {
-    /// Ours now: carry on from this checkpoint.
-    Mine(Checkpoint),
+    /// Ours now: carry on from this checkpoint. `took_over`: another worker held it
+    /// and its lease ran out (it may still be landing rows: see [`super::lease`]).
+    Mine {
+        cp: Checkpoint,
+        took_over: bool,
+    },
     Completed(Checkpoint),
     /// Another worker holds it until `lease_expires_ms`.
     Busy(Checkpoint),
@@ -261,15 +265,16 @@ impl Manager {
     }
 
     /// Takes the lease of `job_id` if it is free, expired or ours; creates the item for a
-    /// new job.
+    /// new job. A FAILED job taken again is IN_PROGRESS again (one worker at a time).
     pub fn take(&self, job_id: &str, source_object: &str) -> Result<Taken, DynamoError> {
         let now = now_ms();
+        let until = now + self.lease.as_millis() as i64;
         let body = json!({
             "TableName": self.table,
             "Key": {"job_id": {"S": job_id}},
             "UpdateExpression": "SET lease_owner = :me, lease_expires = :until, \
                 source_object = if_not_exists(source_object, :src), \
-                #s = if_not_exists(#s, :ip), last_line = if_not_exists(last_line, :zero), \
+                #s = :ip, last_line = if_not_exists(last_line, :zero), \
                 total_sent = if_not_exists(total_sent, :zero), \
                 failed_rows = if_not_exists(failed_rows, :zero), updated_at = :now",
             "ConditionExpression": "(attribute_not_exists(job_id) OR lease_expires < :nowms \
@@ -277,7 +282,7 @@ impl Manager {
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {
                 ":me": {"S": self.owner},
-                ":until": {"N": (now + self.lease.as_millis() as i64).to_string()},
+                ":until": {"N": until.to_string()},
                 ":nowms": {"N": now.to_string()},
                 ":src": {"S": source_object},
                 ":ip": {"S": "IN_PROGRESS"},
@@ -285,12 +290,23 @@ impl Manager {
                 ":zero": {"N": "0"},
                 ":now": {"S": crate::key::rfc3339_utc(crate::clock::system_now())},
             },
-            "ReturnValues": "ALL_NEW",
+            // The item as it was: whose lease this was, and whether it ran out or was
+            // given back.
+            "ReturnValues": "ALL_OLD",
         });
         match self.retrying(|| self.db.call("UpdateItem", &body)) {
             Ok(answer) => {
-                let item = super::dynamo::plain(&answer["Attributes"]);
-                Ok(Taken::Mine(Checkpoint::from_item(&item)))
+                let old = super::dynamo::plain(&answer["Attributes"]);
+                let mut cp = match old.get("job_id") {
+                    Some(_) => Checkpoint::from_item(&old),
+                    None => Checkpoint::new(job_id, source_object),
+                };
+                let took_over = cp.lease_owner.as_deref().is_some_and(|o| o != self.owner)
+                    && cp.lease_expires_ms > 0;
+                cp.status = Status::InProgress;
+                cp.lease_owner = Some(self.owner.clone());
+                cp.lease_expires_ms = until;
+                Ok(Taken::Mine { cp, took_over })
             }
             Err(e) if e.condition_failed() => {
                 let cp = self

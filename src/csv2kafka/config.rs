@@ -140,6 +140,19 @@ fn field(name: &str, why: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// How long the producer may take to land a row: a quarter of the lease, or
+    /// `message.timeout.ms` from `kafka.properties` when that is shorter
+    /// ([`super::lease`]).
+    pub fn delivery(&self) -> Duration {
+        let configured = self
+            .kafka
+            .properties
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        super::lease::Lease::delivery_bound(self.checkpoint.lease, configured)
+    }
+
     /// Reads and validates the config at `path`, with the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         crate::config::load_with(path, Config::parse)

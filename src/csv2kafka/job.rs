@@ -26,6 +26,7 @@ use super::config::Config;
 use super::csv::{Reader, Row, json_keys, to_json};
 use super::emitter::{Emitter, Sample};
 use super::kafka::{self, Ack, Dest, Landed, Sink, Slot};
+use super::lease::{Lease, Now};
 use super::saver::{InFlight, Saver};
 use super::source;
 use crate::s3::S3;
@@ -150,7 +151,9 @@ pub fn run(
     job_id: &str,
 ) -> Result<Outcome, String> {
     let source_object = format!("s3://{bucket}/{key}");
-    let mut cp = match ctx
+    let mut lease = Lease::new(ctx.config.checkpoint.lease, ctx.config.delivery());
+    let started = Now::read();
+    let (mut cp, took_over) = match ctx
         .checkpoints
         .take(job_id, &source_object)
         .map_err(|e| table_error(ctx, &e))?
@@ -167,8 +170,24 @@ pub fn run(
             );
             return Ok(Outcome::Busy);
         }
-        Taken::Mine(cp) => cp,
+        Taken::Mine { cp, took_over } => (cp, took_over),
     };
+    lease.confirm(started);
+    if took_over {
+        // The worker whose lease ran out may be stalled with rows in its producer: each
+        // lands within the delivery bound of being handed over, or never. Wait that out
+        // (and the clock skew) so the resume scan sees every row it can still land.
+        log::info!(
+            "{job_id}: took over an expired lease; waiting {:.1}s for rows the last \
+             worker may still land",
+            lease.margin().as_secs_f64()
+        );
+        sleep_unless_stopped(lease.margin(), ctx.stop);
+        if let Err(Failure::LeaseLost(why)) = renew(ctx, &cp, &mut lease) {
+            log::warn!("{job_id}: {why}");
+            return Ok(Outcome::Busy);
+        }
+    }
     if cp.last_line > 0 {
         log::info!(
             "{job_id}: resuming after line {} ({} sent, {} failed rows)",
@@ -179,7 +198,12 @@ pub fn run(
     }
     let mut backoff = Duration::from_secs(1);
     loop {
-        match attempt(ctx, s3, key, &mut cp) {
+        let result = match lease.may_send(Now::read()) {
+            true => attempt(ctx, s3, key, &mut cp, &mut lease),
+            false => renew(ctx, &cp, &mut lease)
+                .and_then(|()| attempt(ctx, s3, key, &mut cp, &mut lease)),
+        };
+        match result {
             Ok(outcome) => return Ok(outcome),
             Err(Failure::Retry(why)) => {
                 if ctx.stop.load(Ordering::Relaxed) {
@@ -191,9 +215,10 @@ pub fn run(
                     cp.last_line,
                     backoff.as_secs_f64()
                 );
-                sleep_unless_stopped(backoff, ctx.stop);
+                // Rows of the last attempt still in flight land within the delivery
+                // bound: the next scan must come after that.
+                sleep_unless_stopped(backoff.max(lease.margin()), ctx.stop);
                 backoff = (backoff * 2).min(Duration::from_secs(60));
-                renew(ctx, &cp)?;
             }
             Err(Failure::Fatal(why)) => {
                 cp.status = Status::Failed;
@@ -231,14 +256,22 @@ fn table_error(ctx: &Context, e: &super::dynamo::DynamoError) -> String {
     }
 }
 
-fn renew(ctx: &Context, cp: &Checkpoint) -> Result<(), String> {
-    ctx.checkpoints.save(cp, false).map_err(|e| {
-        if e.condition_failed() {
-            "lost its lease to another worker; stopping".to_string()
-        } else {
-            table_error(ctx, &e)
-        }
-    })
+/// Extends the lease now (the loop's checkpoints extend it while streaming): a lease
+/// another worker holds now is [`Failure::LeaseLost`], a table that cannot be written a
+/// [`Failure::Retry`].
+fn renew(ctx: &Context, cp: &Checkpoint, lease: &mut Lease) -> Result<(), Failure> {
+    let started = Now::read();
+    ctx.checkpoints
+        .save(cp, false)
+        .map_err(|e| {
+            lease.drop_it();
+            if e.condition_failed() {
+                Failure::LeaseLost("lost its lease to another worker; stopping".to_string())
+            } else {
+                Failure::Retry(table_error(ctx, &e))
+            }
+        })
+        .map(|()| lease.confirm(started))
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
@@ -263,8 +296,9 @@ fn attempt(
     s3: &Arc<S3>,
     key: &str,
     cp: &mut Checkpoint,
+    lease: &mut Lease,
 ) -> Result<Outcome, Failure> {
-    let sink = Sink::new(&ctx.config.kafka).map_err(Failure::Fatal)?;
+    let sink = Sink::new(&ctx.config.kafka, ctx.config.delivery()).map_err(Failure::Fatal)?;
     let topics = topics(ctx.config);
     let mut counts = HashMap::new();
     for dest in topics.keys() {
@@ -278,7 +312,7 @@ fn attempt(
                 cp.offsets.insert((*dest, p), end);
             }
         }
-        renew(ctx, cp).map_err(Failure::LeaseLost)?;
+        renew(ctx, cp, lease)?;
     }
     // Rows are sent only once offsets are in the checkpoint, so a job that had none sent
     // nothing before: there is nothing to scan for (this saved a second a job).
@@ -310,7 +344,12 @@ fn attempt(
     }
     std::thread::scope(|scope| {
         let saver = Saver::start(scope, ctx.checkpoints);
-        Stream::new(ctx, &sink, counts, landed, opened, cp, saver).run(cp)
+        let target = Target {
+            sink: &sink,
+            counts,
+            landed,
+        };
+        Stream::new(ctx, target, opened, cp, saver, lease).run(cp)
     })
 }
 
@@ -351,20 +390,34 @@ struct Stream<'a> {
     saver: Saver,
     last_saved: u64,
     last_sample: (Instant, u64, u64),
-    last_renewed: Instant,
+    lease: &'a mut Lease,
+    /// A clean stop: the last checkpoint gives the lease back.
+    stopping: bool,
     rate: f64,
+}
+
+/// Where an attempt sends: the producer, each topic's partition count, and what the
+/// resume scan found there.
+struct Target<'a> {
+    sink: &'a Sink,
+    counts: HashMap<Dest, i32>,
+    landed: BTreeMap<Slot, Landed>,
 }
 
 impl<'a> Stream<'a> {
     fn new(
         ctx: &'a Context<'a>,
-        sink: &'a Sink,
-        counts: HashMap<Dest, i32>,
-        landed: BTreeMap<Slot, Landed>,
+        target: Target<'a>,
         opened: source::Opened,
         cp: &Checkpoint,
         saver: Saver,
+        lease: &'a mut Lease,
     ) -> Stream<'a> {
+        let Target {
+            sink,
+            counts,
+            landed,
+        } = target;
         let mut reader = Reader::new(
             opened.reader,
             ctx.config.csv.delimiter,
@@ -411,7 +464,8 @@ impl<'a> Stream<'a> {
             saver,
             last_saved: cp.last_line,
             last_sample: (Instant::now(), cp.last_line, cp.failed_rows),
-            last_renewed: Instant::now(),
+            lease,
+            stopping: false,
             rate: 0.0,
         }
     }
@@ -446,6 +500,7 @@ impl<'a> Stream<'a> {
         loop {
             if self.ctx.stop.load(Ordering::Relaxed) {
                 self.drain(cp)?;
+                self.stopping = true;
                 self.checkpoint(cp, true)?;
                 log::info!(
                     "{}: stopped at line {}; a later run resumes it",
@@ -512,6 +567,10 @@ impl<'a> Stream<'a> {
             self.track(row, None, failed, false);
             return Ok(());
         }
+        // Checked before a row is handed over and again after: a stall (SIGSTOP, a
+        // frozen VM) anywhere in between shows as a lease whose margin is gone, and what
+        // the producer holds is purged before it can outlive the lease.
+        self.lease_check(cp, row.line)?;
         self.track(row, Some(slot), failed, true);
         let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
         for (name, value) in &self.base_headers {
@@ -527,7 +586,24 @@ impl<'a> Stream<'a> {
         });
         self.sink
             .send(dest, partition, row.line, key, value, headers)
-            .map_err(Failure::Retry)
+            .map_err(Failure::Retry)?;
+        self.lease_check(cp, row.line)
+    }
+
+    /// Stops sending at once when the lease has no margin left: everything the producer
+    /// holds is purged (it may no longer land inside the lease), and the job goes back to
+    /// renewing its lease, then the resume scan.
+    fn lease_check(&mut self, cp: &Checkpoint, line: u64) -> Result<(), Failure> {
+        if self.lease.may_send(Now::read()) {
+            return Ok(());
+        }
+        self.sink.purge();
+        Err(Failure::Retry(format!(
+            "the lease was not confirmed with {:.1}s to spare at line {line} of {} (a stall, \
+             or DynamoDB slow to answer); stopped sending",
+            self.lease.margin().as_secs_f64(),
+            cp.job_id
+        )))
     }
 
     /// The message a row makes: its destination, value and key (`None`: the job id);
@@ -590,7 +666,7 @@ impl<'a> Stream<'a> {
         }
         let due_rows = self.tracker.durable_line - self.last_saved
             >= self.ctx.config.checkpoint.interval_lines;
-        let due_lease = self.last_renewed.elapsed() >= self.ctx.config.checkpoint.lease / 3;
+        let due_lease = self.lease.renewal_due(Now::read());
         if due_rows || due_lease {
             self.checkpoint(cp, false)?;
         }
@@ -623,7 +699,7 @@ impl<'a> Stream<'a> {
             if let Some(fatal) = self.sink.fatal() {
                 return Err(Failure::Retry(fatal));
             }
-            if self.last_renewed.elapsed() >= self.ctx.config.checkpoint.lease / 3 {
+            if self.lease.renewal_due(Now::read()) {
                 self.checkpoint(cp, false)?;
             }
         }
@@ -654,13 +730,16 @@ impl<'a> Stream<'a> {
             self.saver.offer(cp);
             return Ok(());
         }
-        let answer = self.ctx.checkpoints.save(cp, false);
         let at = InFlight {
             line: cp.last_line,
-            at: Instant::now(),
+            at: Now::read(),
         };
+        // A clean stop gives the lease back: everything sent is acknowledged (drained),
+        // so the next worker need not wait for it.
+        let answer = self.ctx.checkpoints.save(cp, self.stopping);
         self.settle(cp, (at, answer))?;
         cp.lease_expires_ms = 0;
+        self.lease.drop_it();
         Ok(())
     }
 
@@ -676,10 +755,9 @@ impl<'a> Stream<'a> {
         match answer {
             Ok(()) => {
                 self.last_saved = write.line;
-                self.last_renewed = write.at;
-                let age = write.at.elapsed().as_millis() as i64;
+                self.lease.confirm(write.at);
                 cp.lease_expires_ms =
-                    now_ms() - age + self.ctx.config.checkpoint.lease.as_millis() as i64;
+                    write.at.wall_ms + self.ctx.config.checkpoint.lease.as_millis() as i64;
                 Ok(())
             }
             Err(e) if e.condition_failed() => Err(Failure::LeaseLost(

@@ -151,13 +151,14 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(k: &Kafka) -> Result<Sink, String> {
+    /// A producer whose every message lands within `delivery` of being handed over, or
+    /// never (`message.timeout.ms`; see [`super::lease`]).
+    pub fn new(k: &Kafka, delivery: Duration) -> Result<Sink, String> {
         let mut c = client_config(k);
         c.set("linger.ms", "20")
             .set("batch.size", "1000000")
             .set("queue.buffering.max.kbytes", "8192")
             .set("queue.buffering.max.messages", "20000")
-            .set("message.timeout.ms", "120000")
             .set("compression.type", "lz4");
         for (key, value) in &k.properties {
             c.set(key, value);
@@ -165,6 +166,11 @@ impl Sink {
         for (key, value) in FORCED {
             c.set(key, value);
         }
+        let ms = delivery.as_millis().max(1).to_string();
+        c.set("message.timeout.ms", &ms);
+        // A request outliving the delivery bound would be answered after it.
+        let request = delivery.min(Duration::from_secs(30)).as_millis().max(1);
+        c.set("request.timeout.ms", request.to_string());
         let producer: BaseProducer<Reports> = c
             .create_with_context(Reports::default())
             .map_err(|e| format!("Kafka producer: {e}"))?;
@@ -243,6 +249,15 @@ impl Sink {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         )
+    }
+
+    /// Drops every message not yet sent, and stops waiting for those in flight: the lease
+    /// can no longer cover them. (One already on the wire may still land, within the
+    /// delivery bound.)
+    pub fn purge(&self) {
+        use rdkafka::producer::PurgeConfig;
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
     }
 
     /// Messages not yet acknowledged.

@@ -11,6 +11,7 @@ pub mod dynamo;
 pub mod emitter;
 pub mod job;
 pub mod kafka;
+pub mod lease;
 pub mod saver;
 pub mod source;
 pub mod worker;

@@ -1,22 +1,24 @@
 //! Periodic checkpoints written on a thread of their own: a DynamoDB write takes
 //! milliseconds (12 ms against moto), and written in the streaming loop every 10,000
-//! rows they were a third of a job's time. What a checkpoint records is already durable
-//! in Kafka, so writing it a little later loses nothing; one write is in flight at a time
-//! and its answer (a lost lease above all) is read back by the loop.
+//! rows they were a third of a job's time. A checkpoint records only rows acknowledged by
+//! Kafka, so writing it a little later loses nothing; one write is in flight at a time
+//! and its answer (a lost lease above all) is read back by the loop, which counts the
+//! lease it extended from when the write was handed over ([`InFlight::at`]).
 
 use std::thread::Scope;
-use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::checkpoint::{Checkpoint, Manager};
 use super::dynamo::DynamoError;
+use super::lease::Now;
 
-/// A write in flight: the line it records and when it was handed over.
+/// A write in flight: the line it records and when it was handed over (before the
+/// write began, so the lease it extends is never overestimated).
 #[derive(Debug, Clone, Copy)]
 pub struct InFlight {
     pub line: u64,
-    pub at: Instant,
+    pub at: Now,
 }
 
 /// The loop's end of the writer thread, which ends when this is dropped (after the
@@ -57,12 +59,13 @@ impl Saver {
         if self.busy.is_some() {
             return false;
         }
+        let at = Now::read();
         if self.to.send(cp.clone()).is_err() {
             return false;
         }
         self.busy = Some(InFlight {
             line: cp.last_line,
-            at: Instant::now(),
+            at,
         });
         true
     }
