@@ -57,6 +57,9 @@ pub struct Checkpoint {
 pub struct Csv {
     pub delimiter: u8,
     pub header: bool,
+    /// The longest record read as a row (default 1 MiB, at most 64 MiB); a longer one is
+    /// malformed, dead-lettered by its first this many bytes.
+    pub max_record_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,7 @@ struct RawCheckpoint {
 struct RawCsv {
     delimiter: Option<String>,
     header: Option<bool>,
+    max_record_bytes: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -193,7 +197,8 @@ impl Config {
             "checkpoint": {"table": self.checkpoint.table, "region": self.checkpoint.region,
                 "endpoint": self.checkpoint.endpoint, "interval_lines": self.checkpoint.interval_lines,
                 "lease_seconds": self.checkpoint.lease.as_secs()},
-            "csv": {"delimiter": (self.csv.delimiter as char).to_string(), "header": self.csv.header},
+            "csv": {"delimiter": (self.csv.delimiter as char).to_string(), "header": self.csv.header,
+                    "max_record_bytes": self.csv.max_record_bytes},
             "metrics": self.metrics.as_ref().map(|m| serde_json::json!({
                 "namespace": m.namespace, "region": m.region, "endpoint": m.endpoint,
                 "interval_seconds": m.interval.as_secs()})),
@@ -371,9 +376,27 @@ fn csv_config(raw: RawCsv) -> Result<Csv, ConfigError> {
             ));
         }
     };
+    let max_record_bytes = match &raw.max_record_bytes {
+        None => super::csv::MAX_RECORD_BYTES as u64,
+        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(serde_json::Value::String(t)) => crate::config::parse_size(t).unwrap_or(0),
+        Some(_) => 0,
+    };
+    if !(1024..=64 << 20).contains(&max_record_bytes) {
+        return Err(field(
+            "csv.max_record_bytes",
+            format!(
+                "{} must be a size from 1KiB to 64MiB (bytes, or text such as \"4MiB\")",
+                raw.max_record_bytes
+                    .as_ref()
+                    .map_or(String::new(), ToString::to_string)
+            ),
+        ));
+    }
     Ok(Csv {
         delimiter,
         header: raw.header.unwrap_or(true),
+        max_record_bytes: max_record_bytes as usize,
     })
 }
 

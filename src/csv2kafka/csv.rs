@@ -3,23 +3,36 @@
 //! line, a last line without a newline. Each record comes with its raw bytes and the byte
 //! offset just past it, so a job can checkpoint where to start again.
 //!
-//! A malformed record (wrong field count, invalid UTF-8, a quote never closed) is
-//! returned as such with its raw bytes and never swallows the rows after it: a record
-//! that spans several physical lines and does not parse is cut back to its first line,
-//! and the lines after it are read again as records of their own. Memory is bounded by
-//! [`MAX_RECORD_BYTES`]. Pure: reads from any `BufRead`.
+//! Records end where Python's csv module ends them: at a line break outside quotes (a
+//! quote opens a quoted field only at the start of a field). A malformed record (wrong
+//! field count, invalid UTF-8, a quote never closed before the end of the object, longer
+//! than the record limit) is returned as such, whole, and every record after it keeps
+//! its number: nothing is cut back or read twice, so no row is made up. A record over
+//! the limit is read through to its end but only its first `limit` bytes are kept
+//! ([`Row::truncated`] says so). Memory is bounded by the limit. Pure: reads from any
+//! `BufRead`.
 
-use std::collections::VecDeque;
 use std::io::{self, BufRead};
 
-/// The longest record accepted; a longer one is malformed (a quote left open).
+/// The longest record accepted unless `csv.max_record_bytes` says otherwise; a longer
+/// one is malformed.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// What is read at once while skipping the rest of a record past the limit.
+const SKIP_PIECE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Malformed {
-    FieldCount { expected: usize, found: usize },
+    FieldCount {
+        expected: usize,
+        found: usize,
+    },
     Utf8,
     UnterminatedQuote,
+    /// Longer than the record limit: `bytes` in all.
+    TooLong {
+        bytes: u64,
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for Malformed {
@@ -30,6 +43,11 @@ impl std::fmt::Display for Malformed {
             }
             Malformed::Utf8 => f.write_str("not valid UTF-8"),
             Malformed::UnterminatedQuote => f.write_str("a quote that is never closed"),
+            Malformed::TooLong { bytes, limit } => write!(
+                f,
+                "a record of {bytes} bytes, longer than the limit of {limit} \
+                 (csv.max_record_bytes); its first {limit} bytes are kept"
+            ),
         }
     }
 }
@@ -39,8 +57,11 @@ impl std::fmt::Display for Malformed {
 pub struct Row {
     /// 1 for the first data row.
     pub line: u64,
-    /// The record as it was in the object, without its final line break.
+    /// The record as it was in the object, without its final line break; of a record
+    /// past the limit, its first `limit` bytes.
     pub raw: Vec<u8>,
+    /// The record's whole length when `raw` holds only its beginning.
+    pub truncated: Option<u64>,
     pub fields: Result<Fields, Malformed>,
     /// Offset in the (decompressed) stream just past this record.
     pub end: u64,
@@ -126,18 +147,14 @@ impl RawFields {
 pub struct Reader<R> {
     inner: R,
     delimiter: u8,
-    /// Physical lines read but given back, with their start offsets.
-    pending: VecDeque<(u64, Vec<u8>)>,
     /// Offset of the next byte `inner` gives.
     offset: u64,
     columns: Option<usize>,
     header: Option<Vec<String>>,
     next_line: u64,
     first: bool,
+    max_record_bytes: usize,
 }
-
-/// A record's raw bytes (no final line break) and its fields.
-type Raw = (Vec<u8>, RawFields);
 
 enum Parsed {
     Fields(RawFields),
@@ -145,55 +162,123 @@ enum Parsed {
     Open,
 }
 
+/// Where a scan of a record stands after some bytes (Python's csv states, reduced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    /// At the start of a field: a quote here opens a quoted field.
+    FieldStart,
+    /// In an unquoted field (a quote is a character like any other).
+    Unquoted,
+    /// In a quoted field: a line break is part of the field.
+    Quoted,
+    /// Just after a quote in a quoted field: doubled, or the field's close.
+    Closing,
+}
+
+/// The state after `bytes` (no line break among them ends anything here).
+fn scan(bytes: &[u8], mut state: Quote, delimiter: u8) -> Quote {
+    // Fast path: without a quote, the state is the last byte's.
+    if state != Quote::Quoted && !bytes.contains(&b'"') {
+        return match bytes.last() {
+            None => state,
+            Some(&b) if b == delimiter => Quote::FieldStart,
+            Some(_) => Quote::Unquoted,
+        };
+    }
+    for &b in bytes {
+        state = match (state, b) {
+            (Quote::FieldStart, b'"') => Quote::Quoted,
+            (Quote::Quoted, b'"') => Quote::Closing,
+            (Quote::Quoted, _) => Quote::Quoted,
+            (Quote::Closing, b'"') => Quote::Quoted,
+            (_, b) if b == delimiter => Quote::FieldStart,
+            _ => Quote::Unquoted,
+        };
+    }
+    state
+}
+
+/// One record as read: its bytes (at most the limit) and its whole length.
+struct Record {
+    bytes: Vec<u8>,
+    total: u64,
+    /// The object ended inside a quoted field.
+    open: bool,
+}
+
+impl Record {
+    fn truncated(&self) -> bool {
+        self.total > self.bytes.len() as u64
+    }
+}
+
 impl<R: BufRead> Reader<R> {
     /// A reader of `inner`, which starts at `offset` of the stream; the next data row is
-    /// numbered `next_line`. `header` is the header already read (on resume), or `None`
-    /// to read it from the first line when `has_header`.
+    /// numbered `next_line`. Records longer than [`MAX_RECORD_BYTES`] are malformed (see
+    /// [`Reader::with_limit`]).
     pub fn new(inner: R, delimiter: u8, offset: u64, next_line: u64) -> Reader<R> {
         Reader {
             inner,
             delimiter,
-            pending: VecDeque::new(),
             offset,
             columns: None,
             header: None,
             next_line,
             first: offset == 0,
+            max_record_bytes: MAX_RECORD_BYTES,
         }
     }
 
-    /// Reads the header line (the first record). `Ok(None)` for an empty stream.
+    /// The record limit (`csv.max_record_bytes`).
+    pub fn with_limit(mut self, max_record_bytes: usize) -> Reader<R> {
+        self.max_record_bytes = max_record_bytes.max(1);
+        self
+    }
+
+    /// Reads the header line (the first record). `Ok(None)` for an empty stream. A
+    /// header that cannot name the columns (an open quote, over the limit, a bare CR,
+    /// empty or repeated names) is an `InvalidData` error saying why.
     pub fn read_header(&mut self) -> io::Result<Option<Vec<String>>> {
-        loop {
-            let Some((start, record)) = self.record()? else {
+        let record = loop {
+            let Some(record) = self.read_record()? else {
                 return Ok(None);
             };
-            if is_blank(&record) {
-                continue;
+            if !is_blank(&record.bytes) || record.truncated() {
+                break record;
             }
-            let fields = match self.parse_record(start, record)? {
-                Some((_, f)) => f,
-                None => {
-                    // A header with an open quote: its first line is the header.
-                    let (_, first) = self.take_line()?.unwrap_or_default();
-                    match split(self.strip_bom(trim_break(&first)), self.delimiter) {
-                        Parsed::Fields(f) => f,
-                        Parsed::Open => {
-                            let mut whole = RawFields::default();
-                            whole.push(&first);
-                            whole
-                        }
-                    }
-                }
-            };
-            let names: Vec<String> = (0..fields.len())
-                .filter_map(|i| fields.bytes(i))
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-                .collect();
-            self.columns = Some(names.len());
-            self.header = Some(names.clone());
-            return Ok(Some(names));
+        };
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        if record.truncated() {
+            return Err(invalid(format!(
+                "the header is longer than the record limit of {} bytes",
+                self.max_record_bytes
+            )));
         }
+        let body = self.strip_bom(trim_break(&record.bytes)).to_vec();
+        self.first = false;
+        if body.contains(&b'\r') {
+            return Err(invalid(
+                "the header line ends in a bare CR (classic Mac OS line endings), which is \
+                 not supported: convert the object to LF or CRLF"
+                    .into(),
+            ));
+        }
+        let fields = match split(&body, self.delimiter) {
+            Parsed::Fields(f) if !record.open => f,
+            _ => {
+                return Err(invalid(
+                    "the header has a quote that is never closed".into(),
+                ));
+            }
+        };
+        let names: Vec<String> = (0..fields.len())
+            .filter_map(|i| fields.bytes(i))
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        check_names(&names).map_err(invalid)?;
+        self.columns = Some(names.len());
+        self.header = Some(names.clone());
+        Ok(Some(names))
     }
 
     /// Sets the header (read earlier, or made of column numbers).
@@ -209,25 +294,33 @@ impl<R: BufRead> Reader<R> {
     /// The next data row, or `None` at the end of the stream.
     pub fn next_row(&mut self) -> io::Result<Option<Row>> {
         loop {
-            let Some((start, record)) = self.record()? else {
+            let Some(record) = self.read_record()? else {
                 return Ok(None);
             };
-            if is_blank(&record) {
+            if is_blank(&record.bytes) && !record.truncated() {
                 continue;
             }
             let line = self.next_line;
-            let (raw, fields) = match self.parse_record(start, record)? {
-                Some((raw, fields)) => (raw, self.check(fields)),
-                None => {
-                    // Cut back to its first physical line, given back by parse_record.
-                    let (_, first) = self.take_line()?.unwrap_or_default();
-                    (
-                        trim_break(&first).to_vec(),
-                        Err(Malformed::UnterminatedQuote),
-                    )
+            self.next_line += 1;
+            let truncated = record.truncated().then_some(record.total);
+            let mut raw = record.bytes;
+            if self.first && raw.starts_with(b"\xEF\xBB\xBF") {
+                raw.drain(..3);
+            }
+            self.first = false;
+            let fields = if let Some(bytes) = truncated {
+                Err(Malformed::TooLong {
+                    bytes,
+                    limit: self.max_record_bytes,
+                })
+            } else {
+                let len = trim_break(&raw).len();
+                raw.truncate(len);
+                match split(&raw, self.delimiter) {
+                    Parsed::Fields(f) if !record.open => self.check(f),
+                    _ => Err(Malformed::UnterminatedQuote),
                 }
             };
-            self.next_line += 1;
             if self.columns.is_none() {
                 // No header: the first row sets the width.
                 if let Ok(f) = &fields {
@@ -237,6 +330,7 @@ impl<R: BufRead> Reader<R> {
             return Ok(Some(Row {
                 line,
                 raw,
+                truncated,
                 fields,
                 end: self.position(),
             }));
@@ -245,9 +339,7 @@ impl<R: BufRead> Reader<R> {
 
     /// Offset of the first byte not yet returned in a record.
     pub fn position(&self) -> u64 {
-        self.pending
-            .front()
-            .map_or(self.offset, |(start, _)| *start)
+        self.offset
     }
 
     fn check(&self, fields: RawFields) -> Result<Fields, Malformed> {
@@ -262,60 +354,6 @@ impl<R: BufRead> Reader<R> {
         fields.into_text()
     }
 
-    /// Parses a record that starts with the line at `start`: its raw bytes and fields,
-    /// or `None` when it does not close (or closes at the wrong width after spanning
-    /// lines): then all its lines are given back, for the caller to take the first as
-    /// malformed.
-    fn parse_record(&mut self, start: u64, record: Vec<u8>) -> io::Result<Option<Raw>> {
-        let mut joined = record;
-        // The physical lines joined, once there is more than one.
-        let mut lines = Vec::new();
-        let first = (start, joined.len());
-        loop {
-            let parsed = split(self.strip_bom(trim_break(&joined)), self.delimiter);
-            let open = matches!(parsed, Parsed::Open);
-            if let Parsed::Fields(f) = parsed
-                && (lines.is_empty() || self.columns.is_none_or(|c| c == f.len()))
-            {
-                self.first = false;
-                let len = trim_break(&joined).len();
-                joined.truncate(len);
-                return Ok(Some((joined, f)));
-            }
-            let more = if open && joined.len() < MAX_RECORD_BYTES {
-                self.take_line()?
-            } else {
-                None
-            };
-            match more {
-                Some((at, line)) => {
-                    if lines.is_empty() {
-                        lines.push(first);
-                    }
-                    lines.push((at, line.len()));
-                    joined.extend_from_slice(&line);
-                }
-                None => {
-                    if lines.is_empty() {
-                        lines.push(first);
-                    }
-                    let mut rest = joined.as_slice();
-                    let mut back = Vec::with_capacity(lines.len());
-                    for (at, len) in lines {
-                        let (line, tail) = rest.split_at(len);
-                        back.push((at, line.to_vec()));
-                        rest = tail;
-                    }
-                    for line in back.into_iter().rev() {
-                        self.pending.push_front(line);
-                    }
-                    self.first = false;
-                    return Ok(None);
-                }
-            }
-        }
-    }
-
     fn strip_bom<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
         if self.first {
             bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
@@ -324,29 +362,75 @@ impl<R: BufRead> Reader<R> {
         }
     }
 
-    fn record(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
-        self.take_line()
-    }
-
-    /// The next physical line with its line break, and its start offset.
-    fn take_line(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
-        if let Some(line) = self.pending.pop_front() {
-            return Ok(Some(line));
+    /// The next record: physical lines up to a line break outside quotes, or the end of
+    /// the stream. Past the limit, the rest is read in pieces and only scanned.
+    fn read_record(&mut self) -> io::Result<Option<Record>> {
+        let mut bytes = Vec::new();
+        let mut scratch = Vec::new();
+        let mut total = 0u64;
+        let mut state = Quote::FieldStart;
+        loop {
+            let keep = bytes.len() < self.max_record_bytes;
+            let piece = if keep { &mut bytes } else { &mut scratch };
+            let from = piece.len();
+            let room = match keep {
+                true => self.max_record_bytes - from,
+                false => SKIP_PIECE_BYTES,
+            };
+            let n = read_line_bounded(&mut self.inner, piece, room)?;
+            if n == 0 {
+                if total == 0 {
+                    return Ok(None);
+                }
+                break;
+            }
+            self.offset += n as u64;
+            total += n as u64;
+            let new = &piece[from..];
+            let ends_line = new.last() == Some(&b'\n');
+            let body = if ends_line {
+                &new[..new.len() - 1]
+            } else {
+                new
+            };
+            state = scan(body, state, self.delimiter);
+            if !keep {
+                scratch.clear();
+            }
+            if ends_line && state != Quote::Quoted {
+                break;
+            }
         }
-        let mut line = Vec::new();
-        let n = read_line_bounded(&mut self.inner, &mut line)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let start = self.offset;
-        self.offset += n as u64;
-        Ok(Some((start, line)))
+        Ok(Some(Record {
+            bytes,
+            total,
+            open: state == Quote::Quoted,
+        }))
     }
 }
 
-/// `read_until(b'\n')`, but a line longer than [`MAX_RECORD_BYTES`] is returned in
-/// pieces rather than held whole.
-fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<usize> {
+/// Header names must name the JSON keys: none empty, none twice.
+fn check_names(names: &[String]) -> Result<(), String> {
+    if let Some(i) = names.iter().position(String::is_empty) {
+        return Err(format!(
+            "header column {} has no name: every column needs one",
+            i + 1
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            return Err(format!(
+                "header name {name:?} appears twice: each message would have the key twice"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Appends to `out` through the next `\n` or up to `room` bytes, whichever comes first;
+/// the count appended (0 at the end of the stream).
+fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>, room: usize) -> io::Result<usize> {
     let mut total = 0;
     loop {
         let (done, used) = {
@@ -358,7 +442,7 @@ fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<usiz
             if buf.is_empty() {
                 return Ok(total);
             }
-            let room = MAX_RECORD_BYTES.saturating_sub(out.len()).max(1);
+            let room = (room - total).max(1);
             match buf.iter().take(room).position(|&b| b == b'\n') {
                 Some(i) => {
                     out.extend_from_slice(&buf[..=i]);
@@ -367,7 +451,7 @@ fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<usiz
                 None => {
                     let n = buf.len().min(room);
                     out.extend_from_slice(&buf[..n]);
-                    (out.len() >= MAX_RECORD_BYTES, n)
+                    (n >= room, n)
                 }
             }
         };
@@ -527,27 +611,35 @@ mod tests {
 
     #[test]
     fn malformed_rows_are_returned_and_never_swallow_the_next() {
-        // "\xc3" and "\xa9" are each invalid, though "é" together.
-        let text = b"a,b\n1,2,3\n\xff,x\n1,\"open\n2,y\n\xc3,\xa9\n3,z\n";
+        // "\xc3" and "\xa9" are each invalid, though "é" together. A quoted field that
+        // spans lines and ends at the wrong width is one malformed record, not three.
+        let text = b"a,b\n1,2,3\n\xff,x\n1,\"two\nlines\",x\n2,y\n\xc3,\xa9\n3,z\n4,\"open\n5,y\n";
         let (_, rows) = rows(text);
         let verdicts: Vec<_> = rows.iter().map(|r| r.fields.clone().err()).collect();
+        let count = |found| Some(Malformed::FieldCount { expected: 2, found });
         assert_eq!(
             verdicts,
             [
-                Some(Malformed::FieldCount {
-                    expected: 2,
-                    found: 3
-                }),
+                count(3),
                 Some(Malformed::Utf8),
+                count(3),
+                None,
+                Some(Malformed::Utf8),
+                None,
                 Some(Malformed::UnterminatedQuote),
-                None,
-                Some(Malformed::Utf8),
-                None,
             ]
         );
-        assert_eq!(rows[2].raw, b"1,\"open");
+        assert_eq!(rows[2].raw, b"1,\"two\nlines\",x");
         assert_eq!(ok(&rows[3]), ["2", "y"]);
-        assert_eq!(rows.last().map(|r| r.line), Some(6));
+        assert_eq!(rows[6].raw, b"4,\"open\n5,y");
+        assert_eq!(rows.last().map(|r| r.line), Some(7));
+    }
+
+    #[test]
+    fn a_quote_inside_an_unquoted_field_is_a_character() {
+        let (_, rows) = rows(b"a,b\nx\"y,z\n1,2\n");
+        assert_eq!(ok(&rows[0]), ["x\"y", "z"]);
+        assert_eq!(ok(&rows[1]), ["1", "2"]);
     }
 
     #[test]
@@ -608,13 +700,86 @@ mod tests {
         );
     }
 
+    fn limited(text: &[u8], limit: usize) -> Vec<Row> {
+        let mut r = Reader::new(text, b',', 0, 1).with_limit(limit);
+        r.read_header().expect("read");
+        std::iter::from_fn(|| r.next_row().expect("read")).collect()
+    }
+
+    /// The issue's two records over the limit (scaled down): each is one malformed
+    /// record, kept by its first `limit` bytes, and `2,z` is line 2.
     #[test]
-    fn a_record_past_the_limit_is_cut_and_the_rest_read_on() {
-        let mut text = b"a,b\n1,\"".to_vec();
-        text.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
-        text.extend_from_slice(b"\n2,ok\n");
-        let (_, rows) = rows(&text);
-        assert_eq!(rows.last().map(ok), Some(vec!["2", "ok"]));
-        assert!(rows.iter().all(|r| r.raw.len() <= MAX_RECORD_BYTES));
+    fn a_record_past_the_limit_is_one_malformed_record() {
+        let mut quoted = b"a,b\n1,\"".to_vec();
+        quoted.extend(b"p,q\n".repeat(3000));
+        quoted.extend(b"\"\n2,z\n");
+        let mut unquoted = b"a,b\n1,".to_vec();
+        unquoted.extend(std::iter::repeat_n(b'y', 15_000));
+        unquoted.extend(b"\n2,z\n");
+        for text in [quoted, unquoted] {
+            let rows = limited(&text, 4096);
+            assert_eq!(rows.len(), 2);
+            let total = text.len() as u64 - 4 - 4;
+            assert_eq!(
+                rows[0].fields,
+                Err(Malformed::TooLong {
+                    bytes: total,
+                    limit: 4096
+                })
+            );
+            assert_eq!(rows[0].truncated, Some(total));
+            assert_eq!(rows[0].raw.len(), 4096);
+            assert_eq!((rows[1].line, ok(&rows[1])), (2, vec!["2", "z"]));
+            assert_eq!(rows[1].end, text.len() as u64);
+        }
+    }
+
+    #[test]
+    fn headers_that_cannot_name_the_columns_are_errors() {
+        for (text, why) in [
+            (&b"a,b,a\n1,2,3\n"[..], "appears twice"),
+            (b"a,,b\n1,2,3\n", "has no name"),
+            (b"a,b\r1,2\r3,4\r", "bare CR"),
+            (b"a,\"b\n1,2\n", "never closed"),
+        ] {
+            let mut r = Reader::new(text, b',', 0, 1);
+            let e = r.read_header().expect_err(why);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+    }
+
+    /// Python's csv module as the oracle, over records that span lines, quotes inside
+    /// unquoted fields and after closing ones, blank lines, CRLF.
+    #[test]
+    fn records_end_where_pythons_csv_module_ends_them() {
+        let text: &[u8] =
+            b"h1,h2\r\n1,\"a\nb\"\r\nx\"y,\"\"\"q\"\"\"\n\n\"m\nn\",\"o,p\"\n3,\"\"\n4,\"tail\"x\n";
+        let script = "import csv,io,json,sys\n\
+            t=sys.stdin.buffer.read().decode()\n\
+            r=[row for row in csv.reader(io.StringIO(t, newline=''), strict=False) if row]\n\
+            print(json.dumps(r))";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text)
+            .expect("write");
+        let out = child.wait_with_output().expect("python3");
+        let python: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).expect("json");
+        let (header, rows) = rows(text);
+        let mut ours = vec![header];
+        ours.extend(
+            rows.iter()
+                .map(|r| ok(r).iter().map(|s| s.to_string()).collect()),
+        );
+        assert_eq!(ours, python);
     }
 }

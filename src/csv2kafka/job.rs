@@ -14,7 +14,7 @@
 //! A Kafka failure mid-way (a delivery timeout, a fatal idempotence error) goes back to
 //! step 2 with a new producer: the same path as a restart.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use super::checkpoint::{Checkpoint, Manager, Status, Taken, now_ms};
 use super::config::Config;
 use super::csv::{Reader, Row, json_keys, to_json};
 use super::emitter::{Emitter, Sample};
-use super::kafka::{self, Ack, Dest, Landed, Sink, Slot};
+use super::kafka::{self, Ack, Dest, Landed, SendError, Sink, Slot};
 use super::lease::{Lease, Now};
 use super::saver::{InFlight, Saver};
 use super::source;
@@ -67,6 +67,13 @@ struct Pending {
 /// A row's message: destination, key (`None`: the job id), and value (`None`: the JSON
 /// written into [`Stream::json`]).
 type Message<'r> = (Dest, Option<&'r [u8]>, Option<&'r [u8]>);
+
+/// A row refused as too large goes to the dead-letter topic cut to this many bytes
+/// (below librdkafka's default `message.max.bytes` of 1,000,000 with room for headers).
+const DEAD_LETTER_BYTES: usize = 900_000;
+/// Lines refused as too large remembered across attempts (past it, the oldest half is
+/// forgotten: such a row is then refused once more and learnt again).
+const REFUSED_KEPT: usize = 10_000;
 
 /// Rows sent between two servings of delivery reports, checkpoints and metrics.
 const SERVE_EVERY: u32 = 256;
@@ -197,11 +204,12 @@ pub fn run(
         );
     }
     let mut backoff = Duration::from_secs(1);
+    let mut refused = BTreeSet::new();
     loop {
         let result = match lease.may_send(Now::read()) {
-            true => attempt(ctx, s3, key, &mut cp, &mut lease),
+            true => attempt(ctx, s3, key, &mut cp, &mut lease, &mut refused),
             false => renew(ctx, &cp, &mut lease)
-                .and_then(|()| attempt(ctx, s3, key, &mut cp, &mut lease)),
+                .and_then(|()| attempt(ctx, s3, key, &mut cp, &mut lease, &mut refused)),
         };
         match result {
             Ok(outcome) => return Ok(outcome),
@@ -297,6 +305,7 @@ fn attempt(
     key: &str,
     cp: &mut Checkpoint,
     lease: &mut Lease,
+    refused: &mut BTreeSet<u64>,
 ) -> Result<Outcome, Failure> {
     let sink = Sink::new(&ctx.config.kafka, ctx.config.delivery()).map_err(Failure::Fatal)?;
     let topics = topics(ctx.config);
@@ -348,6 +357,7 @@ fn attempt(
             sink: &sink,
             counts,
             landed,
+            refused,
         };
         Stream::new(ctx, target, opened, cp, saver, lease).run(cp)
     })
@@ -391,6 +401,8 @@ struct Stream<'a> {
     last_saved: u64,
     last_sample: (Instant, u64, u64),
     lease: &'a mut Lease,
+    /// Lines the broker refused as too large (see [`Stream::take_ack`]).
+    refused: &'a mut BTreeSet<u64>,
     /// A clean stop: the last checkpoint gives the lease back.
     stopping: bool,
     rate: f64,
@@ -402,6 +414,7 @@ struct Target<'a> {
     sink: &'a Sink,
     counts: HashMap<Dest, i32>,
     landed: BTreeMap<Slot, Landed>,
+    refused: &'a mut BTreeSet<u64>,
 }
 
 impl<'a> Stream<'a> {
@@ -417,13 +430,15 @@ impl<'a> Stream<'a> {
             sink,
             counts,
             landed,
+            refused,
         } = target;
         let mut reader = Reader::new(
             opened.reader,
             ctx.config.csv.delimiter,
             cp.byte_offset,
             cp.last_line + 1,
-        );
+        )
+        .with_limit(ctx.config.csv.max_record_bytes);
         if let Some(h) = &cp.header {
             reader.set_header(h.clone());
         }
@@ -465,6 +480,7 @@ impl<'a> Stream<'a> {
             last_saved: cp.last_line,
             last_sample: (Instant::now(), cp.last_line, cp.failed_rows),
             lease,
+            refused,
             stopping: false,
             rate: 0.0,
         }
@@ -473,9 +489,13 @@ impl<'a> Stream<'a> {
     fn run(mut self, cp: &mut Checkpoint) -> Result<Outcome, Failure> {
         if cp.header.is_none() {
             let header = if self.ctx.config.csv.header {
-                self.reader
-                    .read_header()
-                    .map_err(|e| Failure::Retry(format!("reading the header: {e}")))?
+                self.reader.read_header().map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        Failure::Fatal(format!("{}: {e}", cp.source_object))
+                    } else {
+                        Failure::Retry(format!("reading the header: {e}"))
+                    }
+                })?
             } else {
                 None
             };
@@ -549,6 +569,9 @@ impl<'a> Stream<'a> {
     }
 
     fn send_with(&mut self, cp: &Checkpoint, row: &Row, json: &mut String) -> Result<(), Failure> {
+        if self.refused.contains(&row.line) {
+            return self.dead_letter(cp, row, "the broker refused it as too large");
+        }
         let Some((dest, key, raw)) = self.message(cp, row, json) else {
             // Malformed, no dead-letter topic: logged and counted, nothing to send.
             self.track(row, None, true, false);
@@ -556,6 +579,61 @@ impl<'a> Stream<'a> {
         };
         let value = raw.unwrap_or(json.as_bytes());
         let key = key.unwrap_or(cp.job_id.as_bytes());
+        match self.deliver(cp, row, dest, key, value, None)? {
+            None => Ok(()),
+            Some(why) if dest == Dest::Main => {
+                log::warn!("{}: line {}: {why}", cp.job_id, row.line);
+                self.dead_letter(cp, row, &why)
+            }
+            Some(why) => {
+                log::warn!("{}: line {}: {why}; counted as failed", cp.job_id, row.line);
+                self.track(row, None, true, false);
+                Ok(())
+            }
+        }
+    }
+
+    /// A row Kafka refused as too large: malformed, so dead-lettered (its raw bytes, cut
+    /// to [`DEAD_LETTER_BYTES`] and marked so, with `refused` saying why) or counted.
+    fn dead_letter(&mut self, cp: &Checkpoint, row: &Row, why: &str) -> Result<(), Failure> {
+        if self.ctx.config.kafka.dead_letter_topic.is_none() {
+            self.track(row, None, true, false);
+            return Ok(());
+        }
+        let value = &row.raw[..row.raw.len().min(DEAD_LETTER_BYTES)];
+        let note = (value.len() < row.raw.len()).then_some(why);
+        match self.deliver(
+            cp,
+            row,
+            Dest::DeadLetter,
+            cp.job_id.as_bytes(),
+            value,
+            Some(note.unwrap_or(why)),
+        )? {
+            None => Ok(()),
+            Some(again) => {
+                log::warn!(
+                    "{}: line {}: {again}; counted as failed",
+                    cp.job_id,
+                    row.line
+                );
+                self.track(row, None, true, false);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands one message to the producer unless the resume scan found it landed; tracks
+    /// it. `Some(why)` when Kafka refuses it as too large (nothing was tracked).
+    fn deliver(
+        &mut self,
+        cp: &Checkpoint,
+        row: &Row,
+        dest: Dest,
+        key: &[u8],
+        value: &[u8],
+        refused: Option<&str>,
+    ) -> Result<Option<String>, Failure> {
         let partition = kafka::partition_of(key, self.counts[&dest]);
         let slot = (dest, partition);
         let failed = dest == Dest::DeadLetter;
@@ -565,14 +643,13 @@ impl<'a> Stream<'a> {
             .is_some_and(|l| l.lines.contains(&row.line))
         {
             self.track(row, None, failed, false);
-            return Ok(());
+            return Ok(None);
         }
         // Checked before a row is handed over and again after: a stall (SIGSTOP, a
         // frozen VM) anywhere in between shows as a lease whose margin is gone, and what
         // the producer holds is purged before it can outlive the lease.
         self.lease_check(cp, row.line)?;
-        self.track(row, Some(slot), failed, true);
-        let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 1);
+        let mut headers = OwnedHeaders::new_with_capacity(self.base_headers.len() + 3);
         for (name, value) in &self.base_headers {
             headers = headers.insert(Header {
                 key: name,
@@ -584,10 +661,33 @@ impl<'a> Stream<'a> {
             key: "line",
             value: Some(decimal(row.line, &mut digits)),
         });
-        self.sink
+        // A record cut short (past the record limit, or for the dead-letter topic) is
+        // marked with the length it had.
+        let mut whole = [0u8; 20];
+        let total = row.truncated.unwrap_or(row.raw.len() as u64);
+        if total > value.len() as u64 && dest == Dest::DeadLetter {
+            headers = headers.insert(Header {
+                key: "truncated_from_bytes",
+                value: Some(decimal(total, &mut whole)),
+            });
+        }
+        if let Some(why) = refused {
+            headers = headers.insert(Header {
+                key: "refused",
+                value: Some(why.as_bytes()),
+            });
+        }
+        match self
+            .sink
             .send(dest, partition, row.line, key, value, headers)
-            .map_err(Failure::Retry)?;
-        self.lease_check(cp, row.line)
+        {
+            Ok(()) => {}
+            Err(SendError::TooLarge(why)) => return Ok(Some(why)),
+            Err(SendError::Other(why)) => return Err(Failure::Retry(why)),
+        }
+        self.track(row, Some(slot), failed, true);
+        self.lease_check(cp, row.line)?;
+        Ok(None)
     }
 
     /// Stops sending at once when the lease has no margin left: everything the producer
@@ -632,7 +732,11 @@ impl<'a> Stream<'a> {
             Err(why) => {
                 log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
                 self.ctx.config.kafka.dead_letter_topic.as_ref()?;
-                Some((Dest::DeadLetter, None, Some(&row.raw)))
+                Some((
+                    Dest::DeadLetter,
+                    None,
+                    Some(&row.raw[..row.raw.len().min(DEAD_LETTER_BYTES)]),
+                ))
             }
         }
     }
@@ -657,9 +761,7 @@ impl<'a> Stream<'a> {
             self.settle(cp, answer)?;
         }
         for ack in self.sink.poll(Duration::ZERO) {
-            self.tracker.ack(&ack).map_err(|e| {
-                Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line))
-            })?;
+            self.take_ack(&ack)?;
         }
         if let Some(fatal) = self.sink.fatal() {
             return Err(Failure::Retry(fatal));
@@ -682,6 +784,21 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
+    /// One delivery report into the tracker. A row the broker refused as too large is
+    /// remembered: the attempt after this one dead-letters it instead.
+    fn take_ack(&mut self, ack: &Ack) -> Result<(), Failure> {
+        if ack.too_large {
+            if self.refused.len() >= REFUSED_KEPT {
+                let keep = self.refused.split_off(&(self.refused.len() as u64 / 2));
+                *self.refused = keep;
+            }
+            self.refused.insert(ack.line);
+        }
+        self.tracker
+            .ack(ack)
+            .map_err(|e| Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line)))
+    }
+
     /// Waits until every row sent is acknowledged (or fails).
     fn drain(&mut self, cp: &mut Checkpoint) -> Result<(), Failure> {
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -692,9 +809,7 @@ impl<'a> Stream<'a> {
                 ));
             }
             for ack in self.sink.poll(Duration::from_millis(50)) {
-                self.tracker.ack(&ack).map_err(|e| {
-                    Failure::Retry(format!("Kafka did not take line {}: {e}", ack.line))
-                })?;
+                self.take_ack(&ack)?;
             }
             if let Some(fatal) = self.sink.fatal() {
                 return Err(Failure::Retry(fatal));
@@ -874,6 +989,7 @@ mod tests {
         let ack = |line, p, off| Ack {
             line,
             result: Ok(((Dest::Main, p), off)),
+            too_large: false,
         };
         t.ack(&ack(2, 1, 7)).expect("ack");
         assert_eq!(t.durable_line, 0, "line 1 is not acknowledged yet");
@@ -886,6 +1002,7 @@ mod tests {
         let failed = Ack {
             line: 4,
             result: Err("timed out".into()),
+            too_large: false,
         };
         t.push(pending(4, Some((Dest::Main, 0))));
         assert!(t.ack(&failed).is_err());

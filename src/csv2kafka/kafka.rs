@@ -41,6 +41,20 @@ pub type Slot = (Dest, i32);
 pub struct Ack {
     pub line: u64,
     pub result: Result<(Slot, i64), String>,
+    /// The broker refused the message for its size: sending it again cannot help.
+    pub too_large: bool,
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Larger than the producer or the broker accepts: the row is malformed for Kafka.
+    TooLarge(String),
+    Other(String),
+}
+
+fn is_too_large(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
 }
 
 /// The delivery reports, collected by librdkafka's callback on our own poll.
@@ -60,10 +74,12 @@ impl ProducerContext for Reports {
             Ok(m) => Ack {
                 line,
                 result: Ok(((dest, m.partition()), m.offset())),
+                too_large: false,
             },
             Err((e, _)) => Ack {
                 line,
                 result: Err(e.to_string()),
+                too_large: is_too_large(e),
             },
         };
         self.acks
@@ -220,7 +236,7 @@ impl Sink {
         key: &[u8],
         value: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         let mut record = BaseRecord::with_opaque_to(self.topic(dest), encode(line, dest))
             .partition(partition)
             .key(key)
@@ -233,7 +249,13 @@ impl Sink {
                     record = r;
                     self.producer.poll(Duration::from_millis(20));
                 }
-                Err((e, _)) => return Err(format!("Kafka: {e}")),
+                Err((e, _)) if is_too_large(&e) => {
+                    return Err(SendError::TooLarge(format!(
+                        "{} bytes is more than Kafka takes ({e})",
+                        value.len()
+                    )));
+                }
+                Err((e, _)) => return Err(SendError::Other(format!("Kafka: {e}"))),
             }
         }
     }

@@ -3,14 +3,17 @@ and prints one line per message: partition, offset, job header, line header, val
 Reads to partition EOF on every partition and then waits for a quiet second: tansu's
 watermarks can be behind the log, so they are not trusted alone.
 
-usage: kafka_read.py BOOTSTRAP TOPIC
+usage: kafka_read.py BOOTSTRAP TOPIC [--headers]
+  --headers: a sixth column, the other headers as JSON
 """
+import json
 import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
+with_headers = sys.argv[3:] == ["--headers"]
 c = Consumer({
     "bootstrap.servers": bootstrap,
     "group.id": "kafka-read-%d" % time.time_ns(),
@@ -40,7 +43,11 @@ while True:
     quiet = None
     at_end[m.partition()] = False
     h = dict(m.headers() or [])
-    out.write("%d\t%d\t%s\t%s\t%s\n" % (
+    out.write("%d\t%d\t%s\t%s\t%s" % (
         m.partition(), m.offset(), h.get("job", b"").decode(), h.get("line", b"").decode(),
         (m.value() or b"").decode("utf-8", "replace").replace("\t", "\\t").replace("\n", "\\n")))
+    if with_headers:
+        rest = {k: v.decode("utf-8", "replace") for k, v in h.items() if k not in ("job", "line")}
+        out.write("\t" + json.dumps(rest))
+    out.write("\n")
 c.close()
