@@ -761,10 +761,31 @@ fn csv_as_it_really_is_and_compressed_objects() {
 
 #[test]
 fn bad_input_exits_with_the_cause() {
-    let setup = Setup::new("");
+    let mut setup = Setup::new("");
     let out = setup.run(&format!("s3://{BUCKET}/no/such.csv"));
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     assert!(err(&out).contains("NoSuchKey"), "{}", err(&out));
+    // Brokers that never answer: the job fails after kafka.connect_timeout_seconds,
+    // named, its checkpoint where it was. (A missing topic fails it at once, but tansu
+    // creates topics on demand.)
+    setup.s3.client().put("k/a.csv", b"a,b\n1,2\n");
+    let url = format!("s3://{BUCKET}/k/a.csv");
+    setup.edit(|c| {
+        c["kafka"]["bootstrap_servers"] = "127.0.0.1:1".into();
+        c["kafka"]["connect_timeout_seconds"] = 3.into();
+    });
+    let started = std::time::Instant::now();
+    let out = setup.run(&url);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(
+        err(&out).contains("kafka.connect_timeout_seconds"),
+        "{}",
+        err(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+    assert_eq!(setup.status(&url)["last_line"], 0);
+    let bootstrap = setup.kafka.bootstrap();
+    setup.edit(|c| c["kafka"]["bootstrap_servers"] = bootstrap.into());
     let out = setup.run("ftp://x");
     assert_eq!(out.status.code(), Some(2), "{}", err(&out));
     std::fs::write(
@@ -1004,7 +1025,10 @@ fn records_too_large_are_dead_lettered_whole_and_numbering_holds() {
         let (_, _, _, line, value, headers) = letters[0];
         assert_eq!(*line, bad, "{name}");
         let unescaped = value.replace("\\n", "\n").len();
-        assert!(unescaped < 1_000_000, "{name}: {unescaped} bytes, more than Kafka takes");
+        assert!(
+            unescaped < 1_000_000,
+            "{name}: {unescaped} bytes, more than Kafka takes"
+        );
         assert_eq!(
             headers["truncated_from_bytes"],
             total.to_string(),

@@ -31,6 +31,8 @@ pub struct Kafka {
     /// librdkafka properties, passed as they are (after ours, so they win, except the
     /// ones exactly-once needs: see [`FORCED`]).
     pub properties: BTreeMap<String, String>,
+    /// How long the brokers may stay unreachable before the job fails (default 120 s).
+    pub connect_timeout: Duration,
 }
 
 /// Properties exactly-once depends on; setting them otherwise is refused.
@@ -95,6 +97,7 @@ struct RawKafka {
     dead_letter_topic: Option<String>,
     #[serde(default)]
     properties: BTreeMap<String, serde_json::Value>,
+    connect_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +192,7 @@ impl Config {
                 "topic": self.kafka.topic,
                 "key_column": self.kafka.key_column,
                 "dead_letter_topic": self.kafka.dead_letter_topic,
+                "connect_timeout_seconds": self.kafka.connect_timeout.as_secs(),
                 "properties": self.kafka.properties.keys().map(|k| (k.clone(),
                     if k.contains("password") || k.contains("secret") { "<redacted>".to_string() }
                     else { self.kafka.properties[k].clone() })).collect::<BTreeMap<_, _>>(),
@@ -245,12 +249,20 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
         }
         properties.insert(k, text);
     }
+    let connect = raw.connect_timeout_seconds.unwrap_or(120);
+    if !(1..=86_400).contains(&connect) {
+        return Err(field(
+            "kafka.connect_timeout_seconds",
+            format!("{connect} is outside 1 to 86400"),
+        ));
+    }
     Ok(Kafka {
         bootstrap_servers: raw.bootstrap_servers,
         topic: raw.topic,
         key_column: raw.key_column,
         dead_letter_topic: raw.dead_letter_topic,
         properties,
+        connect_timeout: Duration::from_secs(connect),
     })
 }
 

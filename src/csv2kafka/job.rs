@@ -90,7 +90,14 @@ struct Tracker {
     durable_line: u64,
     durable_end: u64,
     durable_bytes: u64,
+    /// Per partition, past the last acknowledged row of the durable prefix.
     next_offsets: BTreeMap<Slot, i64>,
+    /// Per partition, where a scan must start at the least: the checkpoint's offsets,
+    /// moved by the resume scan past other jobs' messages where it found none of ours.
+    base: BTreeMap<Slot, i64>,
+    /// Per partition, the rows the resume scan found: a checkpoint may not move the
+    /// partition's offset past them until the durable prefix holds them all.
+    held: BTreeMap<Slot, Landed>,
     sent: u64,
     failed: u64,
     /// Send-to-acknowledgement latencies, microseconds.
@@ -98,6 +105,34 @@ struct Tracker {
 }
 
 impl Tracker {
+    /// The partition offsets a checkpoint of the durable prefix may record: never past
+    /// a row of this job above `durable_line`, so the next scan finds every such row.
+    fn offsets(&self) -> BTreeMap<Slot, i64> {
+        let mut out = self.base.clone();
+        for (slot, landed) in &self.held {
+            let Some(first) = landed.first_offset else {
+                continue;
+            };
+            if landed.max_line().is_some_and(|l| l > self.durable_line) {
+                out.insert(*slot, first);
+            } else {
+                let e = out.entry(*slot).or_insert(0);
+                *e = (*e).max(landed.next_offset);
+            }
+        }
+        for (slot, next) in &self.next_offsets {
+            let held = self
+                .held
+                .get(slot)
+                .is_some_and(|l| l.max_line().is_some_and(|m| m > self.durable_line));
+            if !held {
+                let e = out.entry(*slot).or_insert(0);
+                *e = (*e).max(*next);
+            }
+        }
+        out
+    }
+
     fn push(&mut self, p: Pending) {
         self.pending.push_back(p);
         self.advance();
@@ -205,15 +240,34 @@ pub fn run(
     }
     let mut backoff = Duration::from_secs(1);
     let mut refused = BTreeSet::new();
+    let mut unreachable: Option<Instant> = None;
     loop {
         let result = match lease.may_send(Now::read()) {
             true => attempt(ctx, s3, key, &mut cp, &mut lease, &mut refused),
             false => renew(ctx, &cp, &mut lease)
                 .and_then(|()| attempt(ctx, s3, key, &mut cp, &mut lease, &mut refused)),
         };
+        let result = match result {
+            Err(Failure::Unreachable(why)) => {
+                let since = *unreachable.get_or_insert_with(Instant::now);
+                let limit = ctx.config.kafka.connect_timeout;
+                if since.elapsed() >= limit {
+                    Err(Failure::Fatal(format!(
+                        "{why}: no broker answered for {}s (kafka.connect_timeout_seconds)",
+                        limit.as_secs()
+                    )))
+                } else {
+                    Err(Failure::Retry(why))
+                }
+            }
+            other => {
+                unreachable = None;
+                other
+            }
+        };
         match result {
             Ok(outcome) => return Ok(outcome),
-            Err(Failure::Retry(why)) => {
+            Err(Failure::Unreachable(why)) | Err(Failure::Retry(why)) => {
                 if ctx.stop.load(Ordering::Relaxed) {
                     let _ = ctx.checkpoints.save(&cp, true);
                     return Ok(Outcome::Stopped);
@@ -247,6 +301,9 @@ pub fn run(
 enum Failure {
     /// Kafka or S3 trouble: go back to the scan.
     Retry(String),
+    /// The brokers did not answer: retried until `kafka.connect_timeout_seconds` have
+    /// passed without an answer, then the job fails.
+    Unreachable(String),
     /// The object cannot be read as asked (gone, replaced): the job is FAILED.
     Fatal(String),
     /// Another worker took the job: stop touching it.
@@ -311,7 +368,13 @@ fn attempt(
     let topics = topics(ctx.config);
     let mut counts = HashMap::new();
     for dest in topics.keys() {
-        counts.insert(*dest, sink.partitions(*dest).map_err(Failure::Retry)?);
+        let n = sink
+            .partitions(*dest)
+            .map_err(|e| match e.contains("does not exist") {
+                true => Failure::Fatal(e),
+                false => Failure::Unreachable(e),
+            })?;
+        counts.insert(*dest, n);
     }
     let fresh = cp.offsets.is_empty();
     if fresh {
@@ -328,14 +391,7 @@ fn attempt(
     let landed = if fresh {
         BTreeMap::new()
     } else {
-        kafka::scan(
-            &ctx.config.kafka,
-            &topics,
-            &cp.offsets,
-            &cp.job_id,
-            cp.last_line,
-        )
-        .map_err(Failure::Retry)?
+        scan(ctx, &topics, cp, lease)?
     };
     let found: usize = landed.values().map(|l| l.lines.len()).sum();
     if found > 0 {
@@ -361,6 +417,44 @@ fn attempt(
         };
         Stream::new(ctx, target, opened, cp, saver, lease).run(cp)
     })
+}
+
+/// The resume scan, renewing the lease as it goes: a scan longer than the lease still
+/// ends with the job in hand (and a lease lost meanwhile ends it).
+fn scan(
+    ctx: &Context,
+    topics: &HashMap<Dest, String>,
+    cp: &Checkpoint,
+    lease: &mut Lease,
+) -> Result<BTreeMap<Slot, Landed>, Failure> {
+    let mut lost = None;
+    let found = {
+        let mut keep = || {
+            if ctx.stop.load(Ordering::Relaxed) {
+                lost = Some(Failure::Retry("stopping".into()));
+                return false;
+            }
+            if !lease.renewal_due(Now::read()) {
+                return true;
+            }
+            match renew(ctx, cp, lease) {
+                Ok(()) => true,
+                Err(f) => {
+                    lost = Some(f);
+                    false
+                }
+            }
+        };
+        kafka::scan(
+            &ctx.config.kafka,
+            topics,
+            &cp.offsets,
+            &cp.job_id,
+            cp.last_line,
+            &mut keep,
+        )
+    };
+    found.map_err(|e| lost.take().unwrap_or(Failure::Retry(e)))
 }
 
 /// S3 errors retrying cannot fix (a missing object or bucket, a refusal, the object
@@ -451,17 +545,27 @@ impl<'a> Stream<'a> {
                 base_headers.push((name, v.clone()));
             }
         }
-        let mut tracker = Tracker {
+        let mut base = cp.offsets.clone();
+        for (slot, l) in &landed {
+            if l.lines.is_empty() {
+                // None of this job's rows past the checkpoint there: the next scan can
+                // start where this one ended (on a busy shared topic, a long way on).
+                let e = base.entry(*slot).or_insert(0);
+                *e = (*e).max(l.end);
+            }
+        }
+        let tracker = Tracker {
             durable_line: cp.last_line,
             durable_end: cp.byte_offset,
             durable_bytes: cp.bytes_done,
-            next_offsets: cp.offsets.clone(),
+            base,
+            held: landed
+                .iter()
+                .filter(|(_, l)| !l.lines.is_empty())
+                .map(|(s, l)| (*s, l.clone()))
+                .collect(),
             ..Tracker::default()
         };
-        for (slot, l) in &landed {
-            let e = tracker.next_offsets.entry(*slot).or_insert(0);
-            *e = (*e).max(l.next_offset);
-        }
         Stream {
             ctx,
             sink,
@@ -837,7 +941,7 @@ impl<'a> Stream<'a> {
         cp.bytes_done = t.durable_bytes.max(cp.bytes_done);
         cp.total_sent += t.sent;
         cp.failed_rows += t.failed;
-        cp.offsets = t.next_offsets.clone();
+        cp.offsets = t.offsets();
         cp.rate = self.rate;
         self.tracker.sent = 0;
         self.tracker.failed = 0;
@@ -1007,6 +1111,43 @@ mod tests {
         t.push(pending(4, Some((Dest::Main, 0))));
         assert!(t.ack(&failed).is_err());
         assert_eq!(t.durable_line, 3);
+    }
+
+    /// Regression (issue 22, "duplicates with one worker"): the scan found lines 105
+    /// and 110 at offsets 50 and 51 of partition 0, above the checkpoint's line 100.
+    /// While the durable prefix is below 110 a checkpoint keeps that partition's offset
+    /// at 50, so the next scan still finds them; partition 1, where the scan found none
+    /// of the job's rows, moves on to where the scan ended.
+    #[test]
+    fn a_checkpoint_never_moves_past_rows_found_above_it() {
+        let slot = (Dest::Main, 0);
+        let landed = Landed {
+            lines: [105, 110].into_iter().collect(),
+            next_offset: 52,
+            first_offset: Some(50),
+            end: 52,
+        };
+        let mut t = Tracker {
+            durable_line: 100,
+            base: [(slot, 40), ((Dest::Main, 1), 700)].into_iter().collect(),
+            held: [(slot, landed)].into_iter().collect(),
+            ..Tracker::default()
+        };
+        t.push(pending(101, Some(slot)));
+        let ack = Ack {
+            line: 101,
+            result: Ok((slot, 52)),
+            too_large: false,
+        };
+        t.ack(&ack).expect("ack");
+        assert_eq!(t.durable_line, 101);
+        assert_eq!(t.offsets()[&slot], 50);
+        assert_eq!(t.offsets()[&(Dest::Main, 1)], 700);
+        for line in 102..=110 {
+            t.push(pending(line, None));
+        }
+        assert_eq!(t.durable_line, 110);
+        assert_eq!(t.offsets()[&slot], 53);
     }
 
     #[test]

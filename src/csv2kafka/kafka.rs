@@ -164,6 +164,8 @@ pub struct Sink {
     topic: String,
     dead_letter: Option<String>,
     brokers: String,
+    /// Metadata requests wait at most this (`kafka.connect_timeout_seconds`, ≤ 30 s).
+    meta_timeout: Duration,
 }
 
 impl Sink {
@@ -195,6 +197,7 @@ impl Sink {
             topic: k.topic.clone(),
             dead_letter: k.dead_letter_topic.clone(),
             brokers: k.bootstrap_servers.clone(),
+            meta_timeout: k.connect_timeout.min(META_TIMEOUT),
         })
     }
 
@@ -211,7 +214,7 @@ impl Sink {
         let md = self
             .producer
             .client()
-            .fetch_metadata(Some(topic), META_TIMEOUT)
+            .fetch_metadata(Some(topic), self.meta_timeout)
             .map_err(|e| format!("Kafka at {}: {e}", self.brokers))?;
         let t = md
             .topics()
@@ -304,7 +307,7 @@ impl Sink {
             let (_, high) = self
                 .producer
                 .client()
-                .fetch_watermarks(&topic, p, META_TIMEOUT)
+                .fetch_watermarks(&topic, p, self.meta_timeout)
                 .map_err(|e| format!("Kafka watermarks of {topic}/{p}: {e}"))?;
             out.insert(p, high.max(0));
         }
@@ -319,6 +322,19 @@ impl Sink {
 pub struct Landed {
     pub lines: std::collections::HashSet<u64>,
     pub next_offset: i64,
+    /// The offset of the first of them (a checkpoint must not move past it while any
+    /// of them is above the checkpoint's line).
+    pub first_offset: Option<i64>,
+    /// Past the last message the scan read in the partition (anyone's): where the next
+    /// scan may start when none of the job's rows were found.
+    pub end: i64,
+}
+
+impl Landed {
+    /// The highest line found.
+    pub fn max_line(&self) -> Option<u64> {
+        self.lines.iter().copied().max()
+    }
 }
 
 /// Reads every partition from `from` (per slot) to its end and reports, per slot, the
@@ -331,6 +347,7 @@ pub fn scan(
     from: &BTreeMap<Slot, i64>,
     job: &str,
     after: u64,
+    keep: &mut dyn FnMut() -> bool,
 ) -> Result<BTreeMap<Slot, Landed>, String> {
     let mut found = BTreeMap::new();
     for (dest, topic) in topics {
@@ -339,19 +356,22 @@ pub fn scan(
             .filter(|((d, _), _)| d == dest)
             .map(|((_, p), o)| (*p, *o))
             .collect();
-        for (p, landed) in scan_topic(k, topic, &starts, job, after)? {
+        for (p, landed) in scan_topic(k, topic, &starts, (job, after), keep)? {
             found.insert((*dest, p), landed);
         }
     }
     Ok(found)
 }
 
+/// One topic's part of [`scan`]; `keep` is called between polls (the job renews its
+/// lease there, so a scan longer than the lease still ends with the job in hand) and
+/// ends the scan when it answers false.
 fn scan_topic(
     k: &Kafka,
     topic: &str,
     from: &BTreeMap<i32, i64>,
-    job: &str,
-    after: u64,
+    (job, after): (&str, u64),
+    keep: &mut dyn FnMut() -> bool,
 ) -> Result<BTreeMap<i32, Landed>, String> {
     if from.is_empty() {
         return Ok(BTreeMap::new());
@@ -372,11 +392,24 @@ fn scan_topic(
     consumer
         .assign(&tpl)
         .map_err(|e| format!("Kafka assign: {e}"))?;
-    let mut found: BTreeMap<i32, Landed> = BTreeMap::new();
+    // Every partition scanned is reported, with where the scan ended in it.
+    let mut found: BTreeMap<i32, Landed> = from
+        .iter()
+        .map(|(&p, &o)| {
+            let landed = Landed {
+                end: o,
+                ..Landed::default()
+            };
+            (p, landed)
+        })
+        .collect();
     let mut at_end: BTreeMap<i32, bool> = from.keys().map(|p| (*p, false)).collect();
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;
     loop {
+        if !keep() {
+            return Err(format!("Kafka resume scan of {topic}: stopped"));
+        }
         if started.elapsed() > SCAN_LIMIT {
             return Err(format!(
                 "Kafka resume scan of {topic} did not reach its end in 300 s"
@@ -397,12 +430,14 @@ fn scan_topic(
             Some(Ok(m)) => {
                 quiet_since = None;
                 at_end.insert(m.partition(), false);
+                let e = found.entry(m.partition()).or_default();
+                e.end = e.end.max(m.offset() + 1);
                 if let Some(line) = job_line(&m, job)
                     && line > after
                 {
-                    let e = found.entry(m.partition()).or_default();
                     e.lines.insert(line);
                     e.next_offset = e.next_offset.max(m.offset() + 1);
+                    e.first_offset = Some(e.first_offset.map_or(m.offset(), |f| f.min(m.offset())));
                 }
             }
         }
