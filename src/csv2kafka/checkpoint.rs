@@ -56,6 +56,8 @@ pub struct Checkpoint {
     /// Per partition, the offset a resume scan starts at.
     pub offsets: BTreeMap<Slot, i64>,
     pub etag: Option<String>,
+    /// How the object is stored (`plain`, `gzip`, `zstd`): a resume reads it the same way.
+    pub codec: Option<String>,
     /// The object's size, and the bytes read of it (progress before the total is known).
     pub object_bytes: Option<u64>,
     pub bytes_done: u64,
@@ -81,6 +83,7 @@ impl Checkpoint {
             header: None,
             offsets: BTreeMap::new(),
             etag: None,
+            codec: None,
             object_bytes: None,
             bytes_done: 0,
             rate: 0.0,
@@ -114,6 +117,7 @@ impl Checkpoint {
             header,
             offsets,
             etag: s("etag"),
+            codec: s("codec"),
             object_bytes: v["object_bytes"].as_u64(),
             bytes_done: n("bytes_done"),
             rate: v["rate"].as_f64().unwrap_or(0.0),
@@ -153,6 +157,9 @@ impl Checkpoint {
         }
         if let Some(e) = &self.etag {
             out.push(("etag", json!(e)));
+        }
+        if let Some(c) = &self.codec {
+            out.push(("codec", json!(c)));
         }
         if let Some(b) = self.object_bytes {
             out.push(("object_bytes", json!(b)));

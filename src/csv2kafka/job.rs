@@ -401,11 +401,20 @@ fn attempt(
             cp.last_line
         );
     }
-    let opened = source::open(Arc::clone(s3), key, cp.byte_offset, cp.etag.as_deref())
-        .map_err(|e| classify_s3(&e))?;
+    let known = source::Known {
+        etag: cp.etag.as_deref(),
+        codec: cp.codec.as_deref().and_then(source::Codec::parse),
+        size: cp.object_bytes,
+    };
+    let opened =
+        source::open(Arc::clone(s3), key, cp.byte_offset, known).map_err(|e| classify_s3(&e))?;
     if cp.etag.is_none() {
+        // Saved before the first row goes: a crash now must not resume on another
+        // version of the object, nor read a compressed one as plain.
         cp.etag = Some(opened.etag.clone());
         cp.object_bytes = opened.total;
+        cp.codec = Some(opened.codec.name().to_string());
+        renew(ctx, cp, lease)?;
     }
     std::thread::scope(|scope| {
         let saver = Saver::start(scope, ctx.checkpoints);

@@ -29,6 +29,23 @@ pub enum Codec {
 }
 
 impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Plain => "plain",
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Codec> {
+        match name {
+            "plain" => Some(Codec::Plain),
+            "gzip" => Some(Codec::Gzip),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
     /// By the key's suffix, else the `Content-Encoding`.
     pub fn of(key: &str, encoding: Option<&str>) -> Codec {
         let lower = key.to_ascii_lowercase();
@@ -112,12 +129,35 @@ pub struct Opened {
     pub reader: Box<dyn BufRead + Send>,
 }
 
-/// Opens `key` for reading from decompressed byte `from`, requiring `etag` if given (the
-/// object a checkpoint was taken on). Plain objects start with a ranged GET; compressed
-/// ones are decompressed from the start and the first `from` bytes skipped.
-pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Opened, S3Error> {
-    let codec_guess = Codec::of(key, None);
+/// What a checkpoint knows of the object a job reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The ETag it was taken on.
+    pub etag: Option<&'a str>,
+    /// How it was stored (a `.csv` with `Content-Encoding: gzip` is compressed too).
+    pub codec: Option<Codec>,
+    /// Its stored size.
+    pub size: Option<u64>,
+}
+
+/// Opens `key` for reading from decompressed byte `from`, requiring the ETag `known`
+/// gives (the object a checkpoint was taken on). Plain objects start with a ranged GET;
+/// compressed ones are decompressed from the start and the first `from` bytes skipped.
+pub fn open(s3: Arc<S3>, key: &str, from: u64, known: Known) -> Result<Opened, S3Error> {
+    let codec_guess = known.codec.unwrap_or_else(|| Codec::of(key, None));
     let start = if codec_guess == Codec::Plain { from } else { 0 };
+    if codec_guess == Codec::Plain && known.size.is_some_and(|size| from >= size) {
+        // Read to its end already: a ranged GET there is refused (416), not empty.
+        return Ok(Opened {
+            etag: known.etag.unwrap_or_default().to_string(),
+            total: known.size,
+            meta: Default::default(),
+            codec: Codec::Plain,
+            stored_pos: Arc::new(AtomicU64::new(from)),
+            reader: Box::new(io::empty()),
+        });
+    }
+    let etag = known.etag;
     let Object {
         etag: got,
         encoding,
@@ -131,7 +171,9 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, etag: Option<&str>) -> Result<Ope
     {
         return Err(changed(key, &format!("its ETag is {got}, not {want}")));
     }
-    let codec = Codec::of(key, encoding.as_deref());
+    let codec = known
+        .codec
+        .unwrap_or_else(|| Codec::of(key, encoding.as_deref()));
     let pos = Arc::new(AtomicU64::new(start));
     let raw = Raw {
         s3,

@@ -3,6 +3,8 @@ the tests' own client does not do. Used by tests/lifecycles.rs.
 
   s3.py ENDPOINT uploads BUCKET [KEY_ID SECRET]
       -> the keys of multipart uploads in progress, as JSON
+  s3.py ENDPOINT put-encoded BUCKET KEY FILE ENCODING KEY_ID SECRET
+      -> PutObject of FILE's bytes with that Content-Encoding
 """
 import json
 import sys
@@ -10,10 +12,14 @@ import sys
 import boto3
 
 endpoint, action, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
-key_id, secret = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else ("AKIATESTKEY0000001", "test")
+key_id, secret = sys.argv[-2:] if len(sys.argv) > 5 else ("AKIATESTKEY0000001", "test")
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                   aws_access_key_id=key_id, aws_secret_access_key=secret)
 if action == "uploads":
     print(json.dumps([u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]))
+elif action == "put-encoded":
+    key, path, encoding = sys.argv[4:7]
+    with open(path, "rb") as f:
+        s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentEncoding=encoding)
 else:
     sys.exit(f"unknown action {action}")
