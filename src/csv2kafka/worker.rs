@@ -197,7 +197,8 @@ pub fn status_json(cp: &Checkpoint) -> serde_json::Value {
         "percent": (cp.percent() * 10.0).round() / 10.0,
         "records_per_second": rate,
         "remaining": cp.remaining(),
-        "eta_seconds": cp.eta(rate).round(),
+        // Unknown (null) until a rate has been measured, rather than a made-up 0.
+        "eta_seconds": (rate > 0.0 || cp.status != Status::InProgress).then(|| cp.eta(rate).round()),
         "updated_at": cp.updated_at,
         "lease_owner": cp.lease_owner,
         "error": cp.error,
@@ -206,11 +207,20 @@ pub fn status_json(cp: &Checkpoint) -> serde_json::Value {
 
 fn status_text(cp: &Checkpoint) -> String {
     let v = status_json(cp);
-    let total = cp
-        .total_lines
-        .map_or_else(|| format!("~{} left", cp.remaining()), |t| t.to_string());
+    // The total once known; before, an estimate from the bytes read (never below the
+    // line reached), or "unknown" while nothing has been read.
+    let total = match (cp.total_lines, cp.remaining()) {
+        (Some(t), _) => t.to_string(),
+        (None, 0) if cp.status == Status::InProgress => "unknown".to_string(),
+        (None, left) => format!("~{}", cp.last_line + left),
+    };
+    let rate = v["records_per_second"].as_f64().unwrap_or(0.0);
+    let rate_text = match v["eta_seconds"].as_f64() {
+        Some(eta) => format!("{rate:.0} rows/s, ETA {}", crate::status::duration(eta)),
+        None => "not measured yet, ETA unknown".to_string(),
+    };
     let mut out = format!(
-        "job {}: {}\n  source   {}\n  line     {} of {total} ({:.1}%)\n  sent     {} rows, {} failed\n  rate     {:.0} rows/s, ETA {}\n  updated  {}\n",
+        "job {}: {}\n  source   {}\n  line     {} of {total} ({:.1}%)\n  sent     {} rows, {} failed\n  rate     {rate_text}\n  updated  {}\n",
         cp.job_id,
         cp.status.as_str(),
         cp.source_object,
@@ -218,8 +228,6 @@ fn status_text(cp: &Checkpoint) -> String {
         cp.percent(),
         cp.total_sent,
         cp.failed_rows,
-        v["records_per_second"].as_f64().unwrap_or(0.0),
-        crate::status::duration(v["eta_seconds"].as_f64().unwrap_or(0.0)),
         cp.updated_at,
     );
     if let Some(e) = &cp.error {
@@ -252,5 +260,32 @@ pub fn create_table(config: &Config) -> Result<String, String> {
             Ok(format!("checkpoint table {} created\n", m.table))
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 22.5): "line 1546539 of ~1472074 left" and "rate 0 rows/s, ETA
+    /// 0s" before the first sample. The total is the line reached plus the estimate of
+    /// what is left, or "unknown"; without a measured rate the ETA is unknown.
+    #[test]
+    fn status_shows_an_honest_total_rate_and_eta() {
+        let mut cp = Checkpoint::new("j", "s3://b/k.csv");
+        let text = status_text(&cp);
+        assert!(text.contains("line     0 of unknown"), "{text}");
+        assert!(text.contains("not measured yet, ETA unknown"), "{text}");
+        assert!(status_json(&cp)["eta_seconds"].is_null());
+        cp.last_line = 1_546_539;
+        cp.bytes_done = 1_000;
+        cp.object_bytes = Some(1_100);
+        cp.rate = 1000.0;
+        let text = status_text(&cp);
+        assert!(text.contains("of ~1701193 ("), "{text}");
+        assert!(text.contains("1000 rows/s, ETA 2m35s"), "{text}");
+        cp.status = Status::Completed;
+        cp.total_lines = Some(1_546_539);
+        assert!(status_text(&cp).contains("of 1546539 (100.0%)"));
     }
 }
