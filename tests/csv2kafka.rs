@@ -1114,3 +1114,36 @@ fn a_csv_with_content_encoding_gzip_resumes_after_a_kill() {
     check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
     assert_eq!(setup.item(&job)["codec"], "gzip");
 }
+
+/// A job resumed under another layout (here `kafka.key_column` set after a kill) would
+/// look for its landed rows in the wrong partitions: it fails, named, and its checkpoint
+/// stays; with the layout restored it resumes and every row is there once.
+#[test]
+fn a_resume_under_another_layout_is_refused_named() {
+    let mut setup = Setup::new("");
+    let (csv, want) = telemetry(200_000);
+    setup.s3.client().put("layout/drive.csv", &csv);
+    let job = format!("{BUCKET}/layout/drive.csv");
+    let url = format!("s3://{job}");
+    let mut child = setup.c2k(&["run", &url]).spawn().expect("spawn");
+    let before = wait_item(&setup, &job, 60, "progress", |i| {
+        i["last_line"].as_u64().unwrap_or(0) >= 20_000
+    });
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert!(
+        before["layout"]
+            .as_str()
+            .is_some_and(|l| l.contains("telemetry of 3 partitions")),
+        "{before}"
+    );
+    setup.edit(|c| c["kafka"]["key_column"] = "vehicle".into());
+    let out = setup.run(&url);
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(err(&out).contains("would resume with"), "{}", err(&out));
+    assert_eq!(setup.status(&url)["status"], "FAILED");
+    setup.edit(|c| c["kafka"]["key_column"] = serde_json::Value::Null);
+    let out = setup.run(&url);
+    assert!(out.status.success(), "{}", err(&out));
+    check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
+}

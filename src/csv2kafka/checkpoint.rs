@@ -58,6 +58,9 @@ pub struct Checkpoint {
     pub etag: Option<String>,
     /// How the object is stored (`plain`, `gzip`, `zstd`): a resume reads it the same way.
     pub codec: Option<String>,
+    /// Where the job's rows go (topics, partition counts, key column), as the job began:
+    /// a resume under another layout would look for landed rows in the wrong places.
+    pub layout: Option<String>,
     /// The object's size, and the bytes read of it (progress before the total is known).
     pub object_bytes: Option<u64>,
     pub bytes_done: u64,
@@ -84,6 +87,7 @@ impl Checkpoint {
             offsets: BTreeMap::new(),
             etag: None,
             codec: None,
+            layout: None,
             object_bytes: None,
             bytes_done: 0,
             rate: 0.0,
@@ -118,6 +122,7 @@ impl Checkpoint {
             offsets,
             etag: s("etag"),
             codec: s("codec"),
+            layout: s("layout"),
             object_bytes: v["object_bytes"].as_u64(),
             bytes_done: n("bytes_done"),
             rate: v["rate"].as_f64().unwrap_or(0.0),
@@ -160,6 +165,9 @@ impl Checkpoint {
         }
         if let Some(c) = &self.codec {
             out.push(("codec", json!(c)));
+        }
+        if let Some(l) = &self.layout {
+            out.push(("layout", json!(l)));
         }
         if let Some(b) = self.object_bytes {
             out.push(("object_bytes", json!(b)));

@@ -68,6 +68,10 @@ struct Pending {
 /// written into [`Stream::json`]).
 type Message<'r> = (Dest, Option<&'r [u8]>, Option<&'r [u8]>);
 
+/// Attempts in a row that move no row before the job is FAILED (with the backoff
+/// capped at a minute: about a quarter of an hour).
+const RETRY_BUDGET: u32 = 20;
+
 /// A row refused as too large goes to the dead-letter topic cut to this many bytes
 /// (below librdkafka's default `message.max.bytes` of 1,000,000 with room for headers).
 const DEAD_LETTER_BYTES: usize = 900_000;
@@ -241,6 +245,7 @@ pub fn run(
     let mut backoff = Duration::from_secs(1);
     let mut refused = BTreeSet::new();
     let mut unreachable: Option<Instant> = None;
+    let mut stuck = (cp.last_line, 0u32);
     loop {
         let result = match lease.may_send(Now::read()) {
             true => attempt(ctx, s3, key, &mut cp, &mut lease, &mut refused),
@@ -271,6 +276,21 @@ pub fn run(
                 if ctx.stop.load(Ordering::Relaxed) {
                     let _ = ctx.checkpoints.save(&cp, true);
                     return Ok(Outcome::Stopped);
+                }
+                // A budget of attempts that move nothing: a fault that never clears
+                // ends as a named FAILED instead of a job retried forever.
+                if cp.last_line == stuck.0 {
+                    stuck.1 += 1;
+                } else {
+                    stuck = (cp.last_line, 1);
+                }
+                if stuck.1 > RETRY_BUDGET {
+                    cp.status = Status::Failed;
+                    cp.error = Some(format!(
+                        "{RETRY_BUDGET} attempts in a row made no progress; the last: {why}"
+                    ));
+                    let _ = ctx.checkpoints.save(&cp, true);
+                    return Err(format!("{job_id}: {}", cp.error.as_deref().unwrap_or("")));
                 }
                 log::warn!(
                     "{job_id}: {why}; carrying on from line {} in {:.0}s",
@@ -346,6 +366,26 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// Where a job's rows go, in words: compared between attempts.
+fn layout(config: &Config, topics: &HashMap<Dest, String>, counts: &HashMap<Dest, i32>) -> String {
+    let mut out = format!(
+        "topic {} of {} partitions",
+        topics[&Dest::Main],
+        counts[&Dest::Main]
+    );
+    if let Some(dlq) = topics.get(&Dest::DeadLetter) {
+        out.push_str(&format!(
+            ", dead letters to {dlq} of {} partitions",
+            counts[&Dest::DeadLetter]
+        ));
+    }
+    match &config.kafka.key_column {
+        Some(k) => out.push_str(&format!(", keyed by column {k:?}")),
+        None => out.push_str(", keyed by the job id"),
+    }
+    out
+}
+
 /// The job's two topics by destination.
 fn topics(config: &Config) -> HashMap<Dest, String> {
     let mut t = HashMap::from([(Dest::Main, config.kafka.topic.clone())]);
@@ -375,6 +415,18 @@ fn attempt(
                 false => Failure::Unreachable(e),
             })?;
         counts.insert(*dest, n);
+    }
+    let layout = layout(ctx.config, &topics, &counts);
+    match &cp.layout {
+        Some(was) if *was != layout => {
+            return Err(Failure::Fatal(format!(
+                "the job began with {was} and would resume with {layout}: rows already in \
+                 Kafka would be looked for in the wrong partitions (restore the topic or \
+                 kafka.key_column, or start the object as a new job with --job-id)"
+            )));
+        }
+        Some(_) => {}
+        None => cp.layout = Some(layout),
     }
     let fresh = cp.offsets.is_empty();
     if fresh {
@@ -647,6 +699,15 @@ impl<'a> Stream<'a> {
                 .next_row()
                 .map_err(|e| Failure::Retry(format!("reading {}: {e}", cp.source_object)))?;
             let Some(row) = row else { break };
+            if cp.header.is_none()
+                && let Ok(fields) = &row.fields
+            {
+                // No header line: the first well-formed row fixes the width, kept in
+                // the checkpoint so a resume classifies rows as before.
+                let names = numbered(fields.len());
+                self.reader.set_header(names.clone());
+                cp.header = Some(names);
+            }
             self.send(cp, row)?;
             // Delivery reports and the rest are served every so many rows: a poll per
             // row cost a tenth of the CPU.
