@@ -1147,3 +1147,27 @@ fn a_resume_under_another_layout_is_refused_named() {
     assert!(out.status.success(), "{}", err(&out));
     check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
 }
+
+/// SIGTERM gives the lease back (it was kept: the next `run` waited for it to expire):
+/// the item's `lease_expires` is 0 and the next worker starts at once, without the
+/// takeover wait.
+#[test]
+fn sigterm_gives_the_lease_back() {
+    let setup = Setup::new("");
+    let (csv, want) = telemetry(200_000);
+    setup.s3.client().put("term/drive.csv", &csv);
+    let job = format!("{BUCKET}/term/drive.csv");
+    let url = format!("s3://{job}");
+    let child = setup.c2k(&["run", &url]).spawn().expect("spawn");
+    wait_item(&setup, &job, 60, "progress", |i| {
+        i["last_line"].as_u64().unwrap_or(0) >= 20_000
+    });
+    signal(&child, "TERM");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", err(&out));
+    assert_eq!(setup.item(&job)["lease_expires"], 0);
+    let out = setup.run(&url);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(!err(&out).contains("took over"), "{}", err(&out));
+    check_exactly_once(&setup.kafka.read("telemetry"), &job, &want);
+}
