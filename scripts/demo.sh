@@ -14,7 +14,7 @@ bin=target/release/tvm-upload
 echo "== building csv2kafka (the first build compiles librdkafka: a few minutes)"
 cargo build --release --quiet --features csv2kafka --bin csv2kafka
 c2k=target/release/csv2kafka
-tools=$(bash scripts/test-tools.sh | tail -n 1)
+tools=$(bash scripts/test-tools.sh --demo | tail -n 1)
 
 work=$(mktemp -d /tmp/tvm-upload-demo.XXXXXX)
 port=$(free_port)

