@@ -458,8 +458,15 @@ fn attempt(
         codec: cp.codec.as_deref().and_then(source::Codec::parse),
         size: cp.object_bytes,
     };
-    let opened =
-        source::open(Arc::clone(s3), key, cp.byte_offset, known).map_err(|e| classify_s3(&e))?;
+    let mut failed = None;
+    let opened = keeping(ctx, cp, lease, |keep| {
+        source::open(Arc::clone(s3), key, cp.byte_offset, known, keep).map_err(|e| {
+            let why = e.to_string();
+            failed = Some(classify_s3(&e));
+            why
+        })
+    })
+    .map_err(|f| failed.take().unwrap_or(f))?;
     if cp.etag.is_none() {
         // Saved before the first row goes: a crash now must not resume on another
         // version of the object, nor read a compressed one as plain.
@@ -488,8 +495,29 @@ fn scan(
     cp: &Checkpoint,
     lease: &mut Lease,
 ) -> Result<BTreeMap<Slot, Landed>, Failure> {
+    keeping(ctx, cp, lease, |keep| {
+        kafka::scan(
+            &ctx.config.kafka,
+            topics,
+            &cp.offsets,
+            &cp.job_id,
+            cp.last_line,
+            keep,
+        )
+    })
+}
+
+/// Runs `work`, which calls `keep` now and then, renewing the lease whenever that is
+/// due: long work (the resume scan, decompressing up to the checkpoint) still ends with
+/// the job in hand. `keep` answers false to stop the work (a stop, a lease lost).
+fn keeping<T>(
+    ctx: &Context,
+    cp: &Checkpoint,
+    lease: &mut Lease,
+    work: impl FnOnce(&mut dyn FnMut() -> bool) -> Result<T, String>,
+) -> Result<T, Failure> {
     let mut lost = None;
-    let found = {
+    let done = {
         let mut keep = || {
             if ctx.stop.load(Ordering::Relaxed) {
                 lost = Some(Failure::Retry("stopping".into()));
@@ -506,16 +534,9 @@ fn scan(
                 }
             }
         };
-        kafka::scan(
-            &ctx.config.kafka,
-            topics,
-            &cp.offsets,
-            &cp.job_id,
-            cp.last_line,
-            &mut keep,
-        )
+        work(&mut keep)
     };
-    found.map_err(|e| lost.take().unwrap_or(Failure::Retry(e)))
+    done.map_err(|e| lost.take().unwrap_or(Failure::Retry(e)))
 }
 
 /// S3 errors retrying cannot fix (a missing object or bucket, a refusal, the object

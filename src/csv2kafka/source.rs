@@ -143,7 +143,13 @@ pub struct Known<'a> {
 /// Opens `key` for reading from decompressed byte `from`, requiring the ETag `known`
 /// gives (the object a checkpoint was taken on). Plain objects start with a ranged GET;
 /// compressed ones are decompressed from the start and the first `from` bytes skipped.
-pub fn open(s3: Arc<S3>, key: &str, from: u64, known: Known) -> Result<Opened, S3Error> {
+pub fn open(
+    s3: Arc<S3>,
+    key: &str,
+    from: u64,
+    known: Known,
+    keep: &mut dyn FnMut() -> bool,
+) -> Result<Opened, S3Error> {
     let codec_guess = known.codec.unwrap_or_else(|| Codec::of(key, None));
     let start = if codec_guess == Codec::Plain { from } else { 0 };
     if codec_guess == Codec::Plain && known.size.is_some_and(|size| from >= size) {
@@ -198,12 +204,10 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, known: Known) -> Result<Opened, S
         }
     };
     if codec != Codec::Plain && from > 0 {
-        let skipped = io::copy(&mut (&mut reader).take(from), &mut io::sink()).map_err(|e| {
-            S3Error::BadAnswer {
-                op: "GetObject",
-                key: key.to_string(),
-                why: format!("skipping to byte {from}: {e}"),
-            }
+        let skipped = skip(&mut reader, from, keep).map_err(|e| S3Error::BadAnswer {
+            op: "GetObject",
+            key: key.to_string(),
+            why: format!("skipping to byte {from}: {e}"),
         })?;
         if skipped < from {
             return Err(changed(
@@ -220,6 +224,24 @@ pub fn open(s3: Arc<S3>, key: &str, from: u64, known: Known) -> Result<Opened, S
         stored_pos: pos,
         reader,
     })
+}
+
+/// Reads and drops `n` bytes in pieces, asking `keep` between them (the job renews its
+/// lease there); the count skipped, less at the end of the stream.
+fn skip(reader: &mut impl BufRead, n: u64, keep: &mut dyn FnMut() -> bool) -> io::Result<u64> {
+    const PIECE: u64 = 16 << 20;
+    let mut done = 0;
+    while done < n {
+        if !keep() {
+            return Err(io::Error::other("stopped"));
+        }
+        let got = io::copy(&mut reader.take(PIECE.min(n - done)), &mut io::sink())?;
+        if got == 0 {
+            break;
+        }
+        done += got;
+    }
+    Ok(done)
 }
 
 /// The object is not the one the checkpoint was taken on: as S3's answer to a failed
