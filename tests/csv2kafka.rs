@@ -585,7 +585,13 @@ fn a_broker_lost_mid_job_is_waited_for_and_no_row_doubles() {
     assert!(out.status.success(), "{log}");
     assert!(during < 400_000, "the cut came too late to test anything");
     assert!(log.contains("carrying on from line"), "{log}");
-    assert!(log.contains("Message timed out"), "{log}");
+    // Rows stuck in the producer time out (the delivery bound is a quarter of the
+    // lease), or the lease's margin runs out first while sending is blocked: either way
+    // the job stops sending and carries on from its checkpoint.
+    assert!(
+        log.contains("Message timed out") || log.contains("the lease was not confirmed"),
+        "{log}"
+    );
     check_exactly_once(&broker.read("telemetry"), &job, &want);
     assert_eq!(setup.item(&job)["status"], "COMPLETED");
 }
