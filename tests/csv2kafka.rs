@@ -253,6 +253,23 @@ impl Setup {
     }
 }
 
+/// `bytes` compressed by Debian's gzip (not the code under test's decoder).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = bytes.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).expect("write"));
+    let out = child.wait_with_output().expect("gzip").stdout;
+    feeder.join().expect("feeder");
+    out
+}
+
 fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -702,22 +719,7 @@ fn csv_as_it_really_is_and_compressed_objects() {
     let text = b"a,b\n1,\"x\ny\"\n2,\"q\"\"\"\n3,\xff\n4,\"open\n5,last";
     // Row 4's quote is never closed: the rest of the object is that one malformed row
     // (a line break inside quotes does not start a row), as Python's csv module reads it.
-    let gz = {
-        use std::io::Write;
-        let mut child = Command::new("gzip")
-            .arg("-c")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("gzip");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text)
-            .expect("write");
-        child.wait_with_output().expect("gzip").stdout
-    };
+    let gz = gzip(text);
     let client = setup.s3.client();
     client.put("in/plain.csv", text);
     client.put("in/packed.csv.gz", &gz);
@@ -1081,20 +1083,7 @@ fn records_too_large_are_dead_lettered_whole_and_numbering_holds() {
 fn a_csv_with_content_encoding_gzip_resumes_after_a_kill() {
     let setup = Setup::new("");
     let (csv, want) = telemetry(300_000);
-    let packed = {
-        use std::io::Write;
-        let mut child = Command::new("gzip")
-            .arg("-c")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("gzip");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let feeder = std::thread::spawn(move || stdin.write_all(&csv).expect("write"));
-        let out = child.wait_with_output().expect("gzip").stdout;
-        feeder.join().expect("feeder");
-        out
-    };
+    let packed = gzip(&csv);
     let file = setup.dir.path().join("encoded.gz");
     std::fs::write(&file, &packed).expect("write");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3.py");

@@ -42,6 +42,18 @@ fn is_create(r: &Request) -> bool {
     r.method == "POST" && r.query("uploads").is_some()
 }
 
+/// The server creates the first `n` multipart uploads, and their answers are lost.
+fn lose_first_creates(proxy: &Proxy, n: usize) {
+    let lost = Arc::new(AtomicUsize::new(0));
+    proxy.set_rule(move |r| {
+        if is_create(r) && lost.fetch_add(1, Ordering::SeqCst) < n {
+            Action::LoseAnswer
+        } else {
+            Action::Forward
+        }
+    });
+}
+
 fn is_list_uploads(r: &Request) -> bool {
     r.method == "GET" && r.query("uploads").is_some()
 }
@@ -144,15 +156,7 @@ fn multipart_creates_are_sent_as_aws_sdks_send_them_garage() {
 fn lost_creates_leave_no_orphan(kind: Kind) {
     let server = Server::start(kind);
     let proxy = Proxy::start(server.port);
-    let lost = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&lost);
-    proxy.set_rule(move |r| {
-        if is_create(r) && counter.fetch_add(1, Ordering::SeqCst) < 2 {
-            Action::LoseAnswer
-        } else {
-            Action::Forward
-        }
-    });
+    lose_first_creates(&proxy, 2);
     let (setup, expected) = two_files(&server, &proxy);
     let out = setup.once();
     assert!(out.status.success(), "once failed: {}", stderr(&out));
@@ -194,15 +198,7 @@ fn a_lost_create_answer_leaves_no_orphan_garage() {
 fn a_server_without_list_uploads_is_named_in_status() {
     let server = Server::start(Kind::S3sFs);
     let proxy = Proxy::start(server.port);
-    let lost = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&lost);
-    proxy.set_rule(move |r| {
-        if is_create(r) && counter.fetch_add(1, Ordering::SeqCst) < 1 {
-            Action::LoseAnswer
-        } else {
-            Action::Forward
-        }
-    });
+    lose_first_creates(&proxy, 1);
     let (setup, expected) = two_files(&server, &proxy);
     let mut child = setup.spawn_run();
     let client = server.client();
