@@ -294,15 +294,20 @@ fn spawn_garage(port: u16, root: &Path) -> Child {
         .expect("start garage")
 }
 
-/// One garage admin command against the server configured under `root`; its stdout.
-fn garage(root: &Path, args: &[&str]) -> String {
-    let out = Command::new(tools_dir().join("bin/garage"))
+/// One garage admin command against the server configured under `root`.
+fn garage_output(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(tools_dir().join("bin/garage"))
         .arg("-c")
         .arg(root.join("garage.toml"))
         .args(args)
         .envs(passthrough_env())
         .output()
-        .expect("run garage");
+        .expect("run garage")
+}
+
+/// One garage admin command that must succeed; its stdout.
+fn garage(root: &Path, args: &[&str]) -> String {
+    let out = garage_output(root, args);
     assert!(
         out.status.success(),
         "garage {args:?}: {}",
@@ -315,12 +320,7 @@ fn garage(root: &Path, args: &[&str]) -> String {
 fn garage_setup(root: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let node = loop {
-        let out = Command::new(tools_dir().join("bin/garage"))
-            .arg("-c")
-            .arg(root.join("garage.toml"))
-            .args(["node", "id", "-q"])
-            .output()
-            .expect("run garage");
+        let out = garage_output(root, &["node", "id", "-q"]);
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout)
                 .split('@')
