@@ -49,12 +49,19 @@ pub struct Checkpoint {
     pub total_sent: u64,
     pub total_lines: Option<u64>,
     pub failed_rows: u64,
+    /// Of the failed rows, those sent nowhere (not to the dead-letter topic).
+    pub withheld_rows: u64,
     pub updated_at: String,
     /// Offset in the decompressed object just past row `last_line`.
     pub byte_offset: u64,
     pub header: Option<Vec<String>>,
     /// Per partition, the offset a resume scan starts at.
     pub offsets: BTreeMap<Slot, i64>,
+    /// Per partition, where the job's first rows could land (the ends when it began):
+    /// where the verification pass reads them back from.
+    pub origin: BTreeMap<Slot, i64>,
+    /// Times the verification pass found rows missing and the job sent them again.
+    pub repairs: u32,
     pub etag: Option<String>,
     /// How the object is stored (`plain`, `gzip`, `zstd`): a resume reads it the same way.
     pub codec: Option<String>,
@@ -81,10 +88,13 @@ impl Checkpoint {
             total_sent: 0,
             total_lines: None,
             failed_rows: 0,
+            withheld_rows: 0,
             updated_at: String::new(),
             byte_offset: 0,
             header: None,
             offsets: BTreeMap::new(),
+            origin: BTreeMap::new(),
+            repairs: 0,
             etag: None,
             codec: None,
             layout: None,
@@ -102,12 +112,13 @@ impl Checkpoint {
         let n = |k: &str| v[k].as_u64().unwrap_or(0);
         let s = |k: &str| v[k].as_str().map(str::to_string);
         let header = s("header").and_then(|h| serde_json::from_str(&h).ok());
-        let offsets = s("offsets")
-            .and_then(|o| serde_json::from_str::<BTreeMap<String, i64>>(&o).ok())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, off)| slot_of(&k).map(|slot| (slot, off)))
-            .collect();
+        let slots = |k: &str| -> BTreeMap<Slot, i64> {
+            s(k).and_then(|o| serde_json::from_str::<BTreeMap<String, i64>>(&o).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, off)| slot_of(&k).map(|slot| (slot, off)))
+                .collect()
+        };
         Checkpoint {
             job_id: s("job_id").unwrap_or_default(),
             source_object: s("source_object").unwrap_or_default(),
@@ -116,10 +127,13 @@ impl Checkpoint {
             total_sent: n("total_sent"),
             total_lines: v["total_lines"].as_u64(),
             failed_rows: n("failed_rows"),
+            withheld_rows: n("withheld_rows"),
             updated_at: s("updated_at").unwrap_or_default(),
             byte_offset: n("byte_offset"),
             header,
-            offsets,
+            offsets: slots("offsets"),
+            origin: slots("origin_offsets"),
+            repairs: n("repairs") as u32,
             etag: s("etag"),
             codec: s("codec"),
             layout: s("layout"),
@@ -134,26 +148,35 @@ impl Checkpoint {
 
     /// The attributes a save writes (not the key, not the lease).
     fn attributes(&self) -> Vec<(&'static str, Value)> {
-        let offsets: BTreeMap<String, i64> = self
-            .offsets
-            .iter()
-            .map(|(slot, off)| (slot_name(*slot), *off))
-            .collect();
+        let names = |slots: &BTreeMap<Slot, i64>| {
+            let named: BTreeMap<String, i64> = slots
+                .iter()
+                .map(|(slot, off)| (slot_name(*slot), *off))
+                .collect();
+            json!(json!(named).to_string())
+        };
         let mut out = vec![
             ("source_object", json!(self.source_object)),
             ("status", json!(self.status.as_str())),
             ("last_line", json!(self.last_line)),
             ("total_sent", json!(self.total_sent)),
             ("failed_rows", json!(self.failed_rows)),
+            ("withheld_rows", json!(self.withheld_rows)),
             (
                 "updated_at",
                 json!(crate::key::rfc3339_utc(crate::clock::system_now())),
             ),
             ("byte_offset", json!(self.byte_offset)),
-            ("offsets", json!(json!(offsets).to_string())),
+            ("offsets", names(&self.offsets)),
             ("bytes_done", json!(self.bytes_done)),
             ("rate", json!((self.rate * 10.0).round() / 10.0)),
         ];
+        if !self.origin.is_empty() {
+            out.push(("origin_offsets", names(&self.origin)));
+        }
+        if self.repairs > 0 {
+            out.push(("repairs", json!(self.repairs)));
+        }
         if let Some(t) = self.total_lines {
             out.push(("total_lines", json!(t)));
         }
@@ -392,6 +415,9 @@ mod tests {
         cp.etag = Some("\"e\"".into());
         cp.object_bytes = Some(5000);
         cp.bytes_done = 1000;
+        cp.origin.insert((Dest::Main, 3), 5);
+        cp.repairs = 2;
+        cp.withheld_rows = 7;
         let mut item: serde_json::Map<String, Value> = cp
             .attributes()
             .into_iter()
@@ -400,6 +426,8 @@ mod tests {
         item.insert("job_id".into(), json!("b/k.csv"));
         let back = Checkpoint::from_item(&Value::Object(item));
         assert_eq!(back.offsets, cp.offsets);
+        assert_eq!(back.origin, cp.origin);
+        assert_eq!((back.repairs, back.withheld_rows), (2, 7));
         assert_eq!(back.header, cp.header);
         assert_eq!((back.last_line, back.byte_offset), (42, 999));
         assert_eq!(back.percent(), 20.0);

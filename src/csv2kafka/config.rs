@@ -36,6 +36,11 @@ pub struct Kafka {
 }
 
 /// Properties exactly-once depends on; setting them otherwise is refused.
+/// Whether `checkpoint.verify` is on unless configured: off, because reading every row
+/// back roughly doubled the wall time of a job (docs/BENCHMARKS.md), far above the 10%
+/// it was allowed to cost as a default.
+pub const VERIFY_DEFAULT: bool = false;
+
 pub const FORCED: [(&str, &str); 2] = [("enable.idempotence", "true"), ("acks", "all")];
 
 #[derive(Debug, Clone)]
@@ -53,6 +58,9 @@ pub struct Checkpoint {
     pub endpoint: String,
     pub interval_lines: u64,
     pub lease: Duration,
+    /// Read the job's rows back from Kafka before COMPLETED, sending again any the
+    /// broker lost ([`super::job`]).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +124,7 @@ struct RawCheckpoint {
     endpoint: Option<String>,
     interval_lines: Option<u64>,
     lease_seconds: Option<u64>,
+    verify: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -200,7 +209,7 @@ impl Config {
             "s3": {"region": self.s3.region, "endpoint": self.s3.endpoint, "path_style": self.s3.path_style},
             "checkpoint": {"table": self.checkpoint.table, "region": self.checkpoint.region,
                 "endpoint": self.checkpoint.endpoint, "interval_lines": self.checkpoint.interval_lines,
-                "lease_seconds": self.checkpoint.lease.as_secs()},
+                "lease_seconds": self.checkpoint.lease.as_secs(), "verify": self.checkpoint.verify},
             "csv": {"delimiter": (self.csv.delimiter as char).to_string(), "header": self.csv.header,
                     "max_record_bytes": self.csv.max_record_bytes},
             "metrics": self.metrics.as_ref().map(|m| serde_json::json!({
@@ -373,6 +382,7 @@ fn checkpoint_config(
         endpoint,
         interval_lines,
         lease: Duration::from_secs(lease),
+        verify: raw.verify.unwrap_or(VERIFY_DEFAULT),
     })
 }
 

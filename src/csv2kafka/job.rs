@@ -9,7 +9,9 @@
 //! 4. as delivery reports arrive, the rows durably in Kafka form a prefix; every
 //!    `interval_lines` rows (and at a stop) that prefix, its byte offset and the
 //!    partition offsets past it are checkpointed;
-//! 5. at the end: flush, then COMPLETED with `total_lines`.
+//! 5. at the end: flush; then (`checkpoint.verify`) read every row of the job back from
+//!    the offsets where it began, sending again from the object any row the broker lost;
+//!    then COMPLETED with `total_lines`.
 //!
 //! A Kafka failure mid-way (a delivery timeout, a fatal idempotence error) goes back to
 //! step 2 with a new producer: the same path as a restart.
@@ -25,9 +27,10 @@ use super::checkpoint::{Checkpoint, Manager, Status, Taken, now_ms};
 use super::config::Config;
 use super::csv::{Reader, Row, json_keys, to_json};
 use super::emitter::{Emitter, Sample};
-use super::kafka::{self, Ack, Dest, Landed, SendError, Sink, Slot};
+use super::kafka::{self, Ack, Dest, SendError, Sink, Slot};
 use super::lease::{Lease, Now};
 use super::saver::{InFlight, Saver};
+use super::scan::{self, Landed};
 use super::source;
 use crate::s3::S3;
 
@@ -40,6 +43,17 @@ pub enum Outcome {
     /// Another worker holds its lease.
     Busy,
 }
+
+/// How a stream over the object ended: a job outcome, or every row acknowledged and
+/// the verification pass due.
+enum Ended {
+    Done(Outcome),
+    Streamed,
+}
+
+/// Verification passes that may find rows missing and send them again before the job
+/// is FAILED (a broker that keeps losing what it acknowledged is not one to trust).
+const MAX_REPAIRS: u32 = 3;
 
 /// Everything a job needs that outlives it.
 pub struct Context<'a> {
@@ -60,6 +74,9 @@ struct Pending {
     acked: Option<i64>,
     sent: bool,
     failed: bool,
+    /// Failed and sent nowhere (no dead-letter topic, or refused there too): the
+    /// verification pass does not look for it in Kafka.
+    withheld: bool,
     /// When it was handed to the producer (every [`LATENCY_EVERY`]th row).
     sent_at: Option<Instant>,
 }
@@ -104,6 +121,7 @@ struct Tracker {
     held: BTreeMap<Slot, Landed>,
     sent: u64,
     failed: u64,
+    withheld: u64,
     /// Send-to-acknowledgement latencies, microseconds.
     latencies: Vec<u32>,
 }
@@ -181,6 +199,7 @@ impl Tracker {
             }
             self.sent += u64::from(p.sent);
             self.failed += u64::from(p.failed);
+            self.withheld += u64::from(p.withheld);
             self.durable_line = p.line;
             self.durable_end = p.end;
             self.durable_bytes = p.bytes_done;
@@ -436,6 +455,7 @@ fn attempt(
                 cp.offsets.insert((*dest, p), end);
             }
         }
+        cp.origin = cp.offsets.clone();
         renew(ctx, cp, lease)?;
     }
     // Rows are sent only once offsets are in the checkpoint, so a job that had none sent
@@ -475,7 +495,7 @@ fn attempt(
         cp.codec = Some(opened.codec.name().to_string());
         renew(ctx, cp, lease)?;
     }
-    std::thread::scope(|scope| {
+    let ended = std::thread::scope(|scope| {
         let saver = Saver::start(scope, ctx.checkpoints);
         let target = Target {
             sink: &sink,
@@ -484,7 +504,95 @@ fn attempt(
             refused,
         };
         Stream::new(ctx, target, opened, cp, saver, lease).run(cp)
-    })
+    })?;
+    match ended {
+        Ended::Done(outcome) => Ok(outcome),
+        Ended::Streamed => verify(ctx, &topics, cp, lease),
+    }
+}
+
+/// The verification pass (`checkpoint.verify`): every row of the job is read back from
+/// Kafka, from the offsets where the job began, before it is COMPLETED. A broker can
+/// acknowledge rows and lose them (a restart on storage that had not persisted them);
+/// those are sent again: the checkpoint goes back to the start of the object with the
+/// resume scan starting at those offsets, so the next attempt skips every row found and
+/// sends only the lost ones. A crash anywhere in this ends in the same place.
+fn verify(
+    ctx: &Context,
+    topics: &HashMap<Dest, String>,
+    cp: &mut Checkpoint,
+    lease: &mut Lease,
+) -> Result<Outcome, Failure> {
+    renew(ctx, cp, lease)?;
+    let total = cp.total_lines.unwrap_or(cp.last_line);
+    let from = match cp.origin.is_empty() {
+        // Begun before origins were recorded: every partition from its start.
+        true => cp.offsets.keys().map(|s| (*s, 0)).collect(),
+        false => cp.origin.clone(),
+    };
+    let started = Instant::now();
+    let back = keeping(ctx, cp, lease, |keep| {
+        scan::read_back(&ctx.config.kafka, topics, &from, &cp.job_id, total, keep)
+    })?;
+    let took = started.elapsed().as_secs_f64();
+    if back.duplicates > 0 {
+        log::error!(
+            "{}: {} messages repeat a row already in Kafka (first copies kept there too)",
+            cp.job_id,
+            back.duplicates
+        );
+    }
+    let expected = total.saturating_sub(cp.withheld_rows);
+    if back.found >= expected {
+        cp.status = Status::Completed;
+        ctx.checkpoints
+            .save(cp, true)
+            .map_err(|e| Failure::Retry(table_error(ctx, &e)))?;
+        lease.drop_it();
+        log::info!(
+            "{}: COMPLETED: {total} rows, every one read back from Kafka in {took:.1}s \
+             ({} sent, {} failed)",
+            cp.job_id,
+            cp.total_sent,
+            cp.failed_rows
+        );
+        return Ok(Outcome::Completed);
+    }
+    let lost = expected - back.found;
+    let first = back.missing(5);
+    if cp.repairs >= MAX_REPAIRS {
+        return Err(Failure::Fatal(format!(
+            "{lost} rows Kafka acknowledged are not in it after {MAX_REPAIRS} passes sending \
+             them again (lines {first:?} among them): the broker loses what it acknowledges"
+        )));
+    }
+    log::warn!(
+        "{}: {lost} of {total} rows Kafka acknowledged are not in it (lines {first:?} among \
+         them: the broker lost them); reading the object again to send those",
+        cp.job_id
+    );
+    cp.repairs += 1;
+    restart(ctx.config, cp, from);
+    renew(ctx, cp, lease)?;
+    Err(Failure::Retry(format!(
+        "sending again the {lost} rows the broker lost"
+    )))
+}
+
+/// The checkpoint of a job about to be read again from its first row, with the resume
+/// scan starting at `from` (where its first rows could land).
+fn restart(config: &Config, cp: &mut Checkpoint, from: BTreeMap<Slot, i64>) {
+    cp.last_line = 0;
+    cp.byte_offset = 0;
+    cp.bytes_done = 0;
+    cp.total_sent = 0;
+    cp.failed_rows = 0;
+    cp.withheld_rows = 0;
+    if config.csv.header {
+        // Read again from the object, which is the same version (its ETag is checked).
+        cp.header = None;
+    }
+    cp.offsets = from;
 }
 
 /// The resume scan, renewing the lease as it goes: a scan longer than the lease still
@@ -496,7 +604,7 @@ fn scan(
     lease: &mut Lease,
 ) -> Result<BTreeMap<Slot, Landed>, Failure> {
     keeping(ctx, cp, lease, |keep| {
-        kafka::scan(
+        scan::scan(
             &ctx.config.kafka,
             topics,
             &cp.offsets,
@@ -672,7 +780,7 @@ impl<'a> Stream<'a> {
         }
     }
 
-    fn run(mut self, cp: &mut Checkpoint) -> Result<Outcome, Failure> {
+    fn run(mut self, cp: &mut Checkpoint) -> Result<Ended, Failure> {
         if cp.header.is_none() {
             let header = if self.ctx.config.csv.header {
                 self.reader.read_header().map_err(|e| {
@@ -713,7 +821,7 @@ impl<'a> Stream<'a> {
                     cp.job_id,
                     cp.last_line
                 );
-                return Ok(Outcome::Stopped);
+                return Ok(Ended::Done(Outcome::Stopped));
             }
             let row = self
                 .reader
@@ -740,19 +848,30 @@ impl<'a> Stream<'a> {
         }
         self.drain(cp)?;
         cp.total_lines = Some(self.tracker.durable_line);
-        cp.status = Status::Completed;
+        let verify = self.ctx.config.checkpoint.verify;
+        if !verify {
+            cp.status = Status::Completed;
+        }
         cp.bytes_done = cp.object_bytes.unwrap_or(cp.bytes_done);
         self.sample(cp, true);
         self.checkpoint(cp, true)?;
         log::info!(
-            "{}: COMPLETED: {} rows, {} sent, {} failed; send to acknowledgement {}",
+            "{}: {}: {} rows, {} sent, {} failed; send to acknowledgement {}",
             cp.job_id,
+            if verify {
+                "every row acknowledged"
+            } else {
+                "COMPLETED"
+            },
             cp.last_line,
             cp.total_sent,
             cp.failed_rows,
             percentiles(&mut self.tracker.latencies)
         );
-        Ok(Outcome::Completed)
+        Ok(match verify {
+            true => Ended::Streamed,
+            false => Ended::Done(Outcome::Completed),
+        })
     }
 
     /// One row: to its partition, unless the resume scan found it there already.
@@ -769,7 +888,7 @@ impl<'a> Stream<'a> {
         }
         let Some((dest, key, raw)) = self.message(cp, row, json) else {
             // Malformed, no dead-letter topic: logged and counted, nothing to send.
-            self.track(row, None, true, false);
+            self.withhold(row);
             return Ok(());
         };
         let value = raw.unwrap_or(json.as_bytes());
@@ -782,7 +901,7 @@ impl<'a> Stream<'a> {
             }
             Some(why) => {
                 log::warn!("{}: line {}: {why}; counted as failed", cp.job_id, row.line);
-                self.track(row, None, true, false);
+                self.withhold(row);
                 Ok(())
             }
         }
@@ -792,7 +911,7 @@ impl<'a> Stream<'a> {
     /// to [`DEAD_LETTER_BYTES`] and marked so, with `refused` saying why) or counted.
     fn dead_letter(&mut self, cp: &Checkpoint, row: &Row, why: &str) -> Result<(), Failure> {
         if self.ctx.config.kafka.dead_letter_topic.is_none() {
-            self.track(row, None, true, false);
+            self.withhold(row);
             return Ok(());
         }
         let value = &row.raw[..row.raw.len().min(DEAD_LETTER_BYTES)];
@@ -812,7 +931,7 @@ impl<'a> Stream<'a> {
                     cp.job_id,
                     row.line
                 );
-                self.track(row, None, true, false);
+                self.withhold(row);
                 Ok(())
             }
         }
@@ -938,6 +1057,15 @@ impl<'a> Stream<'a> {
 
     /// Adds a row to the durable-prefix tracker: `slot` when a delivery report is due.
     fn track(&mut self, row: &Row, slot: Option<Slot>, failed: bool, timed: bool) {
+        self.push(row, slot, failed, timed, false);
+    }
+
+    /// A failed row sent nowhere: logged and counted.
+    fn withhold(&mut self, row: &Row) {
+        self.push(row, None, true, false, true);
+    }
+
+    fn push(&mut self, row: &Row, slot: Option<Slot>, failed: bool, timed: bool, withheld: bool) {
         self.tracker.push(Pending {
             line: row.line,
             end: row.end,
@@ -946,6 +1074,7 @@ impl<'a> Stream<'a> {
             acked: None,
             sent: !failed,
             failed,
+            withheld,
             sent_at: (timed && row.line.is_multiple_of(LATENCY_EVERY)).then(Instant::now),
         });
     }
@@ -1032,10 +1161,12 @@ impl<'a> Stream<'a> {
         cp.bytes_done = t.durable_bytes.max(cp.bytes_done);
         cp.total_sent += t.sent;
         cp.failed_rows += t.failed;
+        cp.withheld_rows += t.withheld;
         cp.offsets = t.offsets();
         cp.rate = self.rate;
         self.tracker.sent = 0;
         self.tracker.failed = 0;
+        self.tracker.withheld = 0;
         if !release {
             self.saver.offer(cp);
             return Ok(());
@@ -1171,6 +1302,7 @@ mod tests {
             acked: None,
             sent: slot.is_some(),
             failed: slot.is_none(),
+            withheld: slot.is_none(),
             sent_at: None,
         }
     }
@@ -1192,7 +1324,7 @@ mod tests {
         assert_eq!((t.durable_line, t.durable_end), (3, 30));
         assert_eq!(t.next_offsets[&(Dest::Main, 0)], 4);
         assert_eq!(t.next_offsets[&(Dest::Main, 1)], 8);
-        assert_eq!((t.sent, t.failed), (2, 1));
+        assert_eq!((t.sent, t.failed, t.withheld), (2, 1, 1));
         assert!(t.ack(&ack(1, 0, 3)).is_err(), "a report twice is an error");
         let failed = Ack {
             line: 4,

@@ -1,30 +1,23 @@
 //! Kafka, through librdkafka: an idempotent producer with bounded queues whose delivery
 //! reports come back as [`Ack`]s, a deterministic partitioner (Kafka's murmur2, as the
-//! Java client's default), and the resume scan that finds which rows of a job already
-//! landed. See ARCHITECTURE.md, "csv2kafka: exactly once without transactions".
+//! Java client's default). The resume scan and the verification pass are in
+//! [`super::scan`]. See ARCHITECTURE.md, "csv2kafka: exactly once without transactions".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{DeliveryResult, Headers, Message, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::config::{FORCED, Kafka};
 
 /// Metadata and scan timeouts.
 const META_TIMEOUT: Duration = Duration::from_secs(30);
-/// After every partition reported its end, the scan keeps reading this long for late
-/// messages (a watermark may be behind the log: see the tansu note in ARCHITECTURE.md).
-const SCAN_QUIET: Duration = Duration::from_millis(500);
-/// The longest a scan may take before it is an error.
-const SCAN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Where a message goes: `Main` (the topic) or `DeadLetter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,7 +134,7 @@ pub fn partition_of(key: &[u8], count: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) % count.max(1) as u32) as i32
 }
 
-fn client_config(k: &Kafka) -> ClientConfig {
+pub(super) fn client_config(k: &Kafka) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.bootstrap_servers)
         .set(
@@ -313,154 +306,6 @@ impl Sink {
         }
         Ok(out)
     }
-}
-
-/// What the scan found of one job in one partition: the lines after the checkpoint that
-/// landed there (every one, not just the highest: a delivery that timed out can leave a
-/// gap before later rows of the same partition), and the offset past the last of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Landed {
-    pub lines: std::collections::HashSet<u64>,
-    pub next_offset: i64,
-    /// The offset of the first of them (a checkpoint must not move past it while any
-    /// of them is above the checkpoint's line).
-    pub first_offset: Option<i64>,
-    /// Past the last message the scan read in the partition (anyone's): where the next
-    /// scan may start when none of the job's rows were found.
-    pub end: i64,
-}
-
-impl Landed {
-    /// The highest line found.
-    pub fn max_line(&self) -> Option<u64> {
-        self.lines.iter().copied().max()
-    }
-}
-
-/// Reads every partition from `from` (per slot) to its end and reports, per slot, the
-/// `line` headers above `after` among messages whose `job` header is `job`. Reads to the end
-/// of what the fetches return (partition EOF) and then a quiet period: never a
-/// watermark query alone. One consumer per topic, so an EOF names its partition.
-pub fn scan(
-    k: &Kafka,
-    topics: &HashMap<Dest, String>,
-    from: &BTreeMap<Slot, i64>,
-    job: &str,
-    after: u64,
-    keep: &mut dyn FnMut() -> bool,
-) -> Result<BTreeMap<Slot, Landed>, String> {
-    let mut found = BTreeMap::new();
-    for (dest, topic) in topics {
-        let starts: BTreeMap<i32, i64> = from
-            .iter()
-            .filter(|((d, _), _)| d == dest)
-            .map(|((_, p), o)| (*p, *o))
-            .collect();
-        for (p, landed) in scan_topic(k, topic, &starts, (job, after), keep)? {
-            found.insert((*dest, p), landed);
-        }
-    }
-    Ok(found)
-}
-
-/// One topic's part of [`scan`]; `keep` is called between polls (the job renews its
-/// lease there, so a scan longer than the lease still ends with the job in hand) and
-/// ends the scan when it answers false.
-fn scan_topic(
-    k: &Kafka,
-    topic: &str,
-    from: &BTreeMap<i32, i64>,
-    (job, after): (&str, u64),
-    keep: &mut dyn FnMut() -> bool,
-) -> Result<BTreeMap<i32, Landed>, String> {
-    if from.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut c = client_config(k);
-    c.set("group.id", "csv2kafka-resume-scan")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.max.bytes", "8388608")
-        .set("queued.max.messages.kbytes", "16384");
-    let consumer: BaseConsumer = c.create().map_err(|e| format!("Kafka consumer: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    for (&p, &offset) in from {
-        tpl.add_partition_offset(topic, p, Offset::Offset(offset))
-            .map_err(|e| format!("Kafka assign: {e}"))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| format!("Kafka assign: {e}"))?;
-    // Every partition scanned is reported, with where the scan ended in it.
-    let mut found: BTreeMap<i32, Landed> = from
-        .iter()
-        .map(|(&p, &o)| {
-            let landed = Landed {
-                end: o,
-                ..Landed::default()
-            };
-            (p, landed)
-        })
-        .collect();
-    let mut at_end: BTreeMap<i32, bool> = from.keys().map(|p| (*p, false)).collect();
-    let started = Instant::now();
-    let mut quiet_since: Option<Instant> = None;
-    loop {
-        if !keep() {
-            return Err(format!("Kafka resume scan of {topic}: stopped"));
-        }
-        if started.elapsed() > SCAN_LIMIT {
-            return Err(format!(
-                "Kafka resume scan of {topic} did not reach its end in 300 s"
-            ));
-        }
-        if at_end.values().all(|e| *e) {
-            let since = *quiet_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= SCAN_QUIET {
-                return Ok(found);
-            }
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p, true);
-            }
-            Some(Err(e)) => return Err(format!("Kafka resume scan of {topic}: {e}")),
-            Some(Ok(m)) => {
-                quiet_since = None;
-                at_end.insert(m.partition(), false);
-                let e = found.entry(m.partition()).or_default();
-                e.end = e.end.max(m.offset() + 1);
-                if let Some(line) = job_line(&m, job)
-                    && line > after
-                {
-                    e.lines.insert(line);
-                    e.next_offset = e.next_offset.max(m.offset() + 1);
-                    e.first_offset = Some(e.first_offset.map_or(m.offset(), |f| f.min(m.offset())));
-                }
-            }
-        }
-    }
-}
-
-/// The `line` header of a message of `job`.
-fn job_line<M: Message>(m: &M, job: &str) -> Option<u64> {
-    let headers = m.headers()?;
-    let mut is_job = false;
-    let mut line = None;
-    for h in headers.iter() {
-        match h.key {
-            "job" => is_job = h.value == Some(job.as_bytes()),
-            "line" => {
-                line = h
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-            }
-            _ => {}
-        }
-    }
-    if is_job { line } else { None }
 }
 
 #[cfg(test)]

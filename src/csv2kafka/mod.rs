@@ -13,5 +13,6 @@ pub mod job;
 pub mod kafka;
 pub mod lease;
 pub mod saver;
+pub mod scan;
 pub mod source;
 pub mod worker;

@@ -1,10 +1,11 @@
 //! A TCP relay on loopback in front of a server that speaks something other than HTTP
 //! (a Kafka broker): bytes pass as they are until the test cuts the link, which closes
-//! every open connection and refuses new ones until it is restored.
+//! every open connection and refuses new ones until it is restored, or slows what the
+//! server sends to a rate.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ pub struct Relay {
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    /// Bytes per second from the server to clients (0: as fast as they come).
+    rate: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -25,17 +28,19 @@ impl Relay {
             cut: Arc::default(),
             open: Arc::default(),
             stop: Arc::default(),
+            rate: Arc::default(),
         };
-        let (cut, open, stop) = (
+        let (cut, open, stop, rate) = (
             Arc::clone(&relay.cut),
             Arc::clone(&relay.open),
             Arc::clone(&relay.stop),
+            Arc::clone(&relay.rate),
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) if cut.load(Ordering::Relaxed) => drop(client),
-                    Ok((client, _)) => connect(client, upstream, &open),
+                    Ok((client, _)) => connect(client, upstream, &open, &rate),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -54,6 +59,12 @@ impl Relay {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::Relaxed);
     }
+
+    /// Paces what the server sends, on every connection, to `bytes_per_second` each
+    /// (0: no pacing).
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.rate.store(bytes_per_second, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Relay {
@@ -63,7 +74,7 @@ impl Drop for Relay {
     }
 }
 
-fn connect(client: TcpStream, upstream: u16, open: &Mutex<Vec<TcpStream>>) {
+fn connect(client: TcpStream, upstream: u16, open: &Mutex<Vec<TcpStream>>, rate: &Arc<AtomicU64>) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
@@ -80,16 +91,22 @@ fn connect(client: TcpStream, upstream: u16, open: &Mutex<Vec<TcpStream>>) {
     let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    std::thread::spawn(move || pipe(client, server));
-    std::thread::spawn(move || pipe(s3, c3));
+    let rate = Arc::clone(rate);
+    std::thread::spawn(move || pipe(client, server, None));
+    std::thread::spawn(move || pipe(s3, c3, Some(rate)));
 }
 
-/// Copies `from` to `to` until either end closes, then closes both.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 64 * 1024];
+/// Copies `from` to `to` until either end closes, then closes both; at most `rate`
+/// bytes a second when one is set.
+fn pipe(mut from: TcpStream, mut to: TcpStream, rate: Option<Arc<AtomicU64>>) {
+    let mut buf = [0u8; 16 * 1024];
     while let Ok(n) = from.read(&mut buf) {
         if n == 0 || to.write_all(&buf[..n]).is_err() {
             break;
+        }
+        let per_second = rate.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
+        if per_second > 0 {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / per_second as f64));
         }
     }
     let _ = from.shutdown(Shutdown::Both);
