@@ -46,6 +46,11 @@ debian() {
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   command -v busybox >/dev/null 2>&1 || need+=(busybox)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  # csv2kafka's librdkafka links the system OpenSSL (TLS, SASL/SCRAM); its TLS tests
+  # put socat's TLS listener in front of the plaintext broker.
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+  pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
+  command -v socat >/dev/null 2>&1 || need+=(socat)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
   command -v flock >/dev/null 2>&1 || need+=(util-linux)
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"

@@ -215,8 +215,9 @@ impl Signer<'_> {
 
     /// The query string (without `?`) that presigns `req` at unix time `t`, in the order
     /// botocore writes it: the request's own parameters, then `X-Amz-Algorithm`,
-    /// `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-Security-Token` (when
-    /// the credentials have one) and `X-Amz-SignedHeaders`, and `X-Amz-Signature` last.
+    /// `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders` and
+    /// `X-Amz-Security-Token` (when the credentials have one), and `X-Amz-Signature`
+    /// last (the MSK IAM token is compared with AWS's signer byte for byte).
     pub fn presign(&self, req: &Presign, t: i64) -> String {
         let date_time = amz_date(t);
         let mut headers = req.headers.to_vec();
@@ -253,7 +254,6 @@ impl Signer<'_> {
         // As botocore writes it: the request's own parameters, then the signing ones.
         let mut own = req.query.to_vec();
         own.sort_by_key(|(k, _)| uri_encode(k));
-        auth.sort_by_key(|(k, _)| uri_encode(k));
         let mut out: Vec<String> = own
             .iter()
             .chain(&auth)
@@ -401,13 +401,12 @@ mod tests {
         };
         let url = signer.presign(&req, 1_369_353_600);
         assert!(url.starts_with("uploads&X-Amz-Algorithm="), "{url}");
-        assert!(url.contains("&X-Amz-Security-Token=tok%2Fen%2B&"), "{url}");
+        // botocore's order: the token after the signed headers, the signature last.
         assert!(
-            url.contains("&X-Amz-SignedHeaders=host%3Bx-amz-meta-a&"),
-            "{url}"
-        );
-        assert!(
-            url.contains("&X-Amz-SignedHeaders=host%3Bx-amz-meta-a&X-Amz-Signature="),
+            url.contains(
+                "&X-Amz-SignedHeaders=host%3Bx-amz-meta-a&X-Amz-Security-Token=tok%2Fen%2B&\
+                 X-Amz-Signature="
+            ),
             "{url}"
         );
         // The subresource's value is signed: rusty-s3's `uploads=1` is another request.

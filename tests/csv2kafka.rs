@@ -954,10 +954,17 @@ fn pause_once(setup: &Setup, run: usize, past_lease: bool, key_column: bool) {
     if past_lease {
         b = worker("b");
         let line = taken["last_line"].as_u64().unwrap_or(0);
-        wait_item(setup, &job, 60, "B taking over and streaming", |i| {
-            i["lease_owner"].as_str().is_some_and(|o| o != a_owner)
-                && i["last_line"].as_u64().unwrap_or(0) >= line + 20_000
-        });
+        let lease = env_or("C2K_PAUSE_LEASE", 5);
+        wait_item(
+            setup,
+            &job,
+            60 + 2 * lease,
+            "B taking over and streaming",
+            |i| {
+                i["lease_owner"].as_str().is_some_and(|o| o != a_owner)
+                    && i["last_line"].as_u64().unwrap_or(0) >= line + 20_000
+            },
+        );
         signal(&a, "CONT");
     } else {
         std::thread::sleep(Duration::from_millis(1500));
@@ -994,10 +1001,12 @@ fn pause_once(setup: &Setup, run: usize, past_lease: bool, key_column: bool) {
 /// Exactly once for paused workers (SPEC-csv2kafka.md): a worker stopped past its lease
 /// while another takes the job over, then resumed, sends no row its successor sends.
 /// Five pauses, lease 5 s: longer and shorter than the lease, with and without
-/// `key_column`. `C2K_PAUSE_RUNS` repeats the set.
+/// `key_column`. `C2K_PAUSE_RUNS` repeats the set; `C2K_PAUSE_LEASE` sets the lease
+/// (60, the default, for the long run: pauses of about 75 s).
 #[test]
 fn a_paused_worker_sends_no_row_its_successor_sends() {
     let mut setup = Setup::new("");
+    setup.edit(|c| c["checkpoint"]["lease_seconds"] = env_or("C2K_PAUSE_LEASE", 5).into());
     let repeats = env_or("C2K_PAUSE_RUNS", 1) as usize;
     let cases = [
         (true, false),
@@ -1337,4 +1346,249 @@ fn seconds_of(line: &str) -> f64 {
     let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
     assert_eq!(parts.len(), 3, "no timestamp in {line:?}");
     parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// Certificates made with Debian's openssl in `dir`: a CA, the broker's (for 127.0.0.1),
+/// a client's, a broker certificate for another host, and a CA nobody trusts.
+fn make_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let out = Command::new("bash")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $1.key 2>/dev/null; }
+        ca() { key $1; openssl req -x509 -new -key $1.key -out $1.pem -days 2 -subj /CN=$1; }
+        cert() { key $1; openssl req -new -key $1.key -out $1.csr -subj /CN=$1
+                 printf '%s' \"$3\" > $1.ext
+                 openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial \\
+                   -out $1.pem -days 2 -extfile $1.ext 2>/dev/null; }
+        ca ca; ca rogue
+        cert broker ca 'subjectAltName=IP:127.0.0.1'
+        cert elsewhere ca 'subjectAltName=DNS:kafka.elsewhere.example'
+        cert client ca 'extendedKeyUsage=clientAuth'");
+}
+
+/// socat's TLS listener on `port` in front of the broker on `upstream`, presenting
+/// `cert`; with `clients`, only clients with a certificate of the CA get through.
+struct TlsFront(Child);
+
+impl TlsFront {
+    fn start(pki: &Path, port: u16, upstream: u16, cert: &str, clients: bool) -> TlsFront {
+        let p = |f: &str| pki.join(f).display().to_string();
+        let listen = format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify={}",
+            p(&format!("{cert}.pem")),
+            p(&format!("{cert}.key")),
+            p("ca.pem"),
+            u8::from(clients)
+        );
+        let child = Command::new("socat")
+            .arg(listen)
+            .arg(format!("TCP:127.0.0.1:{upstream}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        common::wait_for_port(port, "socat");
+        TlsFront(child)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SPEC-csv2kafka.md, `kafka.properties`: TLS the librdkafka way. Mutual TLS in front of
+/// the broker (socat, client certificates required): a job streams, is SIGKILLed and
+/// resumes (its resume scan over TLS too), every row exactly once. Then each mistake an
+/// operator makes fails the job in bounded time, exit 1, the cause named and the
+/// checkpoint where it was: no client certificate, a CA that did not sign the broker's,
+/// a broker certificate for another host.
+#[test]
+fn mutual_tls_streams_resumes_and_names_what_is_wrong() {
+    let mut setup = Setup::new("");
+    let pki = setup.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    make_pki(&pki);
+    let tls_port = free_port();
+    let broker = Broker::advertising(free_port(), tls_port);
+    broker.create_topic("telemetry", 3);
+    broker.create_topic("dead-letters", 1);
+    let front = TlsFront::start(&pki, tls_port, broker.port, "broker", true);
+    let file = |f: &str| pki.join(f).display().to_string();
+    setup.bootstrap_at(&format!("127.0.0.1:{tls_port}"));
+    let tls = serde_json::json!({
+        "security.protocol": "SSL", "ssl.ca.location": file("ca.pem"),
+        "ssl.certificate.location": file("client.pem"), "ssl.key.location": file("client.key")});
+    setup.edit(|c| c["kafka"]["properties"] = tls.clone());
+    let (csv, want) = telemetry(120_000);
+    setup.s3.client().put("tls/drive.csv", &csv);
+    let job = format!("{BUCKET}/tls/drive.csv");
+    let url = format!("s3://{job}");
+    let child = setup.c2k(&["run", &url]).spawn().expect("spawn");
+    wait_item(&setup, &job, 60, "progress over TLS", |i| {
+        i["last_line"].as_u64().unwrap_or(0) >= 20_000
+    });
+    let mut child = child;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let out = setup.run(&url);
+    assert!(out.status.success(), "{}", err(&out));
+    check_exactly_once(&broker.read("telemetry"), &job, &want);
+
+    setup.s3.client().put("tls/other.csv", b"a,b\n1,2\n");
+    let other = format!("s3://{BUCKET}/tls/other.csv");
+    setup.edit(|c| c["kafka"]["connect_timeout_seconds"] = 5.into());
+    let wrong = |why: &str, props: serde_json::Value, named: &[&str]| {
+        setup.write_config(&{
+            let text = std::fs::read_to_string(setup.config()).expect("config");
+            let mut c: serde_json::Value = serde_json::from_str(&text).expect("json");
+            c["kafka"]["properties"] = props;
+            c
+        });
+        let started = std::time::Instant::now();
+        let out = setup.run(&other);
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{why}: {}", err(&out));
+        assert!(took < Duration::from_secs(60), "{why}: took {took:?}");
+        let said = err(&out);
+        assert!(
+            named.iter().any(|n| said.contains(n)),
+            "{why}: none of {named:?} in {said}"
+        );
+        assert_eq!(setup.status(&other)["last_line"], 0, "{why}");
+    };
+    let mut no_client = tls.clone();
+    no_client
+        .as_object_mut()
+        .expect("object")
+        .remove("ssl.certificate.location");
+    no_client
+        .as_object_mut()
+        .expect("object")
+        .remove("ssl.key.location");
+    wrong(
+        "no client certificate",
+        no_client,
+        &["certificate required", "handshake failure", "SSL"],
+    );
+    let mut rogue = tls.clone();
+    rogue["ssl.ca.location"] = file("rogue.pem").into();
+    wrong("an unknown CA", rogue, &["certificate verify failed"]);
+    drop(front);
+    let _front = TlsFront::start(&pki, tls_port, broker.port, "elsewhere", true);
+    wrong(
+        "another host's certificate",
+        tls,
+        &[
+            "IP address mismatch",
+            "hostname mismatch",
+            "certificate verify failed",
+        ],
+    );
+}
+
+/// SPEC-csv2kafka.md, `AWS_MSK_IAM`: csv2kafka's token is AWS's, byte for byte. The
+/// oracle is AWS's own signer from PyPI (`aws-msk-iam-sasl-signer-python`, pinned in
+/// scripts/test-tools.lock) given the same credentials, region and time, with and
+/// without a session token.
+#[test]
+fn the_msk_iam_token_is_the_one_aws_signer_makes() {
+    use tvm_upload::credentials::Credentials;
+    use tvm_upload::csv2kafka::msk;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/msk_token.py");
+    for (session, region, t) in [
+        (None, "us-east-1", 1_764_000_000_i64),
+        (
+            Some("IQoJb3JpZ2luX2VjE/+tok=="),
+            "cn-north-1",
+            1_780_123_457,
+        ),
+    ] {
+        let out = Command::new(tools_dir().join("venv/bin/python"))
+            .arg(&script)
+            .args([ACCESS_KEY, SECRET_KEY, session.unwrap_or("-"), region])
+            .arg(t.to_string())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("msk_token.py");
+        assert!(out.status.success(), "{}", err(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let (theirs, expiry) = (lines.next().expect("token"), lines.next().expect("expiry"));
+        let creds = Credentials {
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            session_token: session.map(str::to_string),
+            source: "test".into(),
+            expires: None,
+        };
+        let ours = msk::token(&creds, region, t, "aws-msk-iam-sasl-signer-python/1.0.2");
+        assert_eq!(ours.value, theirs, "{region} at {t}");
+        assert_eq!(ours.expires_ms.to_string(), expiry);
+    }
+}
+
+/// The token source renews ahead of expiry on its own thread, with the credentials the
+/// chain holds then: credentials from a container endpoint that live 20 s give tokens that
+/// expire with them, and once the first token has expired the one handed out is a new
+/// one, signed with newer credentials (another session token) and still valid.
+#[test]
+fn msk_iam_tokens_are_renewed_before_they_or_their_credentials_expire() {
+    use tvm_upload::credentials::{Provider, Source};
+    use tvm_upload::csv2kafka::msk;
+    let dir = TempDir::new("msk");
+    let port = free_port();
+    let mut server = Command::new(tools_dir().join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/creds_server.py"))
+        .arg(port.to_string())
+        .arg(dir.path())
+        .args(["--lifetime", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("creds_server.py");
+    common::wait_for_port(port, "creds_server.py");
+    let url = format!("http://127.0.0.1:{port}/creds");
+    let env = |k: &str| match k {
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI" => Some(url.clone()),
+        "AWS_EC2_METADATA_DISABLED" => Some("true".to_string()),
+        _ => None,
+    };
+    let source = Source::choose(None, None, &env).expect("source");
+    let provider = Provider::start(source).expect("provider");
+    let tokens = msk::Tokens::start(provider, "eu-west-1".into());
+    let first = tokens.current(Duration::from_secs(10)).expect("a token");
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as i64
+    };
+    assert!(
+        first.expires_ms <= now_ms() + 21_000,
+        "outlives its credentials"
+    );
+    while now_ms() < first.expires_ms + 500 {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let later = tokens.current(Duration::from_secs(10)).expect("a token");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_ne!(later, first);
+    assert!(
+        later.expires_ms > now_ms(),
+        "the token handed out has expired"
+    );
 }

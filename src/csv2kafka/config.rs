@@ -33,6 +33,22 @@ pub struct Kafka {
     pub properties: BTreeMap<String, String>,
     /// How long the brokers may stay unreachable before the job fails (default 120 s).
     pub connect_timeout: Duration,
+    /// The properties as `check-config` shows them: secrets redacted, values read from
+    /// the environment shown as `env:NAME`.
+    pub shown: BTreeMap<String, String>,
+    /// Amazon MSK IAM authentication (`"sasl.mechanisms": "AWS_MSK_IAM"`): the region
+    /// its tokens are signed for.
+    pub msk_iam: Option<String>,
+}
+
+/// Whether a librdkafka property holds a secret (never shown, logged or echoed).
+pub fn is_secret(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || key.starts_with("sasl.oauthbearer.")
+        || key == "ssl.key.pem"
+        || key == "ssl_key"
+        || key == "sasl.username"
 }
 
 /// Properties exactly-once depends on; setting them otherwise is refused.
@@ -106,6 +122,7 @@ struct RawKafka {
     #[serde(default)]
     properties: BTreeMap<String, serde_json::Value>,
     connect_timeout_seconds: Option<u64>,
+    region: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -184,7 +201,7 @@ impl Config {
         let checkpoint = checkpoint_config(raw.checkpoint.unwrap_or_default(), &s3.region, env)?;
         let metrics = metrics_config(raw.metrics, &s3.region, env)?;
         Ok(Config {
-            kafka: kafka_config(raw.kafka)?,
+            kafka: kafka_config(raw.kafka, &s3.region, env)?,
             csv: csv_config(raw.csv.unwrap_or_default())?,
             log_level: level(raw.log.unwrap_or_default().level.as_deref())?,
             s3,
@@ -202,9 +219,8 @@ impl Config {
                 "key_column": self.kafka.key_column,
                 "dead_letter_topic": self.kafka.dead_letter_topic,
                 "connect_timeout_seconds": self.kafka.connect_timeout.as_secs(),
-                "properties": self.kafka.properties.keys().map(|k| (k.clone(),
-                    if k.contains("password") || k.contains("secret") { "<redacted>".to_string() }
-                    else { self.kafka.properties[k].clone() })).collect::<BTreeMap<_, _>>(),
+                "properties": self.kafka.shown,
+                "msk_iam_region": self.kafka.msk_iam,
             },
             "s3": {"region": self.s3.region, "endpoint": self.s3.endpoint, "path_style": self.s3.path_style},
             "checkpoint": {"table": self.checkpoint.table, "region": self.checkpoint.region,
@@ -219,7 +235,11 @@ impl Config {
     }
 }
 
-fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
+fn kafka_config(
+    raw: RawKafka,
+    s3_region: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Kafka, ConfigError> {
     if raw.bootstrap_servers.trim().is_empty() {
         return Err(field("kafka.bootstrap_servers", "is empty"));
     }
@@ -237,6 +257,7 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
         return Err(field("kafka.key_column", "is empty (leave it out or null)"));
     }
     let mut properties = BTreeMap::new();
+    let mut shown = BTreeMap::new();
     for (k, v) in raw.properties {
         let at = format!("kafka.properties.{k}");
         let text = match v {
@@ -244,6 +265,20 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
             _ => return Err(field(&at, "must be a string, number or boolean")),
+        };
+        // `env:NAME`: how ECS injects a secret from Secrets Manager.
+        let (text, show) = match text.strip_prefix("env:") {
+            Some(name) => match env(name) {
+                Some(value) => (value, format!("env:{name}")),
+                None => {
+                    return Err(field(
+                        &at,
+                        format!("reads the environment variable {name}, which is not set"),
+                    ));
+                }
+            },
+            None if is_secret(&k) => (text, "<redacted>".to_string()),
+            None => (text.clone(), text),
         };
         if let Some((_, want)) = FORCED.iter().find(|(name, _)| *name == k)
             && text != *want
@@ -256,8 +291,10 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
         if k == "bootstrap.servers" || k == "transactional.id" {
             return Err(field(&at, "is set by csv2kafka itself"));
         }
+        shown.insert(k.clone(), show);
         properties.insert(k, text);
     }
+    let msk_iam = msk_iam(&mut properties, raw.region, s3_region)?;
     let connect = raw.connect_timeout_seconds.unwrap_or(120);
     if !(1..=86_400).contains(&connect) {
         return Err(field(
@@ -272,7 +309,43 @@ fn kafka_config(raw: RawKafka) -> Result<Kafka, ConfigError> {
         dead_letter_topic: raw.dead_letter_topic,
         properties,
         connect_timeout: Duration::from_secs(connect),
+        shown,
+        msk_iam,
     })
+}
+
+/// `"sasl.mechanisms": "AWS_MSK_IAM"` becomes librdkafka's OAUTHBEARER over TLS with
+/// csv2kafka's own token (see [`super::msk`]); the region its tokens are signed for.
+fn msk_iam(
+    properties: &mut BTreeMap<String, String>,
+    region: Option<String>,
+    s3_region: &str,
+) -> Result<Option<String>, ConfigError> {
+    let mechanism = properties
+        .get("sasl.mechanisms")
+        .or_else(|| properties.get("sasl.mechanism"));
+    if mechanism.map(String::as_str) != Some("AWS_MSK_IAM") {
+        if region.is_some() {
+            return Err(field(
+                "kafka.region",
+                "is only for \"sasl.mechanisms\": \"AWS_MSK_IAM\"",
+            ));
+        }
+        return Ok(None);
+    }
+    match properties.get("security.protocol").map(String::as_str) {
+        None | Some("SASL_SSL") | Some("sasl_ssl") => {}
+        Some(other) => {
+            return Err(field(
+                "kafka.properties.security.protocol",
+                format!("is {other}, but AWS_MSK_IAM needs SASL_SSL (MSK's IAM port, 9098)"),
+            ));
+        }
+    }
+    properties.remove("sasl.mechanism");
+    properties.insert("sasl.mechanisms".into(), "OAUTHBEARER".into());
+    properties.insert("security.protocol".into(), "SASL_SSL".into());
+    Ok(Some(region.unwrap_or_else(|| s3_region.to_string())))
 }
 
 fn check_topic(name: &str, topic: &str) -> Result<(), ConfigError> {

@@ -56,7 +56,59 @@ pub struct Reports {
     acks: Mutex<Vec<Ack>>,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        Ok(super::msk::oauth_token()?)
+    }
+}
+
+/// The context of the job's consumers: MSK IAM tokens, nothing else.
+#[derive(Default)]
+pub struct Reader;
+
+impl ClientContext for Reader {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        Ok(super::msk::oauth_token()?)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Reader {}
+
+/// Whether a librdkafka property is about reaching the brokers (security, sockets,
+/// addresses), so every client of the job gets it, consumers too; the rest are the
+/// producer's.
+fn connection_property(key: &str) -> bool {
+    const PREFIXES: [&str; 10] = [
+        "security.",
+        "ssl.",
+        "ssl_",
+        "sasl.",
+        "enable.ssl.",
+        "socket.",
+        "broker.",
+        "client.dns.",
+        "reconnect.",
+        "api.version.",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+        || [
+            "client.rack",
+            "debug",
+            "connections.max.idle.ms",
+            "resolve.canonical.bootstrap.servers.only",
+        ]
+        .contains(&key)
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = usize;
@@ -143,6 +195,9 @@ pub(super) fn client_config(k: &Kafka) -> ClientConfig {
         )
         .set("socket.connection.setup.timeout.ms", "10000")
         .set("log_level", "4");
+    for (key, value) in k.properties.iter().filter(|(k, _)| connection_property(k)) {
+        c.set(key, value);
+    }
     c
 }
 
@@ -185,6 +240,9 @@ impl Sink {
         let producer: BaseProducer<Reports> = c
             .create_with_context(Reports::default())
             .map_err(|e| format!("Kafka producer: {e}"))?;
+        // With MSK IAM, librdkafka asks for a token at creation and connects only once a
+        // poll has answered.
+        producer.poll(Duration::ZERO);
         Ok(Sink {
             producer,
             topic: k.topic.clone(),

@@ -12,6 +12,7 @@ pub mod emitter;
 pub mod job;
 pub mod kafka;
 pub mod lease;
+pub mod msk;
 pub mod saver;
 pub mod scan;
 pub mod source;

@@ -75,6 +75,9 @@ pub fn run(
     let (bucket, key) = source::parse_url(target)
         .ok_or_else(|| format!("{target:?} is not s3://BUCKET/KEY or s3://BUCKET/PREFIX/"))?;
     let creds = credentials()?;
+    if let Some(region) = &config.kafka.msk_iam {
+        super::msk::install(Arc::clone(&creds), region);
+    }
     let s3 = Arc::new(s3_client(config, &bucket, &creds)?);
     let checkpoints = manager(config, &creds);
     checkpoints
