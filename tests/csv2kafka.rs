@@ -17,6 +17,8 @@ type Message = (i32, i64, String, u64, String, serde_json::Value);
 struct Broker {
     child: Child,
     port: u16,
+    /// Read back over mutual TLS at this port with the certificates in this directory.
+    tls: Option<(u16, std::path::PathBuf)>,
 }
 
 impl Broker {
@@ -45,7 +47,11 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         common::wait_for_port(port, "tansu");
-        Broker { child, port }
+        Broker {
+            child,
+            port,
+            tls: None,
+        }
     }
 
     fn bootstrap(&self) -> String {
@@ -103,12 +109,15 @@ impl Broker {
 
     fn read_with(&self, topic: &str, args: &[&str]) -> Vec<Message> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/kafka_read.py");
-        let out = Command::new(tools_dir().join("venv/bin/python"))
-            .arg(script)
-            .args([&self.bootstrap(), topic])
-            .args(args)
-            .output()
-            .expect("kafka_read.py");
+        let mut c = Command::new(tools_dir().join("venv/bin/python"));
+        c.arg(script);
+        match &self.tls {
+            Some((port, pki)) => c
+                .arg(format!("127.0.0.1:{port}"))
+                .env("KAFKA_READ_TLS", pki),
+            None => c.arg(self.bootstrap()),
+        };
+        let out = c.arg(topic).args(args).output().expect("kafka_read.py");
         assert!(
             out.status.success(),
             "{}",
@@ -1422,7 +1431,8 @@ fn mutual_tls_streams_resumes_and_names_what_is_wrong() {
     std::fs::create_dir_all(&pki).expect("pki dir");
     make_pki(&pki);
     let tls_port = free_port();
-    let broker = Broker::advertising(free_port(), tls_port);
+    let mut broker = Broker::advertising(free_port(), tls_port);
+    broker.tls = Some((tls_port, pki.clone()));
     broker.create_topic("telemetry", 3);
     broker.create_topic("dead-letters", 1);
     let front = TlsFront::start(&pki, tls_port, broker.port, "broker", true);

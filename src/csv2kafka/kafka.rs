@@ -54,10 +54,18 @@ fn is_too_large(e: &KafkaError) -> bool {
 #[derive(Default)]
 pub struct Reports {
     acks: Mutex<Vec<Ack>>,
+    /// The last error librdkafka reported about the brokers (TLS, authentication,
+    /// connections): the cause a failure names.
+    last_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for Reports {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::warn!("Kafka: {error}: {reason}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
 
     fn generate_oauth_token(
         &self,
@@ -266,7 +274,7 @@ impl Sink {
             .producer
             .client()
             .fetch_metadata(Some(topic), self.meta_timeout)
-            .map_err(|e| format!("Kafka at {}: {e}", self.brokers))?;
+            .map_err(|e| format!("Kafka at {}: {e}{}", self.brokers, self.cause()))?;
         let t = md
             .topics()
             .iter()
@@ -279,6 +287,21 @@ impl Sink {
             0 => Err(format!("Kafka topic {topic} has no partitions")),
             n => Ok(n as i32),
         }
+    }
+
+    /// `; last broker error: ...` when librdkafka reported one (a TLS handshake that
+    /// failed and why, an authentication refused), else nothing.
+    pub fn cause(&self) -> String {
+        // librdkafka's error events wait in its queue for a poll (delivery reports
+        // served here are kept for the next `poll`).
+        self.producer.poll(Duration::ZERO);
+        self.producer
+            .context()
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(String::new(), |e| format!("; last broker error: {e}"))
     }
 
     /// Queues one message; waits (serving delivery reports) while the queue is full.

@@ -5,8 +5,10 @@ watermarks can be behind the log, so they are not trusted alone.
 
 usage: kafka_read.py BOOTSTRAP TOPIC [--headers]
   --headers: a sixth column, the other headers as JSON
+KAFKA_READ_TLS=DIR: mutual TLS with DIR/ca.pem, DIR/client.pem and DIR/client.key.
 """
 import json
+import os
 import sys
 import time
 
@@ -14,13 +16,22 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
 with_headers = sys.argv[3:] == ["--headers"]
-c = Consumer({
+config = {
     "bootstrap.servers": bootstrap,
     "group.id": "kafka-read-%d" % time.time_ns(),
     "enable.auto.commit": False,
     "enable.partition.eof": True,
     "auto.offset.reset": "earliest",
-})
+}
+tls = os.environ.get("KAFKA_READ_TLS")
+if tls:
+    config.update({
+        "security.protocol": "SSL",
+        "ssl.ca.location": os.path.join(tls, "ca.pem"),
+        "ssl.certificate.location": os.path.join(tls, "client.pem"),
+        "ssl.key.location": os.path.join(tls, "client.key"),
+    })
+c = Consumer(config)
 md = c.list_topics(topic, timeout=30)
 parts = sorted(md.topics[topic].partitions)
 c.assign([TopicPartition(topic, p, 0) for p in parts])
