@@ -1602,3 +1602,119 @@ fn msk_iam_tokens_are_renewed_before_they_or_their_credentials_expire() {
         "the token handed out has expired"
     );
 }
+
+/// SPEC-csv2kafka.md, `check-config --connect` and `kafka.properties`: every Kafka
+/// problem named before a job starts. An unknown or refused librdkafka property is a
+/// config error (exit 2, named) for `check-config` and `run` alike, and `run` leaves no
+/// checkpoint; `--connect` reaches the brokers and the topics (exit 2 on any FAILED);
+/// a password read from the environment (`env:NAME`) appears nowhere.
+#[test]
+fn check_config_connect_names_every_kafka_problem() {
+    let mut setup = Setup::new("");
+    let out = setup
+        .c2k(&["check-config", "--connect"])
+        .output()
+        .expect("check");
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains("ok     kafka.topic: telemetry has 3 partitions"),
+        "{}",
+        err(&out)
+    );
+    assert!(
+        err(&out).contains("ok     kafka.dead_letter_topic: dead-letters has 1"),
+        "{}",
+        err(&out)
+    );
+
+    setup.s3.client().put("cc/a.csv", b"a,b\n1,2\n");
+    let url = format!("s3://{BUCKET}/cc/a.csv");
+    for (props, named) in [
+        (
+            serde_json::json!({"no.such.property": "1"}),
+            "no.such.property",
+        ),
+        (
+            serde_json::json!({"compression.type": "sideways"}),
+            "compression.type",
+        ),
+    ] {
+        setup.edit(|c| c["kafka"]["properties"] = props.clone());
+        for args in [vec!["check-config"], vec!["run", url.as_str()]] {
+            let out = setup.c2k(&args).output().expect("csv2kafka");
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", err(&out));
+            assert!(err(&out).contains(named), "{args:?}: {}", err(&out));
+        }
+    }
+    assert!(
+        setup
+            .item(&format!("{BUCKET}/cc/a.csv"))
+            .get("status")
+            .is_none()
+    );
+
+    // (A missing topic is FAILED by name too, but tansu creates topics on demand.)
+    setup.edit(|c| c["kafka"]["properties"] = serde_json::json!({}));
+    setup.edit(|c| {
+        c["kafka"]["topic"] = "telemetry".into();
+        c["kafka"]["bootstrap_servers"] = "127.0.0.1:1".into();
+        c["kafka"]["connect_timeout_seconds"] = 3.into();
+    });
+    let out = setup
+        .c2k(&["check-config", "--connect"])
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("FAILED kafka.topic: Kafka at 127.0.0.1:1"),
+        "{}",
+        err(&out)
+    );
+
+    let secret = "hunter2-do-not-print";
+    setup.bootstrap_at(&setup.kafka.bootstrap());
+    setup.edit(|c| {
+        c["kafka"]["properties"] = serde_json::json!({
+            "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
+            "sasl.username": "fleet", "sasl.password": "env:C2K_KAFKA_PASSWORD"});
+    });
+    let out = setup.c2k(&["check-config"]).output().expect("check");
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("C2K_KAFKA_PASSWORD, which is not set"),
+        "{}",
+        err(&out)
+    );
+    let out = setup
+        .c2k(&["check-config"])
+        .env("C2K_KAFKA_PASSWORD", secret)
+        .output()
+        .expect("check");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), err(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("\"sasl.password\": \"env:C2K_KAFKA_PASSWORD\""),
+        "{said}"
+    );
+    assert!(said.contains("\"sasl.username\": \"<redacted>\""), "{said}");
+    assert!(!said.contains(secret), "{said}");
+    let out = setup
+        .c2k(&["check-config", "--connect"])
+        .env("C2K_KAFKA_PASSWORD", secret)
+        .output()
+        .expect("check");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), err(&out));
+    assert_eq!(out.status.code(), Some(2), "tansu takes no SASL: {said}");
+    assert!(
+        said.contains("SASL PLAIN mechanism handshake failed"),
+        "{said}"
+    );
+    assert!(!said.contains(secret), "{said}");
+    let out = setup
+        .c2k(&["run", &url])
+        .env("C2K_KAFKA_PASSWORD", secret)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(!err(&out).contains(secret), "{}", err(&out));
+}

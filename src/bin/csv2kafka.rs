@@ -17,7 +17,7 @@ usage:
   csv2kafka run          --config PATH [--job-id ID] s3://BUCKET/KEY
   csv2kafka run          --config PATH s3://BUCKET/PREFIX/
   csv2kafka status       --config PATH (--job-id ID | s3://BUCKET/KEY) [--json]
-  csv2kafka check-config --config PATH
+  csv2kafka check-config --config PATH [--connect]   --connect: reach S3's table and Kafka
   csv2kafka create-table --config PATH   create the checkpoint table if missing
   csv2kafka --version | --help
 
@@ -31,6 +31,7 @@ struct Args {
     job_id: Option<String>,
     target: Option<String>,
     json: bool,
+    connect: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>, String> {
@@ -49,6 +50,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
             "--config" => out.config = Some(it.next().ok_or("--config needs a path")?.into()),
             "--job-id" => out.job_id = Some(it.next().ok_or("--job-id needs an id")?.clone()),
             "--json" => out.json = true,
+            "--connect" => out.connect = true,
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s if out.command.is_empty() => out.command = s.to_string(),
             s if out.target.is_none() => out.target = Some(s.to_string()),
@@ -90,13 +92,23 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
+    if matches!(args.command.as_str(), "run" | "check-config")
+        && let Err(e) = tvm_upload::csv2kafka::kafka::validate(&config.kafka, config.delivery())
+    {
+        // An unknown or refused librdkafka property: a config mistake, found before
+        // any checkpoint is touched.
+        eprintln!("csv2kafka: {e}");
+        return ExitCode::from(2);
+    }
     let result = match args.command.as_str() {
         "run" => run(&config, &args),
         "status" => status(&config, &args),
-        "check-config" => worker::check(&config).map_err(Usage).map(|t| {
-            say(&t);
-            eprintln!("config OK");
-        }),
+        "check-config" => worker::check(&config, args.connect)
+            .map_err(Usage)
+            .map(|t| {
+                say(&t);
+                eprintln!("config OK");
+            }),
         "create-table" => worker::create_table(&config)
             .map_err(Usage)
             .map(|t| say(&t)),

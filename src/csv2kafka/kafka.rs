@@ -67,6 +67,17 @@ impl ClientContext for Reports {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let serious = matches!(level, L::Emerg | L::Alert | L::Critical | L::Error);
+        if serious {
+            log::error!("librdkafka: {fac}: {message}");
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_string());
+        } else {
+            log::warn!("librdkafka: {fac}: {message}");
+        }
+    }
+
     fn generate_oauth_token(
         &self,
         _config: Option<&str>,
@@ -209,6 +220,46 @@ pub(super) fn client_config(k: &Kafka) -> ClientConfig {
     c
 }
 
+/// The producer's librdkafka config: ours, then `kafka.properties`, then what exactly
+/// once needs (see [`Sink`]).
+fn producer_config(k: &Kafka, delivery: Duration) -> ClientConfig {
+    let mut c = client_config(k);
+    c.set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "8192")
+        .set("queue.buffering.max.messages", "20000")
+        .set("compression.type", "lz4");
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    for (key, value) in FORCED {
+        c.set(key, value);
+    }
+    let ms = delivery.as_millis().max(1).to_string();
+    c.set("message.timeout.ms", &ms);
+    // A request outliving the delivery bound would be answered after it.
+    let request = delivery.min(Duration::from_secs(30)).as_millis().max(1);
+    c.set("request.timeout.ms", request.to_string());
+    c
+}
+
+/// Checks `kafka.properties` with librdkafka itself, without connecting: an unknown
+/// property or a value it refuses is a config error naming it (secrets redacted).
+pub fn validate(k: &Kafka, delivery: Duration) -> Result<(), String> {
+    producer_config(k, delivery)
+        .create_native_config()
+        .map(drop)
+        .map_err(|e| {
+            let mut why = e.to_string();
+            for (key, value) in &k.properties {
+                if super::config::is_secret(key) || k.shown.get(key) != Some(value) {
+                    why = why.replace(value.as_str(), "<redacted>");
+                }
+            }
+            format!("kafka.properties: {why}")
+        })
+}
+
 /// The producer: idempotent, `acks=all`, queues bounded to 8 MiB / 20,000 messages
 /// (librdkafka's defaults buffer up to 1 GiB; 20,000 is several times what is in
 /// flight at 500,000 rows/s and 15 ms to an acknowledgement; larger queues measured
@@ -228,23 +279,7 @@ impl Sink {
     /// A producer whose every message lands within `delivery` of being handed over, or
     /// never (`message.timeout.ms`; see [`super::lease`]).
     pub fn new(k: &Kafka, delivery: Duration) -> Result<Sink, String> {
-        let mut c = client_config(k);
-        c.set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.kbytes", "8192")
-            .set("queue.buffering.max.messages", "20000")
-            .set("compression.type", "lz4");
-        for (key, value) in &k.properties {
-            c.set(key, value);
-        }
-        for (key, value) in FORCED {
-            c.set(key, value);
-        }
-        let ms = delivery.as_millis().max(1).to_string();
-        c.set("message.timeout.ms", &ms);
-        // A request outliving the delivery bound would be answered after it.
-        let request = delivery.min(Duration::from_secs(30)).as_millis().max(1);
-        c.set("request.timeout.ms", request.to_string());
+        let c = producer_config(k, delivery);
         let producer: BaseProducer<Reports> = c
             .create_with_context(Reports::default())
             .map_err(|e| format!("Kafka producer: {e}"))?;

@@ -11,6 +11,7 @@ use super::config::Config;
 use super::dynamo::Dynamo;
 use super::emitter::Emitter;
 use super::job::{self, Context, Outcome};
+use super::kafka::{Dest, Sink};
 use super::source;
 use crate::credentials::Provider;
 use crate::s3::S3;
@@ -240,7 +241,7 @@ fn status_text(cp: &Checkpoint) -> String {
 }
 
 /// `check-config`: the credentials' source and the table; the effective config.
-pub fn check(config: &Config) -> Result<String, String> {
+pub fn check(config: &Config, connect: bool) -> Result<String, String> {
     let creds = credentials()?;
     let now = creds.current().map_err(|e| e.to_string())?;
     eprintln!("ok     credentials: {}", now.summary());
@@ -249,7 +250,63 @@ pub fn check(config: &Config) -> Result<String, String> {
         Ok(s) => eprintln!("ok     checkpoint.table: {} is {s}", m.table),
         Err(e) => return Err(missing_table(config, &e)),
     }
+    if connect {
+        if let Some(region) = &config.kafka.msk_iam {
+            super::msk::install(Arc::clone(&creds), region);
+        }
+        let failed = check_kafka(config);
+        if failed > 0 {
+            return Err(format!("usage: {failed} Kafka check(s) FAILED"));
+        }
+    }
     Ok(format!("{:#}\n", config.describe()))
+}
+
+/// `check-config --connect`'s Kafka lines: the brokers with the configured security
+/// (TLS, authentication), the topic and its partitions, the dead-letter topic. Returns
+/// how many FAILED.
+fn check_kafka(config: &Config) -> usize {
+    let k = &config.kafka;
+    let sink = match Sink::new(k, config.delivery()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("FAILED kafka: {e}");
+            return 1;
+        }
+    };
+    let mut failed = 0;
+    let mut dests = vec![(Dest::Main, "kafka.topic")];
+    if k.dead_letter_topic.is_some() {
+        dests.push((Dest::DeadLetter, "kafka.dead_letter_topic"));
+    }
+    for (dest, name) in dests {
+        match sink.partitions(dest) {
+            Ok(n) => eprintln!(
+                "ok     {name}: {} has {n} partitions (reached {} with {})",
+                sink.topic(dest),
+                k.bootstrap_servers,
+                security(k)
+            ),
+            Err(e) => {
+                eprintln!("FAILED {name}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// How the brokers are reached, in words (nothing secret).
+fn security(k: &super::config::Kafka) -> String {
+    let protocol = k
+        .properties
+        .get("security.protocol")
+        .map_or("PLAINTEXT", String::as_str);
+    match (&k.msk_iam, k.properties.get("sasl.mechanisms")) {
+        (Some(region), _) => format!("{protocol}, MSK IAM tokens for {region}"),
+        (None, Some(m)) => format!("{protocol}, SASL {m}"),
+        (None, None) => protocol.to_string(),
+    }
 }
 
 /// `create-table`: the checkpoint table, if missing.
