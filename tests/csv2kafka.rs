@@ -1718,3 +1718,59 @@ fn check_config_connect_names_every_kafka_problem() {
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     assert!(!err(&out).contains(secret), "{}", err(&out));
 }
+
+/// SPEC-csv2kafka.md, `csv.columns`: declared columns become JSON numbers and booleans
+/// (a number exactly as written, an empty field `null`), the rest stay strings (`007`
+/// unchanged); a field that is not of its type makes the row malformed: dead-lettered
+/// with its raw bytes, the rows after it unaffected.
+#[test]
+fn typed_columns_become_numbers_and_booleans_or_the_row_is_malformed() {
+    let mut setup = Setup::new("");
+    setup.edit(|c| {
+        c["csv"] =
+            serde_json::json!({"columns": {"speed": "number", "ok": "bool", "vin": "string"}});
+    });
+    let csv =
+        "vin,speed,ok,note\n007,12.50,true,a\n008,fast,false,b\n009,,TRUE,c\n010,-1e3,False,d\n";
+    setup.s3.client().put("typed/t.csv", csv.as_bytes());
+    let job = format!("{BUCKET}/typed/t.csv");
+    let out = setup.run(&format!("s3://{job}"));
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(
+        err(&out).contains(r#"line 2: malformed (column "speed" is a number: "fast" is not one)"#),
+        "{}",
+        err(&out)
+    );
+    let rows: BTreeMap<u64, String> = setup
+        .kafka
+        .read("telemetry")
+        .into_iter()
+        .filter(|m| m.2 == job)
+        .map(|m| (m.3, m.4))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        rows[&1],
+        r#"{"vin":"007","speed":12.50,"ok":true,"note":"a"}"#
+    );
+    assert_eq!(
+        rows[&3],
+        r#"{"vin":"009","speed":null,"ok":true,"note":"c"}"#
+    );
+    assert_eq!(
+        rows[&4],
+        r#"{"vin":"010","speed":-1e3,"ok":false,"note":"d"}"#
+    );
+    let dead: Vec<_> = setup
+        .kafka
+        .read("dead-letters")
+        .into_iter()
+        .filter(|m| m.2 == job)
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].3, dead[0].4.as_str()), (2, "008,fast,false,b"));
+    setup.edit(|c| c["csv"] = serde_json::json!({"columns": {"speed": "float"}}));
+    let out = setup.c2k(&["check-config"]).output().expect("check");
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(err(&out).contains("csv.columns.speed"), "{}", err(&out));
+}

@@ -86,6 +86,8 @@ pub struct Csv {
     /// The longest record read as a row (default 1 MiB, at most 64 MiB); a longer one is
     /// malformed, dead-lettered by its first this many bytes.
     pub max_record_bytes: usize,
+    /// Columns whose values are JSON numbers or booleans (`csv.columns`).
+    pub columns: BTreeMap<String, super::values::Kind>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +152,8 @@ struct RawCsv {
     delimiter: Option<String>,
     header: Option<bool>,
     max_record_bytes: Option<serde_json::Value>,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,7 +231,8 @@ impl Config {
                 "endpoint": self.checkpoint.endpoint, "interval_lines": self.checkpoint.interval_lines,
                 "lease_seconds": self.checkpoint.lease.as_secs(), "verify": self.checkpoint.verify},
             "csv": {"delimiter": (self.csv.delimiter as char).to_string(), "header": self.csv.header,
-                    "max_record_bytes": self.csv.max_record_bytes},
+                    "max_record_bytes": self.csv.max_record_bytes,
+                    "columns": self.csv.columns.iter().map(|(k, v)| (k.clone(), format!("{v:?}").to_lowercase())).collect::<BTreeMap<_, _>>()},
             "metrics": self.metrics.as_ref().map(|m| serde_json::json!({
                 "namespace": m.namespace, "region": m.region, "endpoint": m.endpoint,
                 "interval_seconds": m.interval.as_secs()})),
@@ -488,10 +493,21 @@ fn csv_config(raw: RawCsv) -> Result<Csv, ConfigError> {
             ),
         ));
     }
+    let mut columns = BTreeMap::new();
+    for (name, kind) in raw.columns {
+        let parsed = super::values::Kind::parse(&kind).ok_or_else(|| {
+            field(
+                &format!("csv.columns.{name}"),
+                format!("{kind:?} is not a type (number, bool or string)"),
+            )
+        })?;
+        columns.insert(name, parsed);
+    }
     Ok(Csv {
         delimiter,
         header: raw.header.unwrap_or(true),
         max_record_bytes: max_record_bytes as usize,
+        columns,
     })
 }
 

@@ -107,6 +107,17 @@ impl Fields {
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         (0..self.len()).filter_map(|i| self.get(i))
     }
+
+    /// Fields from strings (tests, and callers building a row by hand).
+    pub fn from_strs(fields: &[&str]) -> Fields {
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(fields.len());
+        for f in fields {
+            text.push_str(f);
+            ends.push(text.len());
+        }
+        Split { text, ends }
+    }
 }
 
 impl<S: AsRef<str>> PartialEq<[S]> for Fields {
@@ -572,7 +583,7 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-fn push_json_string(out: &mut String, s: &str) {
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     // Most fields need no escape: a check without early exit (which the compiler

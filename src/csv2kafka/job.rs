@@ -32,6 +32,7 @@ use super::lease::{Lease, Now};
 use super::saver::{InFlight, Saver};
 use super::scan::{self, Landed};
 use super::source;
+use super::values;
 use crate::s3::S3;
 
 /// How a job ended.
@@ -676,6 +677,8 @@ struct Stream<'a> {
     json: String,
     /// The header's JSON keys (column numbers without a header).
     keys: Vec<String>,
+    /// Each column's kind when `csv.columns` types any (empty: all strings).
+    kinds: Vec<values::Kind>,
     /// The position of `kafka.key_column` in the header, once known.
     key_index: Option<usize>,
     /// Rows since delivery reports were last served.
@@ -768,6 +771,7 @@ impl<'a> Stream<'a> {
             header: cp.header.clone(),
             json: String::new(),
             keys: Vec::new(),
+            kinds: Vec::new(),
             key_index: None,
             unserved: 0,
             saver,
@@ -1028,31 +1032,57 @@ impl<'a> Stream<'a> {
         row: &'r Row,
         json: &mut String,
     ) -> Option<Message<'r>> {
-        match &row.fields {
-            Ok(fields) => {
-                let key = self
-                    .key_index
-                    .and_then(|i| fields.get(i))
-                    .map(|k| k.as_bytes());
-                if self.keys.len() != fields.len() {
-                    self.keys = match &self.header {
-                        Some(h) => json_keys(h),
-                        None => json_keys(&numbered(fields.len())),
-                    };
-                }
-                to_json(&self.keys, fields, json);
-                Some((Dest::Main, key, None))
-            }
-            Err(why) => {
-                log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
-                self.ctx.config.kafka.dead_letter_topic.as_ref()?;
-                Some((
-                    Dest::DeadLetter,
-                    None,
-                    Some(&row.raw[..row.raw.len().min(DEAD_LETTER_BYTES)]),
-                ))
-            }
+        let fields = match &row.fields {
+            Ok(fields) => fields,
+            Err(why) => return self.malformed(cp, row, &why.to_string()),
+        };
+        let key = self
+            .key_index
+            .and_then(|i| fields.get(i))
+            .map(|k| k.as_bytes());
+        if self.keys.len() != fields.len() {
+            let names = match &self.header {
+                Some(h) => h.clone(),
+                None => numbered(fields.len()),
+            };
+            self.keys = json_keys(&names);
+            self.typed(cp, &names);
         }
+        if self.kinds.is_empty() {
+            to_json(&self.keys, fields, json);
+        } else if let Err(why) = values::to_json_typed(&self.keys, &self.kinds, fields, json) {
+            return self.malformed(cp, row, &why);
+        }
+        Some((Dest::Main, key, None))
+    }
+
+    /// The kinds of the columns (`csv.columns`) under `names`: none when every column
+    /// is a string.
+    fn typed(&mut self, cp: &Checkpoint, names: &[String]) {
+        let columns = &self.ctx.config.csv.columns;
+        let (kinds, missing) = values::kinds(names, columns);
+        if !missing.is_empty() {
+            log::warn!(
+                "{}: csv.columns names {missing:?}, which this object's header does not have",
+                cp.job_id
+            );
+        }
+        self.kinds = match kinds.iter().all(|k| *k == values::Kind::String) {
+            true => Vec::new(),
+            false => kinds,
+        };
+    }
+
+    /// A malformed row's message: its raw bytes to the dead-letter topic, or `None`
+    /// (logged and counted) without one.
+    fn malformed<'r>(&self, cp: &Checkpoint, row: &'r Row, why: &str) -> Option<Message<'r>> {
+        log::warn!("{}: line {}: malformed ({why})", cp.job_id, row.line);
+        self.ctx.config.kafka.dead_letter_topic.as_ref()?;
+        Some((
+            Dest::DeadLetter,
+            None,
+            Some(&row.raw[..row.raw.len().min(DEAD_LETTER_BYTES)]),
+        ))
     }
 
     /// Adds a row to the durable-prefix tracker: `slot` when a delivery report is due.

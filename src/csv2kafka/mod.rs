@@ -16,4 +16,5 @@ pub mod msk;
 pub mod saver;
 pub mod scan;
 pub mod source;
+pub mod values;
 pub mod worker;
