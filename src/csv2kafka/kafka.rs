@@ -273,6 +273,8 @@ pub struct Sink {
     brokers: String,
     /// Metadata requests wait at most this (`kafka.connect_timeout_seconds`, ≤ 30 s).
     meta_timeout: Duration,
+    /// `ssl.ca.location`, to say why a broker's certificate is refused.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl Sink {
@@ -292,6 +294,7 @@ impl Sink {
             dead_letter: k.dead_letter_topic.clone(),
             brokers: k.bootstrap_servers.clone(),
             meta_timeout: k.connect_timeout.min(META_TIMEOUT),
+            ca: k.properties.get("ssl.ca.location").map(Into::into),
         })
     }
 
@@ -335,8 +338,19 @@ impl Sink {
             .last_error
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(String::new(), |e| format!("; last broker error: {e}"))
+            .clone()
+            .map_or(String::new(), |e| {
+                let mut out = format!("; last broker error: {e}");
+                // librdkafka says only "certificate verify failed": ask why.
+                if e.contains("certificate verify failed")
+                    && let Some(ca) = &self.ca
+                    && let Some(first) = self.brokers.split(',').next()
+                    && let Some(why) = super::tls::diagnose(first.trim(), ca)
+                {
+                    out.push_str(&format!(" ({why})"));
+                }
+                out
+            })
     }
 
     /// Queues one message; waits (serving delivery reports) while the queue is full.

@@ -16,5 +16,6 @@ pub mod msk;
 pub mod saver;
 pub mod scan;
 pub mod source;
+pub mod tls;
 pub mod values;
 pub mod worker;
