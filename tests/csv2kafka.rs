@@ -604,6 +604,18 @@ fn faults_are_survived_or_named() {
     );
 }
 
+/// A broker of its own with the job's topics, reached through a relay the test can cut
+/// or slow (the broker advertises the relay's port).
+fn behind_relay(setup: &mut Setup) -> (Broker, common::relay::Relay) {
+    let relay_port = free_port();
+    let broker = Broker::advertising(free_port(), relay_port);
+    broker.create_topic("telemetry", 3);
+    broker.create_topic("dead-letters", 1);
+    let relay = common::relay::Relay::start(relay_port, broker.port);
+    setup.bootstrap_at(&format!("127.0.0.1:{relay_port}"));
+    (broker, relay)
+}
+
 /// The broker cut off mid-job for longer than a delivery may take: the failed
 /// deliveries send the job back through its resume path (a new producer, the scan of
 /// what landed) with a clear message and backoff, and once the broker is back every
@@ -611,12 +623,7 @@ fn faults_are_survived_or_named() {
 #[test]
 fn a_broker_lost_mid_job_is_waited_for_and_no_row_doubles() {
     let mut setup = Setup::new("");
-    let relay_port = free_port();
-    let broker = Broker::advertising(free_port(), relay_port);
-    broker.create_topic("telemetry", 3);
-    broker.create_topic("dead-letters", 1);
-    let relay = common::relay::Relay::start(relay_port, broker.port);
-    setup.bootstrap_at(&format!("127.0.0.1:{relay_port}"));
+    let (broker, relay) = behind_relay(&mut setup);
     setup.edit(|c| c["kafka"]["properties"] = serde_json::json!({"message.timeout.ms": "3000"}));
     let (csv, want) = telemetry(400_000);
     setup.s3.client().put("m/cut.csv", &csv);
@@ -1287,12 +1294,7 @@ fn rows_the_broker_lost_are_read_back_missing_and_sent_again() {
 #[test]
 fn a_resume_scan_slower_than_the_lease_still_progresses() {
     let mut setup = Setup::new("");
-    let relay_port = free_port();
-    let broker = Broker::advertising(free_port(), relay_port);
-    broker.create_topic("telemetry", 3);
-    broker.create_topic("dead-letters", 1);
-    let relay = common::relay::Relay::start(relay_port, broker.port);
-    setup.bootstrap_at(&format!("127.0.0.1:{relay_port}"));
+    let (broker, relay) = behind_relay(&mut setup);
     let (csv, want) = telemetry(60_000);
     setup.s3.client().put("slow/a/drive.csv", &csv);
     let job = format!("{BUCKET}/slow/a/drive.csv");
