@@ -37,11 +37,22 @@ pub struct IotConfig {
 
 /// The container endpoint's authorization: none, a value, or a file re-read at every
 /// fetch (ECS and EKS rotate it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Token {
     None,
     Value(String),
     File(PathBuf),
+}
+
+impl std::fmt::Debug for Token {
+    /// The token is a credential: a `{:?}` of a source never shows it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::None => write!(f, "None"),
+            Token::Value(_) => write!(f, "Value(<redacted>)"),
+            Token::File(p) => write!(f, "File({p:?})"),
+        }
+    }
 }
 
 /// Runs `command` (with `sh -c`, as a profile writes it) and reads the credentials it
@@ -350,6 +361,13 @@ pub fn from_json(v: &Value, [id, secret, token, expiry]: [&str; 4]) -> Result<Cr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_token_is_never_printed() {
+        let shown = format!("{:?}", Token::Value("secret-auth-token".into()));
+        assert!(!shown.contains("secret-auth-token"), "{shown}");
+        assert_eq!(format!("{:?}", Token::File("/t".into())), "File(\"/t\")");
+    }
 
     #[test]
     fn answers_are_read_with_their_expiry() {
