@@ -524,6 +524,7 @@ fn watch_input(ev: WatchEvent) -> Input {
     match ev {
         WatchEvent::Seen { file, version } => Input::Seen { file, version },
         WatchEvent::Gone { file } => Input::Gone { file },
+        WatchEvent::DirGone { dir } => Input::DirGone { dir },
         WatchEvent::ScanDone => Input::ScanDone,
     }
 }

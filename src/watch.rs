@@ -36,6 +36,10 @@ pub enum WatchEvent {
     Seen { file: FileRef, version: Version },
     /// The file was deleted or moved away.
     Gone { file: FileRef },
+    /// A directory (`source/rel`) was moved away: every file under it is gone from
+    /// there (when it was moved within the source, its files are then seen under the
+    /// new name, and the planner pairs each with its old name by inode).
+    DirGone { dir: FileRef },
     /// The start-up scan is complete: every file present then has been reported.
     ScanDone,
 }
@@ -175,6 +179,7 @@ impl State {
         let mut touched: Vec<(usize, String)> = Vec::new();
         let mut touched_set: HashSet<(usize, String)> = HashSet::new();
         let mut new_dirs: Vec<(usize, String)> = Vec::new();
+        let mut moved_away: Vec<WatchDescriptor> = Vec::new();
         let mut overflow = false;
         loop {
             let events = match self.inotify.read_events(buffer) {
@@ -220,10 +225,18 @@ impl State {
                     continue;
                 };
                 if ev.mask.contains(EventMask::ISDIR) {
-                    if ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
-                        && self.sources[src].recursive
-                    {
+                    if !self.sources[src].recursive {
+                        continue;
+                    }
+                    if ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                         new_dirs.push((src, child));
+                    } else if ev.mask.contains(EventMask::MOVED_FROM) {
+                        moved_away.extend(self.forget_dir(src, &child));
+                        touched.retain(|(s, rel)| *s != src || !under(rel, &child));
+                        touched_set.retain(|(s, rel)| *s != src || !under(rel, &child));
+                        self.send(WatchEvent::DirGone {
+                            dir: FileRef::new(&self.sources[src].name, &child),
+                        })?;
                     }
                     continue;
                 }
@@ -253,10 +266,32 @@ impl State {
         for (src, rel) in new_dirs {
             self.scan_dir(src, &rel, rel.matches('/').count() + 1)?;
         }
+        // A directory moved out of every source keeps its watches on the moved inode
+        // (one moved within a source got the same descriptors back from its scan).
+        for wd in moved_away {
+            if !self.dirs.contains_key(&wd) {
+                let _ = self.inotify.watches().remove(wd);
+            }
+        }
         for (src, rel) in touched {
             self.report(src, &rel)?;
         }
         Ok(())
+    }
+
+    /// Forgets the watched directories at `rel` and under it (moved away): their events
+    /// would otherwise be reported under the old name. Returns their descriptors.
+    fn forget_dir(&mut self, src: usize, rel: &str) -> Vec<WatchDescriptor> {
+        let gone: Vec<WatchDescriptor> = self
+            .dirs
+            .iter()
+            .filter(|(_, (s, r))| *s == src && (r == rel || under(r, rel)))
+            .map(|(wd, _)| wd.clone())
+            .collect();
+        for wd in &gone {
+            self.dirs.remove(wd);
+        }
+        gone
     }
 
     fn lose_root(&mut self, src: usize) {
@@ -428,6 +463,11 @@ impl State {
     }
 }
 
+/// Whether `rel` is below the directory `dir` (both relative to one source root).
+fn under(rel: &str, dir: &str) -> bool {
+    rel.len() > dir.len() && rel.starts_with(dir) && rel.as_bytes()[dir.len()] == b'/'
+}
+
 enum Ready {
     Events,
     Wake,
@@ -512,7 +552,7 @@ mod tests {
                 WatchEvent::Seen { file, version } => {
                     seen.push((file.rel().to_string(), version.size))
                 }
-                WatchEvent::Gone { .. } => {}
+                WatchEvent::Gone { .. } | WatchEvent::DirGone { .. } => {}
                 WatchEvent::ScanDone => break,
             }
         }
@@ -550,5 +590,19 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(10))
             .expect("dropping the watcher returned");
         let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+#[cfg(test)]
+mod under_tests {
+    use super::under;
+
+    #[test]
+    fn under_means_strictly_below_at_a_path_boundary() {
+        assert!(under("d1/a.log", "d1"));
+        assert!(under("d1/x/b.log", "d1"));
+        assert!(!under("d1", "d1"));
+        assert!(!under("d10/a.log", "d1"));
+        assert!(!under("e/d1/a.log", "d1"));
     }
 }

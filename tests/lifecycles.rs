@@ -553,3 +553,54 @@ fn a_wiped_state_dir_never_overwrites_and_sends_only_what_changed() {
         .collect();
     assert_eq!(stored, vec![kb2], "only the changed file is stored");
 }
+
+/// Issue 24 (2): a directory renamed inside a source while the daemon runs is a rename
+/// of every file under it: nothing is sent or copied again, however often it moves, and
+/// a file written in it afterwards goes under its new name.
+#[test]
+fn a_directory_renamed_inside_a_source_is_not_sent_again() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("ros", r#","recursive":true"#)],
+        "",
+        "",
+    );
+    let dir = setup.source("ros");
+    std::fs::create_dir_all(dir.join("d1/deeper")).expect("mkdir");
+    let (a, b) = (bytes(3000, 1), bytes(4000, 2));
+    write(&dir.join("d1/a.log"), &a);
+    write(&dir.join("d1/deeper/b.log"), &b);
+    let ka = key("ros", "d1/a.log", &dir.join("d1/a.log"));
+    let kb = key("ros", "d1/deeper/b.log", &dir.join("d1/deeper/b.log"));
+    let mut child = setup.spawn_run();
+    let client = server.client();
+    wait_for(&client, &ka, &a, &setup);
+    wait_for(&client, &kb, &b, &setup);
+    for (from, to) in [("d1", "d2"), ("d2", "d3")] {
+        std::fs::rename(dir.join(from), dir.join(to)).expect("mv");
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    // Events in the moved directory are its new name's.
+    let c = bytes(2000, 3);
+    write(&dir.join("d3/deeper/c.log"), &c);
+    let kc = key("ros", "d3/deeper/c.log", &dir.join("d3/deeper/c.log"));
+    wait_for(&client, &kc, &c, &setup);
+    std::thread::sleep(Duration::from_secs(3));
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    assert_holds(&client, &[(&ka, &a), (&kb, &b), (&kc, &c)]);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| r.header("x-amz-copy-source").is_none()),
+        "nothing was copied on the server; log:\n{}",
+        setup.run_log()
+    );
+    assert!(
+        setup.run_log().contains("renamed from d2/a.log"),
+        "{}",
+        setup.run_log()
+    );
+}

@@ -28,7 +28,7 @@ pub use files::{Counts, Files, Phase, Tracked};
 pub use health::{Allowance, Health, Trouble};
 
 use crate::config::Config;
-use crate::file::{FileRef, Version};
+use crate::file::{FileRef, Version, split};
 use crate::journal::{Record, State};
 use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
@@ -42,7 +42,7 @@ pub const READY_BATCH: usize = 512;
 pub const MAX_TRACKED_FILES: usize = 16_384;
 /// Uploaded files lately seen going away, remembered by inode so that one reappearing
 /// under a new name (a rotation) is known for what it is; the oldest are dropped first.
-pub const MAX_MOVED_AWAY: usize = 1024;
+pub const MAX_MOVED_AWAY: usize = 16_384;
 /// A file changed again within this many `stability_seconds` of its previous change is
 /// taken as still being written (see [`Planner::settling`]).
 pub const GROWING_FACTOR: u32 = 10;
@@ -95,6 +95,9 @@ pub enum Input {
     Seen { file: FileRef, version: Version },
     /// The watcher saw the file deleted or moved away.
     Gone { file: FileRef },
+    /// The watcher saw a directory (`source/rel`) moved away: each file known under it
+    /// is [`Input::Gone`].
+    DirGone { dir: FileRef },
     /// The start-up scan has reported every file present.
     ScanDone,
     /// The answer to [`Effect::Confirm`]: each file's version now (`None`: gone), or why
@@ -374,6 +377,7 @@ impl Planner {
         match input {
             Input::Seen { file, version } => self.seen(file, version, now, journal, out),
             Input::Gone { file } => self.gone(&file, journal, out),
+            Input::DirGone { dir } => self.dir_gone(&dir, journal, out),
             Input::ScanDone => self.scan_done(journal, out),
             Input::Confirmed(answers) => self.confirmed(answers, now, journal, out),
             Input::Journaled { files, result } => self.journaled(files, result, now),
@@ -641,6 +645,27 @@ impl Planner {
         // multipart upload and drops it from the journal; a settling one just goes.
         if let Some(Phase::Settling { .. } | Phase::Confirming { .. }) = self.files.phase(file) {
             self.forget(file, journal, out);
+        }
+    }
+
+    /// A directory moved away: every uploaded or tracked file under it has gone from
+    /// there, so that each one seen again under the directory's new name is a rename.
+    fn dir_gone(&mut self, dir: &FileRef, journal: &State, out: &mut Vec<Effect>) {
+        let prefix = format!("{}/", dir.as_str());
+        let mut under: Vec<FileRef> = journal
+            .registry()
+            .map(|(path, _)| path)
+            .chain(self.files.iter().map(|(f, _)| f.as_str()))
+            .filter(|path| path.starts_with(&prefix))
+            .map(|path| {
+                let (source, rel) = split(path);
+                FileRef::new(source, rel)
+            })
+            .collect();
+        under.sort();
+        under.dedup();
+        for file in under {
+            self.gone(&file, journal, out);
         }
     }
 
