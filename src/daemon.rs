@@ -522,7 +522,12 @@ impl Drop for Shell {
 
 fn watch_input(ev: WatchEvent) -> Input {
     match ev {
-        WatchEvent::Seen { file, version } => Input::Seen { file, version },
+        WatchEvent::Seen {
+            file,
+            version,
+            rewritten: false,
+        } => Input::Seen { file, version },
+        WatchEvent::Seen { file, version, .. } => Input::Rewritten { file, version },
         WatchEvent::Gone { file } => Input::Gone { file },
         WatchEvent::DirGone { dir } => Input::DirGone { dir },
         WatchEvent::ScanDone => Input::ScanDone,

@@ -88,10 +88,43 @@ impl Version {
     }
 
     /// Whether `later` is this version grown by appending: the same file, no shorter,
-    /// not older. (Whether its first bytes are still these is checked when they are
-    /// read.)
+    /// not older. (The watcher tells a rewrite in place from growth by the content's
+    /// [`Ends`]; the bytes themselves are checked when they are hashed.)
     pub fn grown_into(&self, later: &Version) -> bool {
         self.ino == later.ino && later.size >= self.size && later.mtime_ns >= self.mtime_ns
+    }
+}
+
+/// Bytes read at each end of a file's content by [`Ends`].
+const END_BYTES: u64 = 128;
+
+/// CRC-32s of a file's first bytes and of its last bytes before `size`. Read again at
+/// the same `size` once the file is longer, a difference says it was rewritten (a new
+/// content), not appended to. Two small reads: cheap enough for every change the
+/// watcher reports. A rewrite that leaves both ends of the old content as they were is
+/// taken for growth (its bytes are still checked when they are hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ends {
+    head: u32,
+    tail: u32,
+}
+
+impl Ends {
+    /// The ends of the first `size` bytes of `path`; an error if it is shorter.
+    pub fn read(path: &Path, size: u64) -> io::Result<Ends> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path)?;
+        let n = size.min(END_BYTES);
+        let mut buf = [0u8; END_BYTES as usize];
+        let head = &mut buf[..n as usize];
+        file.read_exact_at(head, 0)?;
+        let head = crc32fast::hash(head);
+        let tail = &mut buf[..n as usize];
+        file.read_exact_at(tail, size - n)?;
+        Ok(Ends {
+            head,
+            tail: crc32fast::hash(tail),
+        })
     }
 }
 
@@ -138,6 +171,38 @@ mod tests {
         assert!(v(1, 2, 9).grown_into(&v(5, 4, 9)));
         assert!(!v(1, 2, 9).grown_into(&v(5, 4, 8)));
         assert!(!v(5, 2, 9).grown_into(&v(1, 4, 9)));
+    }
+
+    #[test]
+    fn ends_tell_an_append_from_a_rewrite() {
+        let dir = std::env::temp_dir().join(format!("tvm-ends-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join("f");
+        let first: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &first).expect("write");
+        let before = Ends::read(&p, 1000).expect("ends");
+        let mut grown = first.clone();
+        grown.extend_from_slice(b"appended");
+        std::fs::write(&p, &grown).expect("append");
+        assert_eq!(Ends::read(&p, 1000).expect("ends"), before);
+        let mut middle = grown.clone();
+        middle[500] ^= 1;
+        std::fs::write(&p, &middle).expect("rewrite");
+        assert_eq!(
+            Ends::read(&p, 1000).expect("ends"),
+            before,
+            "the middle is not read"
+        );
+        for at in [0, 999] {
+            let mut other = grown.clone();
+            other[at] ^= 1;
+            std::fs::write(&p, &other).expect("rewrite");
+            assert_ne!(Ends::read(&p, 1000).expect("ends"), before, "byte {at}");
+        }
+        assert!(Ends::read(&p, 5000).is_err(), "shorter than asked");
+        std::fs::write(&p, b"ab").expect("small");
+        assert!(Ends::read(&p, 2).is_ok() && Ends::read(&p, 0).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

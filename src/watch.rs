@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::file::{FileRef, Version, stat};
+use crate::file::{Ends, FileRef, Version, stat};
 use crate::pattern::{self, Pattern};
 
 /// inotify read buffer: room for ~1,000 events per read.
@@ -32,8 +32,14 @@ const MAX_DEPTH: usize = 32;
 /// What the watcher tells the planner.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
-    /// A wanted regular file exists at this version.
-    Seen { file: FileRef, version: Version },
+    /// A wanted regular file exists at this version. `rewritten`: it is no shorter than
+    /// when last reported, the same inode, but its content then is not its first bytes
+    /// now (see [`Ends`]): a new content, not growth.
+    Seen {
+        file: FileRef,
+        version: Version,
+        rewritten: bool,
+    },
     /// The file was deleted or moved away.
     Gone { file: FileRef },
     /// A directory (`source/rel`) was moved away: every file under it is gone from
@@ -81,6 +87,7 @@ impl Watcher {
                     tx,
                     warned: HashSet::new(),
                     lost: BTreeSet::new(),
+                    ends: HashMap::new(),
                 };
                 state.run(wake_rx);
             })?;
@@ -131,7 +138,12 @@ struct State {
     /// Sources whose root directory is missing (deleted, moved away, not yet created):
     /// looked for every [`LOST_ROOT_POLL_MS`] and watched again when back.
     lost: BTreeSet<usize>,
+    /// Each reported file's version and [`Ends`] then (at most [`MAX_ENDS`]).
+    ends: HashMap<FileRef, (Version, Ends)>,
 }
+
+/// Files whose ends are remembered; beyond it a file's first change is taken for growth.
+const MAX_ENDS: usize = 16_384;
 
 /// How often a missing source root is looked for.
 const LOST_ROOT_POLL_MS: i32 = 1000;
@@ -234,9 +246,10 @@ impl State {
                         moved_away.extend(self.forget_dir(src, &child));
                         touched.retain(|(s, rel)| *s != src || !under(rel, &child));
                         touched_set.retain(|(s, rel)| *s != src || !under(rel, &child));
-                        self.send(WatchEvent::DirGone {
-                            dir: FileRef::new(&self.sources[src].name, &child),
-                        })?;
+                        let dir = FileRef::new(&self.sources[src].name, &child);
+                        let prefix = format!("{}/", dir.as_str());
+                        self.ends.retain(|f, _| !f.as_str().starts_with(&prefix));
+                        self.send(WatchEvent::DirGone { dir })?;
                     }
                     continue;
                 }
@@ -246,9 +259,9 @@ impl State {
                 {
                     touched_set.remove(&(src, child.clone()));
                     touched.retain(|t| t != &(src, child.clone()));
-                    self.send(WatchEvent::Gone {
-                        file: FileRef::new(&self.sources[src].name, &child),
-                    })?;
+                    let file = FileRef::new(&self.sources[src].name, &child);
+                    self.ends.remove(&file);
+                    self.send(WatchEvent::Gone { file })?;
                     continue;
                 }
                 if touched_set.insert((src, child.clone())) {
@@ -355,9 +368,17 @@ impl State {
         let path = spec.root.join(rel);
         let file = FileRef::new(&spec.name, rel);
         match stat(&path) {
-            Ok(Some(version)) => self.send(WatchEvent::Seen { file, version }),
+            Ok(Some(version)) => {
+                let rewritten = self.rewritten(&file, &path, version);
+                self.send(WatchEvent::Seen {
+                    file,
+                    version,
+                    rewritten,
+                })
+            }
             Ok(None) => {
                 if std::fs::symlink_metadata(&path).is_err() {
+                    self.ends.remove(&file);
                     self.send(WatchEvent::Gone { file })
                 } else {
                     Ok(()) // a FIFO, socket, device or symlink: never uploaded
@@ -368,6 +389,30 @@ impl State {
                 Ok(())
             }
         }
+    }
+
+    /// Whether the file at `version` was rewritten since it was last reported (see
+    /// [`WatchEvent::Seen`]); remembers its ends now.
+    fn rewritten(&mut self, file: &FileRef, path: &std::path::Path, version: Version) -> bool {
+        let rewritten = match self.ends.get(file) {
+            Some((old, ends))
+                if old.ino == version.ino && old.size <= version.size && *old != version =>
+            {
+                Ends::read(path, old.size).is_ok_and(|now| now != *ends)
+            }
+            _ => false,
+        };
+        if self.ends.len() < MAX_ENDS || self.ends.contains_key(file) {
+            match Ends::read(path, version.size) {
+                Ok(ends) => {
+                    self.ends.insert(file.clone(), (version, ends));
+                }
+                Err(_) => {
+                    self.ends.remove(file);
+                }
+            }
+        }
+        rewritten
     }
 
     fn scan_all(&mut self) -> Step {
@@ -549,7 +594,7 @@ mod tests {
                 .recv_timeout(Duration::from_secs(10))
                 .expect("event")
             {
-                WatchEvent::Seen { file, version } => {
+                WatchEvent::Seen { file, version, .. } => {
                     seen.push((file.rel().to_string(), version.size))
                 }
                 WatchEvent::Gone { .. } | WatchEvent::DirGone { .. } => {}

@@ -604,3 +604,42 @@ fn a_directory_renamed_inside_a_source_is_not_sent_again() {
         setup.run_log()
     );
 }
+
+/// Issue 24 (3): a file rewritten in place (`open("wb")`, one write) is a new version
+/// each time, even when it is longer than the last: each settles on its own and goes
+/// under the next `~N`, none is taken for growth and left waiting.
+#[test]
+fn a_file_rewritten_in_place_sends_every_version() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("state", "")], "", "");
+    let dir = setup.source("state");
+    let path = dir.join("summary.json");
+    let versions: Vec<Vec<u8>> = (0..6)
+        .map(|i| text(1000 * (i + 1), 10 + 2 * i as u64))
+        .collect();
+    let mut child = setup.spawn_run();
+    for v in &versions {
+        std::fs::write(&path, v).expect("rewrite");
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    let k = key("state", "summary.json", &path);
+    let keys: Vec<String> = (0..versions.len())
+        .map(|i| {
+            if i == 0 {
+                k.clone()
+            } else {
+                format!("{k}~{}", i + 1)
+            }
+        })
+        .collect();
+    let expected: Vec<(&str, &[u8])> = keys
+        .iter()
+        .zip(&versions)
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_holds(&server.client(), &expected);
+    assert_nothing_overwritten(&proxy);
+}

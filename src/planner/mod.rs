@@ -93,6 +93,9 @@ impl Now {
 pub enum Input {
     /// The watcher saw a wanted regular file at this version.
     Seen { file: FileRef, version: Version },
+    /// The watcher saw a wanted regular file at this version, with a content that is
+    /// not the one it had before and more (rewritten in place): never taken for growth.
+    Rewritten { file: FileRef, version: Version },
     /// The watcher saw the file deleted or moved away.
     Gone { file: FileRef },
     /// The watcher saw a directory (`source/rel`) moved away: each file known under it
@@ -375,7 +378,8 @@ impl Planner {
     /// Takes one input.
     pub fn handle(&mut self, input: Input, now: Now, journal: &State, out: &mut Vec<Effect>) {
         match input {
-            Input::Seen { file, version } => self.seen(file, version, now, journal, out),
+            Input::Seen { file, version } => self.seen(file, version, false, now, journal, out),
+            Input::Rewritten { file, version } => self.seen(file, version, true, now, journal, out),
             Input::Gone { file } => self.gone(&file, journal, out),
             Input::DirGone { dir } => self.dir_gone(&dir, journal, out),
             Input::ScanDone => self.scan_done(journal, out),
@@ -440,6 +444,7 @@ impl Planner {
         &mut self,
         file: FileRef,
         version: Version,
+        rewritten: bool,
         now: Now,
         journal: &State,
         out: &mut Vec<Effect>,
@@ -493,7 +498,7 @@ impl Planner {
         let old_enough = self.cfg.mode == Mode::Once
             && now.wall_ns.saturating_sub(version.mtime_ns) >= self.cfg.stability.as_nanos() as i64;
         let ready_now = recovered || old_enough;
-        let phase = self.settling(&file, version, now, journal, ready_now);
+        let phase = self.settling(&file, version, now, journal, ready_now, rewritten);
         self.files.set(file, Tracked { phase, prio });
     }
 
@@ -509,6 +514,7 @@ impl Planner {
         now: Now,
         journal: &State,
         ready_now: bool,
+        rewritten: bool,
     ) -> Phase {
         let (since, mut gap, prev) = match self.files.phase(file) {
             Some(Phase::Settling {
@@ -529,12 +535,24 @@ impl Planner {
             ),
         };
         let limit = self.cfg.stability * GROWING_FACTOR;
-        if let Some(prev) = prev.filter(|p| p.grown_into(&version)) {
-            let step =
-                Duration::from_nanos(version.mtime_ns.saturating_sub(prev.mtime_ns).max(0) as u64);
-            if step <= limit {
-                gap = gap.max(step);
+        match prev {
+            Some(prev) if !rewritten && prev.grown_into(&version) => {
+                let step = Duration::from_nanos(
+                    version.mtime_ns.saturating_sub(prev.mtime_ns).max(0) as u64,
+                );
+                if step <= limit {
+                    gap = gap.max(step);
+                }
             }
+            // A new content (rewritten in place, truncated, replaced) waits its own
+            // quiet time: no pause carried over from the one before.
+            Some(_) => {
+                if rewritten {
+                    log::debug!("{file}: rewritten in place; a new version");
+                }
+                gap = Duration::ZERO;
+            }
+            None => {}
         }
         let quiet = self.cfg.stability.max((gap * 2).min(limit));
         let due = if ready_now {
@@ -853,7 +871,7 @@ impl Planner {
                     waiting.push(file);
                 }
                 // Changed since it was seen: as if seen so now (a rename is noticed too).
-                Ok(Some(v)) => self.seen(file, v, now, journal, out),
+                Ok(Some(v)) => self.seen(file, v, false, now, journal, out),
                 Ok(None) => self.forget(&file, journal, out),
                 Err(why) => {
                     log::warn!("{file}: {why}; looking again later");
