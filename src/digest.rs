@@ -67,6 +67,18 @@ pub fn hash_file(
     stop: &AtomicBool,
 ) -> Result<Digests, HashError> {
     let file = File::open(path).map_err(HashError::Io)?;
+    hash_open(&file, size, bodies, prefix, stop)
+}
+
+/// [`hash_file`] of a file already open (read from where its offset is): what is
+/// hashed is the inode that descriptor holds, whatever its path names meanwhile.
+pub fn hash_open(
+    file: &File,
+    size: u64,
+    bodies: Bodies,
+    prefix: bool,
+    stop: &AtomicBool,
+) -> Result<Digests, HashError> {
     let mut file = file.take(if prefix { size } else { u64::MAX });
     let mut sha = Sha256::new();
     let mut parts = PartHasher::new(bodies);

@@ -22,13 +22,15 @@
 //! every filesystem is below `cleanup_percent` (the usual case) only the files a time
 //! rule deletes become candidates; the full, sorted list is built only above it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
+use std::fs::File;
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,9 +38,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::clock::system_now as unix_now;
 use crate::config::{Config, DiskConfig};
-use crate::digest::{Bodies, hash_file};
-use crate::file::{FileRef, Version, split, stat};
+use crate::digest::{Bodies, hash_open};
+use crate::file::{FileRef, Version, split};
 use crate::journal::{Journal, Record};
+use crate::openfiles::{self, Writers};
 
 /// How often the disk is looked at when nothing else wakes the manager (each finished
 /// upload does). Statvfs is cheap; the rules are checked against the registry in memory.
@@ -124,14 +127,12 @@ impl Usage {
     }
 }
 
+/// A plan: candidates (by index) to delete and why, in order.
+type Plan = Vec<(usize, Reason)>;
+
 /// Which candidates to delete and why, in order. `usage` is the filesystem the
 /// candidates live on (`None`: only the time rules apply).
-pub fn plan(
-    cands: &[Candidate],
-    usage: Option<Usage>,
-    cfg: &DiskConfig,
-    now: i64,
-) -> Vec<(usize, Reason)> {
+pub fn plan(cands: &[Candidate], usage: Option<Usage>, cfg: &DiskConfig, now: i64) -> Plan {
     let mut out = Vec::new();
     let mut chosen = vec![false; cands.len()];
     let mut freed = 0u64;
@@ -220,11 +221,16 @@ struct Scope {
     sources: HashMap<String, (PathBuf, i32, bool)>,
     state_dir: Option<PathBuf>,
     disk_paths: Vec<PathBuf>,
+    /// Files kept at the last pass (logged once, shown by `status`).
+    kept: Mutex<Vec<String>>,
+    warned_unreadable: AtomicBool,
 }
 
 impl Scope {
     fn new(config: &Config, cfg: &DiskConfig) -> Scope {
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        // A note from an earlier run is stale.
+        let _ = std::fs::remove_file(config.state_dir.join(crate::status::DISK_KEPT_FILE));
         Scope {
             cfg: cfg.clone(),
             sources: config
@@ -239,6 +245,8 @@ impl Scope {
                 .collect(),
             state_dir: std::fs::canonicalize(&config.state_dir).ok(),
             disk_paths: cfg.paths.iter().map(|p| canon(p)).collect(),
+            kept: Mutex::new(Vec::new()),
+            warned_unreadable: AtomicBool::new(false),
         }
     }
 
@@ -272,22 +280,94 @@ impl Scope {
             groups.push((u, mine));
         }
         groups.push((None, rest));
+        let plans: Vec<(Vec<Candidate>, Plan)> = groups
+            .into_iter()
+            .map(|(u, group)| {
+                let p = plan(&group, u, &self.cfg, now);
+                (group, p)
+            })
+            .collect();
+        let inodes: HashSet<u64> = plans
+            .iter()
+            .flat_map(|(g, p)| p.iter().map(|(i, _)| g[*i].ino))
+            .collect();
+        let writers = if inodes.is_empty() {
+            Writers::default()
+        } else {
+            self.writers(&inodes)
+        };
+        let mut kept = Vec::new();
         let mut deleted = 0;
-        for (u, group) in groups {
-            for (i, reason) in plan(&group, u, &self.cfg, now) {
-                if self.delete(&group[i], reason) {
-                    self.forget(journal, &group[i], reason);
-                    deleted += 1;
-                    counters.files_deleted.fetch_add(1, Ordering::Relaxed);
-                    if reason == Reason::EmergencyUnuploaded {
-                        counters
-                            .unuploaded_files_deleted
-                            .fetch_add(1, Ordering::Relaxed);
+        for (group, chosen) in plans {
+            for (i, reason) in chosen {
+                let c = &group[i];
+                match self.delete(c, reason, &writers) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(why) => {
+                        kept.push(format!("{}: {why}", c.path.display()));
+                        continue;
                     }
+                }
+                self.forget(journal, c, reason);
+                deleted += 1;
+                counters.files_deleted.fetch_add(1, Ordering::Relaxed);
+                if reason == Reason::EmergencyUnuploaded {
+                    counters
+                        .unuploaded_files_deleted
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
+        self.keep_note(kept);
         deleted
+    }
+
+    /// Who holds the files about to be deleted open for writing (one /proc scan).
+    fn writers(&self, inodes: &HashSet<u64>) -> Writers {
+        let started = std::time::Instant::now();
+        let w = openfiles::scan(Path::new("/proc"), inodes);
+        log::debug!(
+            "disk: {} open descriptors looked at in {:.1} ms",
+            w.descriptors,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        if w.unreadable > 0 && !self.warned_unreadable.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "disk: the open files of {} processes cannot be read (not running as root); \
+                 a log one of them holds open could be deleted",
+                w.unreadable
+            );
+        }
+        w
+    }
+
+    /// Logs newly kept files and writes them for `status` (removed when none).
+    fn keep_note(&self, kept: Vec<String>) {
+        let mut before = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        for line in kept.iter().filter(|l| !before.contains(*l)) {
+            log::info!("disk: kept {line}");
+        }
+        if *before == kept {
+            return;
+        }
+        let Some(state_dir) = &self.state_dir else {
+            return;
+        };
+        let note = state_dir.join(crate::status::DISK_KEPT_FILE);
+        let result = if kept.is_empty() {
+            std::fs::remove_file(&note).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+        } else {
+            let tmp = note.with_extension("tmp");
+            std::fs::write(&tmp, kept.join("\n") + "\n").and_then(|()| std::fs::rename(&tmp, &note))
+        };
+        if let Err(e) = result {
+            log::warn!("disk: {}: {e}", note.display());
+        }
+        *before = kept;
     }
 
     /// The registry's and queue's files the rules may delete: all of them when a disk is
@@ -346,89 +426,133 @@ impl Scope {
         }
     }
 
-    /// Deletes one file after checking it again; false if it was not deleted.
-    fn delete(&self, c: &Candidate, reason: Reason) -> bool {
+    /// Deletes one file after checking it again: `Ok(false)` if it was not deleted for
+    /// a reason the log says, `Err` with the reason `status` shows for one kept because
+    /// it is written to or changed since its upload.
+    ///
+    /// What is hashed and what is unlinked are the same inode: the file is read through
+    /// one descriptor, then moved to a hidden name in its directory and unlinked there
+    /// only if that name holds the inode read (a file renamed over the path meanwhile is
+    /// put back).
+    fn delete(&self, c: &Candidate, reason: Reason, writers: &Writers) -> Result<bool, String> {
         let Some((root, _, _)) = self.sources.get(c.file.source()) else {
-            return false;
+            return Ok(false);
+        };
+        if !self.inside(&c.path, root) {
+            log::warn!(
+                "disk: {} is not inside its source root (a symlinked directory?); kept",
+                c.path.display()
+            );
+            return Ok(false);
+        }
+        let Some((file, meta)) = open_regular(&c.path) else {
+            return Ok(false);
+        };
+        let now = Version {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ino: meta.ino(),
         };
         let expected = Version {
             size: c.size,
             mtime_ns: c.mtime_ns,
             ino: c.ino,
         };
-        match stat(&c.path) {
-            Ok(Some(now)) if c.uploaded.is_none() || expected.matches(&now) => {}
-            Ok(Some(_)) => {
-                log::debug!("disk: {} changed since its upload; kept", c.path.display());
-                return false;
-            }
-            // Gone already, or not a regular file (a symlink is never followed).
-            Ok(None) => return false,
-            Err(e) => {
-                log::warn!("disk: {}: {e}; kept", c.path.display());
-                return false;
+        if c.uploaded.is_some() && !expected.matches(&now) {
+            return Err("changed since its upload; kept until that version is uploaded".into());
+        }
+        if let Some(w) = writers.by_file.get(&(meta.dev(), meta.ino())) {
+            return Err(format!(
+                "open for writing by process {} ({})",
+                w.pid, w.command
+            ));
+        }
+        if let Some((_, sha)) = &c.uploaded {
+            let same = hash_open(&file, c.size, Bodies::Whole, false, &AtomicBool::new(false))
+                .is_ok_and(|d| d.sha256 == *sha);
+            if !same {
+                log::warn!(
+                    "disk: {} no longer matches its upload; kept",
+                    c.path.display()
+                );
+                return Ok(false);
             }
         }
-        // The directory it is in, with every symlink resolved, must still be inside the
-        // source root and outside the state dir.
-        let inside = c
-            .path
-            .parent()
+        match unlink_inode(&c.path, &meta) {
+            Ok(()) => {
+                let level = if reason == Reason::EmergencyUnuploaded {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    level,
+                    "disk: deleted {} ({} bytes): {}",
+                    c.path.display(),
+                    c.size,
+                    reason.describe()
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!("disk: cannot delete {}: {e}", c.path.display());
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the directory `path` is in, every symlink resolved, is still inside the
+    /// source root and outside the state dir.
+    fn inside(&self, path: &Path, root: &Path) -> bool {
+        path.parent()
             .and_then(|p| std::fs::canonicalize(p).ok())
             .is_some_and(|dir| {
                 dir.starts_with(root)
                     && !self.state_dir.as_ref().is_some_and(|s| dir.starts_with(s))
-            });
-        if !inside {
-            log::warn!(
-                "disk: {} is not inside its source root (a symlinked directory?); kept",
-                c.path.display()
-            );
-            return false;
-        }
-        if let Some((_, sha)) = &c.uploaded {
-            match hash_file(
-                &c.path,
-                c.size,
-                Bodies::Whole,
-                false,
-                &AtomicBool::new(false),
-            ) {
-                Ok(d) if d.sha256 == *sha => {}
-                _ => {
-                    log::warn!(
-                        "disk: {} no longer matches its upload; kept",
-                        c.path.display()
-                    );
-                    return false;
-                }
-            }
-        }
-        match std::fs::remove_file(&c.path) {
-            Ok(()) => {
-                if reason == Reason::EmergencyUnuploaded {
-                    log::warn!(
-                        "disk: deleted {} ({} bytes): {}",
-                        c.path.display(),
-                        c.size,
-                        reason.describe()
-                    );
-                } else {
-                    log::info!(
-                        "disk: deleted {} ({} bytes): {}",
-                        c.path.display(),
-                        c.size,
-                        reason.describe()
-                    );
-                }
-                true
-            }
-            Err(e) => {
-                log::warn!("disk: cannot delete {}: {e}", c.path.display());
-                false
-            }
+            })
+    }
+}
+
+/// The regular file at `path`, opened without following a symlink; `None` (logged when
+/// unexpected) when it is gone or not a regular file.
+fn open_regular(path: &Path) -> Option<(File, std::fs::Metadata)> {
+    let opened = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|f| f.metadata().map(|m| (f, m)));
+    match opened {
+        Ok((f, m)) if m.is_file() => Some((f, m)),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => None, // a symlink
+        Err(e) => {
+            log::warn!("disk: {}: {e}; kept", path.display());
+            None
         }
     }
+}
+
+/// Unlinks `path` if it names the inode `held` describes: moved first to a hidden name
+/// (hidden files are never uploaded), which is unlinked only if it is that inode. A
+/// different file found there (renamed over `path` since it was opened) is put back.
+fn unlink_inode(path: &Path, held: &std::fs::Metadata) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let aside = path.with_file_name(format!(".tvm-upload-deleting.{}.{name}", held.ino()));
+    std::fs::rename(path, &aside)?;
+    let moved = std::fs::symlink_metadata(&aside)?;
+    if moved.dev() == held.dev() && moved.ino() == held.ino() {
+        return std::fs::remove_file(&aside);
+    }
+    // Back under its name, unless yet another file took it: then beside it, visible.
+    let back = std::fs::hard_link(&aside, path).or_else(|_| {
+        let beside = path.with_file_name(format!("{name}.kept-{}", moved.ino()));
+        std::fs::hard_link(&aside, beside)
+    });
+    back.and_then(|()| std::fs::remove_file(&aside))?;
+    Err(std::io::Error::other(
+        "another file was renamed over it while it was checked; that one is kept",
+    ))
 }
 
 /// The disk manager thread: a pass at start, after uploads (coalesced) and every minute.
@@ -644,6 +768,8 @@ mod tests {
 #[cfg(test)]
 mod pass_tests {
     use super::*;
+    use crate::digest::hash_file;
+    use crate::file::stat;
     use crate::journal::KeyScheme;
 
     /// Regression (disk.rs before the redesign): deletions were never journaled, so the
@@ -703,6 +829,45 @@ mod pass_tests {
             0,
             "and so does the journal on disk"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod unlink_tests {
+    use super::*;
+
+    /// Issue 24 (6): the file hashed was the old inode, and a new file was renamed over
+    /// the path meanwhile (a writer's rotation): the new one is never deleted, and is
+    /// back under its name; the old inode is unlinked when it is still the one there.
+    #[test]
+    fn only_the_inode_that_was_checked_is_unlinked() {
+        let dir = std::env::temp_dir().join(format!("tvm-disk-unlink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("app.log");
+        std::fs::write(&path, b"uploaded content").expect("write");
+        let (_old, held) = open_regular(&path).expect("open");
+        std::fs::write(dir.join("app.log.new"), b"never uploaded").expect("write");
+        std::fs::rename(dir.join("app.log.new"), &path).expect("rename over");
+        let err = unlink_inode(&path, &held).expect_err("not the inode checked");
+        assert!(err.to_string().contains("renamed over it"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("kept"), b"never uploaded");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("app.log")],
+            "nothing left aside"
+        );
+        let (_f, held) = open_regular(&path).expect("open");
+        unlink_inode(&path, &held).expect("the same inode");
+        assert!(std::fs::read_dir(&dir).expect("ls").next().is_none());
+        std::os::unix::fs::symlink("/etc/hostname", &path).expect("symlink");
+        assert!(open_regular(&path).is_none(), "a symlink is never opened");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

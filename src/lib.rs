@@ -26,6 +26,7 @@ pub mod journal;
 pub mod key;
 pub mod logfile;
 pub mod metrics;
+pub mod openfiles;
 pub mod pattern;
 pub mod planner;
 pub mod preflight;

@@ -676,3 +676,73 @@ fn an_unwritable_state_dir_is_refused_at_start_with_the_cause() {
     );
     assert!(server.client().list().is_empty());
 }
+
+/// Issue 24 (1): above `cleanup_percent`, a log its writer holds open (O_APPEND, bursts
+/// of lines) is uploaded but never deleted while it is open: `status` names it and the
+/// process; once closed, its last version is uploaded and only then deleted. Every line
+/// written ends up in S3.
+#[test]
+fn cleanup_never_deletes_a_log_its_writer_holds_open() {
+    use std::io::Write;
+    let server = Server::start(Kind::S3sFs);
+    let (setup, fs, mnt) = disk_setup(
+        &server.endpoint(),
+        &[("app", ""), ("bulk", r#","delete_after_upload":false"#)],
+        r#","keep_uploaded_hours":1000,"cleanup_percent":30,"emergency_percent":99"#,
+        "",
+    );
+    write(&mnt.join("bulk/filler.bin"), &bytes(6 * MIB, 1));
+    assert!(fs.percent_used() > 50.0, "filled: {}", fs.percent_used());
+    let path = mnt.join("app/app.log");
+    let mut log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
+    let mut child = setup.spawn_run();
+    let mut written = Vec::new();
+    let mut named = false;
+    for burst in 0..6 {
+        for line in 0..20 {
+            let text = format!("burst {burst} line {line} {}\n", "x".repeat(60));
+            log.write_all(text.as_bytes()).expect("write");
+            written.extend_from_slice(text.as_bytes());
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let status = setup
+            .command("status", SECRET_KEY)
+            .arg("--json")
+            .output()
+            .expect("status");
+        let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        let want = format!(
+            "app/app.log: open for writing by process {}",
+            std::process::id()
+        );
+        named |= json["disk_kept"].as_array().is_some_and(|k| {
+            k.iter()
+                .any(|l| l.as_str().is_some_and(|l| l.contains(&want)))
+        });
+    }
+    assert!(path.exists(), "kept while open; log:\n{}", setup.run_log());
+    drop(log);
+    let client = server.client();
+    wait_until(60, "the last version uploaded and then deleted", || {
+        !path.exists()
+    });
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    let run_log = setup.run_log();
+    assert!(named, "status named the writer; log:\n{run_log}");
+    assert!(run_log.contains("open for writing by process"), "{run_log}");
+    let bodies: Vec<Vec<u8>> = client
+        .list()
+        .keys()
+        .filter(|k| k.contains("/app/app.log"))
+        .map(|k| client.get(k))
+        .collect();
+    assert!(
+        bodies.contains(&written),
+        "every line is in S3 ({} objects of app.log); log:\n{run_log}",
+        bodies.len()
+    );
+}

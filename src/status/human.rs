@@ -46,6 +46,9 @@ pub fn human_view(r: &Report) -> String {
     if let Some(note) = &r.multipart_uploads_unlisted {
         out.push_str(&wrap(&format!("note       {note}"), 11));
     }
+    for kept in &r.disk_kept {
+        out.push_str(&wrap(&format!("disk kept  {kept}"), 11));
+    }
     out.push_str(&format!(
         "uploaded   {:>7} files {:>11} (all time)\n",
         r.uploaded.files,

@@ -30,6 +30,10 @@ pub const STATUS_FILE: &str = "status.json";
 /// (`src/upload/orphans.rs`); its text says why and what follows.
 pub const UNLISTED_UPLOADS_FILE: &str = "multipart-uploads-unlisted";
 
+/// Written by the disk manager while it keeps files a rule would delete because they
+/// are open for writing or changed since their upload (`src/disk.rs`): one line each.
+pub const DISK_KEPT_FILE: &str = "disk-kept";
+
 /// Files and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Count {
@@ -291,6 +295,10 @@ pub struct Report {
     /// answer was lost is then left to the bucket's lifecycle rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multipart_uploads_unlisted: Option<String>,
+    /// Files the disk cleanup would delete but keeps: open for writing, or changed since
+    /// their upload (path and why), while the daemon runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_kept: Vec<String>,
 }
 
 /// A quarantined file as the journal has it.
@@ -387,6 +395,11 @@ pub fn report(config: &Config) -> Result<Report, String> {
         .ok()
         .filter(|_| running)
         .map(|t| t.trim().to_string()),
+        disk_kept: std::fs::read_to_string(config.state_dir.join(DISK_KEPT_FILE))
+            .ok()
+            .filter(|_| running)
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default(),
     })
 }
 
