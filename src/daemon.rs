@@ -284,7 +284,19 @@ impl Shell {
         let full = never::<WatchEvent>();
         loop {
             let now = self.tick();
-            if self.mode == Mode::Once && self.planner.idle() {
+            if self.mode == Mode::Once && self.planner.idle(now.mono) {
+                let changing = self.planner.still_changing();
+                if !changing.is_empty() {
+                    let names: Vec<String> =
+                        changing.iter().take(5).map(ToString::to_string).collect();
+                    log::warn!(
+                        "{} files still changing after {}s are left for the next run: {}{}",
+                        changing.len(),
+                        self.planner.once_patience().as_secs(),
+                        names.join(", "),
+                        if changing.len() > 5 { ", …" } else { "" }
+                    );
+                }
                 if self.planner.queued_left() > 0 {
                     log::info!(
                         "outside every upload window: {} files stay queued",

@@ -643,3 +643,119 @@ fn a_file_rewritten_in_place_sends_every_version() {
     assert_holds(&server.client(), &expected);
     assert_nothing_overwritten(&proxy);
 }
+
+/// Issue 24 (4): `once` while a log is appended 20 times a second, its mtimes an hour
+/// behind the daemon's clock (written by another host, or before a clock jump), and a
+/// slow upload keeping `once` busy: the log's age is trusted at first sight only; after
+/// that it goes when the daemon has seen it unchanged, so it is sent at most twice (that
+/// first look, and its last content), not once per upload slot.
+#[test]
+fn once_with_a_clock_ahead_of_the_mtimes_does_not_send_a_growing_log_again_and_again() {
+    use std::io::Write;
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("app", "")], "", "");
+    let dir = setup.source("app");
+    write(&dir.join("big.bin"), &bytes(3 * MIB, 7));
+    age_file(&dir.join("big.bin"), 3600);
+    let live = dir.join("live.log");
+    write(&live, b"start\n");
+    age_file(&live, 3600);
+    proxy.slow_bodies(512 * 1024);
+    let writer = {
+        let live = live.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::options()
+                .append(true)
+                .open(&live)
+                .expect("open");
+            let mut all = b"start\n".to_vec();
+            for i in 0..120 {
+                let line = format!("line {i}\n");
+                f.write_all(line.as_bytes()).expect("append");
+                all.extend_from_slice(line.as_bytes());
+                let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+                f.set_modified(an_hour_ago).expect("mtime");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            all
+        })
+    };
+    let out = setup.once();
+    let all = writer.join().expect("writer");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let client = server.client();
+    let bodies: Vec<Vec<u8>> = client
+        .list()
+        .keys()
+        .filter(|k| k.contains("/app/live.log"))
+        .map(|k| client.get(k))
+        .collect();
+    assert!(
+        bodies.len() <= 2 && bodies.contains(&all),
+        "{} objects of live.log, the last content among them: {}; log:\n{}",
+        bodies.len(),
+        bodies.contains(&all),
+        stderr(&out)
+    );
+}
+
+/// Issue 24 (6): `once` while a log never stops changing ends all the same, after
+/// GROWING_FACTOR × `stability_seconds` (20 s here), naming the file left for the next
+/// run; with `max_wait_seconds` it ends after a snapshot of it went.
+#[test]
+fn once_leaves_a_file_that_never_settles_for_the_next_run() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = Server::start(Kind::S3sFs);
+    for (max_wait, snapshots) in [("", 0), (r#","max_wait_seconds":3"#, 1)] {
+        let setup = Setup::new(&server.endpoint(), &[("app", max_wait)], "", "");
+        let live = setup.source("app").join("live.log");
+        write(&live, b"start\n");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (live, stop) = (live.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut f = std::fs::File::options()
+                    .append(true)
+                    .open(&live)
+                    .expect("open");
+                // At most a minute: without the bound `once` would wait for it.
+                let end = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    f.write_all(b"a line\n").expect("append");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let started = Instant::now();
+        let out = setup.once();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().expect("writer");
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            took < Duration::from_secs(40),
+            "once ended after {took:?}: {err}"
+        );
+        assert!(
+            snapshots > 0
+                || err.contains(
+                    "1 files still changing after 20s are left for the next run: app:live.log"
+                ),
+            "{err}"
+        );
+        let client = server.client();
+        let sent = client
+            .list()
+            .keys()
+            .filter(|k| k.contains("/app/live.log"))
+            .count();
+        assert!(
+            sent >= snapshots && (snapshots > 0 || sent == 0),
+            "{sent} objects; {err}"
+        );
+    }
+}

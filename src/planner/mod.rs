@@ -281,6 +281,8 @@ pub struct Planner {
     totals: Totals,
     last_error: Option<(i64, String)>,
     started: Instant,
+    /// The wall clock (Unix seconds) at the first step: uploads since are this run's.
+    started_unix: Option<i64>,
     /// The daemon-wide trouble in force, for its log lines and the status.
     outage: Option<outage::Outage>,
     /// Per-file failure lines left this minute.
@@ -340,6 +342,7 @@ impl Planner {
             totals: Totals::default(),
             last_error: None,
             started: now,
+            started_unix: None,
             outage: None,
             quota: outage::Quota::default(),
             last_success: None,
@@ -377,6 +380,7 @@ impl Planner {
 
     /// Takes one input.
     pub fn handle(&mut self, input: Input, now: Now, journal: &State, out: &mut Vec<Effect>) {
+        self.started_unix.get_or_insert(now.unix());
         match input {
             Input::Seen { file, version } => self.seen(file, version, false, now, journal, out),
             Input::Rewritten { file, version } => self.seen(file, version, true, now, journal, out),
@@ -495,7 +499,15 @@ impl Planner {
         {
             self.origins.insert(file.clone(), other.clone());
         }
+        // `once` trusts an old mtime at a file's first sight only: the wall clock may be
+        // ahead of the mtimes (another host's files, a clock jump). Once seen changing
+        // (or sent) in this run, a file goes when the daemon has seen it unchanged.
+        let first_sight = self.files.phase(&file).is_none()
+            && journal
+                .uploaded(&file)
+                .is_none_or(|u| Some(u.at()) < self.started_unix);
         let old_enough = self.cfg.mode == Mode::Once
+            && first_sight
             && now.wall_ns.saturating_sub(version.mtime_ns) >= self.cfg.stability.as_nanos() as i64;
         let ready_now = recovered || old_enough;
         let phase = self.settling(&file, version, now, journal, ready_now, rewritten);
@@ -1063,15 +1075,48 @@ impl Planner {
 
     /// `once`: done when the scan is over, nothing settles or uploads, and nothing
     /// queued may go now (all sent, or the window is closed).
-    pub fn idle(&self) -> bool {
+    ///
+    /// A file that keeps changing is waited for at most [`Planner::once_patience`] from
+    /// the start: then it is left settling, for the next run ([`Planner::still_changing`]
+    /// names it).
+    pub fn idle(&self, now: Instant) -> bool {
         let c = self.files.counts();
         let closed = self.gate.is_some_and(|g| !g.0);
         let waiting = c.queued - c.uploading;
+        let settled = c.settling == 0
+            || (now >= self.started + self.once_patience()
+                && self.still_changing().len() == c.settling);
         self.may_dispatch()
             && (self.scan_done || closed)
-            && c.settling == 0
+            && settled
             && c.uploading == 0
             && (closed || waiting == 0)
+    }
+
+    /// How long `once` waits for files that keep changing: as long as a growing file's
+    /// quiet time may be ([`GROWING_FACTOR`] × `stability_seconds`), or, with
+    /// `max_wait_seconds`, long enough for its snapshot to settle, whichever is longer.
+    pub fn once_patience(&self) -> Duration {
+        let snapshot = self
+            .cfg
+            .sources
+            .values()
+            .filter_map(|s| s.max_wait)
+            .max()
+            .map_or(Duration::ZERO, |w| w + self.cfg.stability);
+        (self.cfg.stability * GROWING_FACTOR).max(snapshot)
+    }
+
+    /// Files still waiting to be unchanged (not those being confirmed or journaled).
+    pub fn still_changing(&self) -> Vec<FileRef> {
+        let mut out: Vec<FileRef> = self
+            .files
+            .iter()
+            .filter(|(_, t)| matches!(t.phase, Phase::Settling { .. }))
+            .map(|(f, _)| f.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// When the planner must next look at the time.

@@ -703,7 +703,7 @@ impl World {
             }
             let c = self.planner.files().counts();
             let set_aside = c.quarantined > 0 && c.quarantined == self.planner.files().len();
-            if (self.mode == Mode::Once && self.planner.idle()) || set_aside {
+            if (self.mode == Mode::Once && self.planner.idle(self.now().mono)) || set_aside {
                 // `once` gave up on something this run, or files were quarantined: the
                 // next start takes them.
                 self.crash();
