@@ -65,6 +65,10 @@ pub fn process(command: &str) -> Result<Credentials, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("credential_process could not start: {e}"))?;
+    // Both pipes are read while it runs: a process that writes more than a pipe holds
+    // (64 KiB) would otherwise block until it is killed.
+    let stdout = child.stdout.take().map(|s| drain(s, MAX_ANSWER));
+    let stderr = child.stderr.take().map(|s| drain(s, 400));
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -78,14 +82,10 @@ pub fn process(command: &str) -> Result<Credentials, String> {
             Err(e) => return Err(format!("credential_process: {e}")),
         }
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(s) = child.stdout.as_mut() {
-        let _ = s.take(MAX_ANSWER).read_to_string(&mut out);
-    }
-    if let Some(s) = child.stderr.as_mut() {
-        let _ = s.take(400).read_to_string(&mut err);
-    }
+    let joined = |h: Option<std::thread::JoinHandle<String>>| {
+        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    };
+    let (out, err) = (joined(stdout), joined(stderr));
     if !status.success() {
         let said = err.lines().next().unwrap_or("").trim();
         return Err(format!("credential_process failed ({status}): {said}"));
@@ -105,6 +105,17 @@ pub fn process(command: &str) -> Result<Credentials, String> {
         ],
     )
     .map_err(|e| format!("credential_process: {e}"))
+}
+
+/// Reads the first `limit` bytes of a child's pipe on a thread, and the rest into the
+/// void, until it closes (a background process holding it open keeps the thread, not us).
+fn drain(mut pipe: impl Read + Send + 'static, limit: u64) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut pipe).take(limit).read_to_string(&mut text);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        text
+    })
 }
 
 /// Checks a container endpoint: http only to loopback (`localhost` included, for
@@ -426,6 +437,19 @@ mod tests {
         );
         let e = process("echo oops; echo 'bad thing' >&2; exit 3").expect_err("fails");
         assert!(e.contains("failed") && e.contains("bad thing"), "{e}");
+        // More than a pipe holds on stderr (and on stdout) does not block it.
+        let started = Instant::now();
+        let c = process(
+            r#"head -c 300000 /dev/zero >&2; head -c 100000 /dev/zero | tr '\0' ' '; echo '{"Version": 1, "AccessKeyId": "AK", "SecretAccessKey": "SK"}'"#,
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            c.is_err_and(|e| e.contains("not JSON")),
+            "the answer was cut at its limit"
+        );
+        let e = process("head -c 300000 /dev/zero >&2; exit 4").expect_err("fails");
+        assert!(e.contains("failed"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
         let e = process("echo garbage").expect_err("garbage");
         assert!(e.contains("not JSON"), "{e}");
         let e = process(r#"echo '{"AccessKeyId": "A"}'"#).expect_err("no version");
