@@ -889,8 +889,7 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs_f64);
-    let stall = short.unwrap_or(STALL_TIMEOUT);
-    let config = Agent::config_builder()
+    let config = with_timeouts(Agent::config_builder(), short)
         .http_status_as_error(false)
         .tls_config(tls.build())
         .proxy(ureq::Proxy::try_from_env())
@@ -901,20 +900,31 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         .max_idle_connections(concurrency + 4)
         .max_idle_connections_per_host(concurrency + 4)
         .max_idle_age(Duration::from_secs(30))
-        .timeout_global(None)
-        .timeout_resolve(Some(CONNECT_TIMEOUT))
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_send_request(Some(short.unwrap_or(SEND_REQUEST_TIMEOUT)))
-        .timeout_per_write(Some(stall))
-        .timeout_per_read(Some(stall))
-        .timeout_recv_response(Some(short.unwrap_or(RECV_RESPONSE_TIMEOUT)))
-        .timeout_recv_body(Some(stall))
         .build();
     Ok(Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::default(),
         crate::resolver::Cached::default(),
     ))
+}
+
+/// The agent's timeouts (`short`: the fault tests' stall). A body, sent or received, may
+/// take as long as it takes while bytes move: only a read or write that stalls for
+/// [`STALL_TIMEOUT`] ends it (a 5 GiB GET or a slow CompleteMultipartUpload answer is
+/// never cut at a fixed total).
+fn with_timeouts(
+    b: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    short: Option<Duration>,
+) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    let stall = short.unwrap_or(STALL_TIMEOUT);
+    b.timeout_global(None)
+        .timeout_resolve(Some(CONNECT_TIMEOUT))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_send_request(Some(short.unwrap_or(SEND_REQUEST_TIMEOUT)))
+        .timeout_per_write(Some(stall))
+        .timeout_per_read(Some(stall))
+        .timeout_recv_response(Some(short.unwrap_or(RECV_RESPONSE_TIMEOUT)))
+        .timeout_recv_body(None)
 }
 
 fn transport(op: &'static str, key: &str, e: ureq::Error) -> S3Error {
@@ -1159,6 +1169,43 @@ fn excerpt(body: &str) -> String {
 /// The bare hex of an ETag (`"abc"` → `abc`), for comparing with a local MD5.
 pub fn etag_hex(etag: &str) -> &str {
     etag.trim().trim_matches('"')
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A body that keeps coming, slowly, for longer than the stall timeout is read
+    /// whole; one that stops for longer is cut.
+    #[test]
+    fn a_slow_body_is_read_whole_and_a_stalled_one_is_cut() {
+        for (gap_ms, whole) in [(150, true), (1500, false)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let server = std::thread::spawn(move || {
+                let (mut c, _) = listener.accept().expect("accept");
+                let _ = c.read(&mut [0u8; 4096]);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+                for _ in 0..12 {
+                    std::thread::sleep(Duration::from_millis(gap_ms));
+                    if c.write_all(b"x").is_err() {
+                        return;
+                    }
+                }
+            });
+            let agent: Agent =
+                with_timeouts(Agent::config_builder(), Some(Duration::from_millis(1000)))
+                    .build()
+                    .into();
+            let body = agent
+                .get(format!("http://127.0.0.1:{port}/"))
+                .call()
+                .and_then(|mut r| r.body_mut().read_to_vec());
+            assert_eq!(body.is_ok(), whole, "gap {gap_ms} ms: {body:?}");
+            let _ = server.join();
+        }
+    }
 }
 
 #[cfg(test)]
