@@ -248,19 +248,18 @@ fn produce(
 }
 
 /// The ETag of a part the server stored before a crash and the journal does not know,
-/// if it is this one: the same size, and the same MD5 (or a server that lists none).
+/// if it is this one: the same size and the same MD5. A server that lists no ETag cannot
+/// say which bytes it holds (a frame of another zstd version, level or input has the same
+/// size as often as not): the part is sent again, replacing it.
 fn stored_unjournaled(upload: &Upload, ready: &Ready) -> Option<String> {
     let p = upload.unjournaled.get(&ready.n)?;
-    let local = hex(&ready.md5);
-    let same = p.size == ready.input.len
-        && (p.etag.is_empty() || etag_hex(&p.etag).eq_ignore_ascii_case(&local));
-    same.then(|| {
-        if p.etag.is_empty() {
-            format!("\"{local}\"")
-        } else {
-            p.etag.clone()
-        }
-    })
+    same_part(p.size, &p.etag, ready.input.len, &ready.md5)
+}
+
+/// [`stored_unjournaled`]'s test, on a listed part's size and ETag.
+fn same_part(size: u64, etag: &str, len: u64, md5: &[u8; 16]) -> Option<String> {
+    let same = size == len && !etag.is_empty() && etag_hex(etag).eq_ignore_ascii_case(&hex(md5));
+    same.then(|| etag.to_string())
 }
 
 fn note_stored(upload: &Upload, shared: &Shared, ready: &Ready, etag: String) {
@@ -503,5 +502,24 @@ impl Read for Body<'_> {
         }
         ctx.sent_bytes.fetch_add(want as u64, Ordering::Relaxed);
         Ok(want)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 24 (6): a listed part without an ETag was taken for this frame whenever its
+    /// size matched (after a zstd upgrade, a corrupt object); it is now sent again.
+    #[test]
+    fn an_unjournaled_part_is_kept_only_when_its_etag_is_this_frames_md5() {
+        let frame = md5(b"frame bytes");
+        let etag = format!("\"{}\"", hex(&frame));
+        assert_eq!(same_part(11, &etag, 11, &frame), Some(etag.clone()));
+        assert!(same_part(11, &etag.to_uppercase(), 11, &frame).is_some());
+        assert_eq!(same_part(11, "", 11, &frame), None, "no ETag listed");
+        assert_eq!(same_part(12, &etag, 11, &frame), None, "another size");
+        let other = format!("\"{}\"", hex(&md5(b"other bytes")));
+        assert_eq!(same_part(11, &other, 11, &frame), None, "another MD5");
     }
 }
