@@ -185,7 +185,12 @@ fn kill_9_midway_then_restart_uploads_nothing_twice_and_misses_nothing() {
     assert_eq!(complete_puts.len(), files);
 }
 
-fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind) {
+/// `new_part_size`: the config's `part_size` changed before the restart (the upload
+/// resumes at the size it began with: issue 24, point 6).
+fn kill_9_mid_multipart_resumes_without_resending_done_parts(
+    kind: Kind,
+    new_part_size: Option<&str>,
+) {
     let server = Server::start(kind);
     let proxy = Proxy::start(server.port);
     let setup = Setup::new(
@@ -225,6 +230,12 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind) {
     assert_eq!(done_before, BTreeSet::from([1, 2, 3]));
     proxy.set_delay(|_| None);
     proxy.clear();
+    if let Some(size) = new_part_size {
+        let text = std::fs::read_to_string(&setup.config).expect("config");
+        let changed = text.replace(r#""part_size":"5MiB""#, &format!(r#""part_size":"{size}""#));
+        assert_ne!(text, changed);
+        std::fs::write(&setup.config, changed).expect("config");
+    }
 
     let out = setup.once();
     assert!(out.status.success(), "restart failed: {}", stderr(&out));
@@ -256,12 +267,17 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind) {
 
 #[test]
 fn kill_9_mid_multipart_resumes_without_resending_done_parts_s3s() {
-    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs);
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs, None);
+}
+
+#[test]
+fn kill_9_mid_multipart_resumes_at_its_part_size_after_the_config_changed_it() {
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs, Some("8MiB"));
 }
 
 #[test]
 fn kill_9_mid_multipart_resumes_without_resending_done_parts_moto() {
-    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto);
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto, None);
 }
 
 #[test]

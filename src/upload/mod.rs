@@ -258,7 +258,16 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     }
     let zstd = s.zstd_for(&job.file).filter(|_| !mcap_compressed(job));
     let multipart = job.version.size >= s.multipart_threshold_bytes;
-    let part_size = part_size_for(job.version.size, s.part_size_bytes);
+    let journaled = ctx.journal.read().multipart.get(&job.file).cloned();
+    // An upload resumed keeps the part size it began with, whatever the config says now
+    // (digests at another size would not match its parts, and it would start over).
+    let part_size = journaled
+        .as_ref()
+        .filter(|m| m.version.matches(&job.version) && m.zstd == zstd && m.part_size > 0)
+        .map_or_else(
+            || part_size_for(job.version.size, s.part_size_bytes),
+            |m| m.part_size,
+        );
     let bodies = match (zstd, multipart) {
         (Some(_), _) => Bodies::Blocks(compress::BLOCK_BYTES),
         (None, true) => Bodies::Parts(part_size),
@@ -270,7 +279,6 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     if !ctx.gate.is_open() {
         return Err(UploadError::Paused);
     }
-    let journaled = ctx.journal.read().multipart.get(&job.file).cloned();
     let resumable = match journaled {
         Some(m)
             if m.version.matches(&job.version) && m.sha256 == digests.sha256 && m.zstd == zstd =>
