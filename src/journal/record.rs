@@ -80,6 +80,22 @@ pub enum Record {
         from: String,
         ino: u64,
     },
+    /// Written by compaction only: the path's entry was renamed away, and its key's day
+    /// and `~N` stay taken there (see `State::next_suffix`).
+    Vacated {
+        file: FileRef,
+        day: i64,
+        suffix: u16,
+    },
+    /// Written by compaction only: an entry another file's upload replaced at its path,
+    /// kept by inode for a rename seen late (a rotation seen out of order).
+    Displaced {
+        file: FileRef,
+        version: Version,
+        sha256: [u8; 32],
+        key: String,
+        at: i64,
+    },
     /// This queued version failed for a reason of its own too often (`reason`, since
     /// `at`): set aside until it changes or the daemon restarts.
     Quarantined {
@@ -101,6 +117,8 @@ impl Record {
             | Record::Uploaded { file, .. }
             | Record::Deleted { file, .. }
             | Record::Renamed { file, .. }
+            | Record::Vacated { file, .. }
+            | Record::Displaced { file, .. }
             | Record::Quarantined { file, .. } => file,
         }
     }
@@ -143,10 +161,13 @@ impl Record {
                 }
             }
             Record::MpAborted { upload_id, .. } => nonempty("upload_id", upload_id)?,
-            Record::Uploaded { key, .. } => nonempty("key", key)?,
+            Record::Uploaded { key, .. } | Record::Displaced { key, .. } => nonempty("key", key)?,
             Record::Renamed { from, .. } => nonempty("from", from)?,
             Record::Quarantined { reason, .. } => nonempty("reason", reason)?,
-            Record::Queued { .. } | Record::Dropped { .. } | Record::Deleted { .. } => {}
+            Record::Queued { .. }
+            | Record::Dropped { .. }
+            | Record::Deleted { .. }
+            | Record::Vacated { .. } => {}
         }
         Ok(())
     }
@@ -212,6 +233,22 @@ impl Record {
                 w.from = Some(Cow::Borrowed(from));
                 w.ino = Some(*ino);
             }
+            Record::Vacated { day, suffix, .. } => {
+                w.at = Some(*day);
+                w.n = Some(u32::from(*suffix));
+            }
+            Record::Displaced {
+                version,
+                sha256,
+                key,
+                at,
+                ..
+            } => {
+                w.version(version);
+                w.sha256 = Some(Cow::Owned(hex(sha256)));
+                w.key = Some(Cow::Borrowed(key));
+                w.at = Some(*at);
+            }
             Record::Quarantined {
                 version,
                 reason,
@@ -250,6 +287,8 @@ impl Record {
             Record::Uploaded { .. } => Kind::Uploaded,
             Record::Deleted { .. } => Kind::Deleted,
             Record::Renamed { .. } => Kind::Renamed,
+            Record::Vacated { .. } => Kind::Vacated,
+            Record::Displaced { .. } => Kind::Displaced,
             Record::Quarantined { .. } => Kind::Quarantined,
         }
     }
@@ -283,6 +322,8 @@ enum Kind {
     Deleted,
     Renamed,
     Quarantined,
+    Vacated,
+    Displaced,
 }
 
 /// A record as it is on disk: one flat object; which fields are present depends on `t`.
@@ -447,6 +488,18 @@ impl<'a> Wire<'a> {
                 at: need("at", self.at)?,
                 file,
             },
+            Kind::Vacated => Record::Vacated {
+                day: need("at", self.at)?,
+                suffix: u16::try_from(need("n", self.n)?).map_err(|e| format!("n: {e}"))?,
+                file,
+            },
+            Kind::Displaced => Record::Displaced {
+                version: version()?,
+                sha256: sha(&self.sha256)?,
+                key: text("key", &self.key)?,
+                at: need("at", self.at)?,
+                file,
+            },
         })
     }
 }
@@ -537,6 +590,18 @@ mod tests {
                 file: f(),
                 from: "a/b.log.0".into(),
                 ino: 12,
+            },
+            Record::Vacated {
+                file: f(),
+                day: 20_000,
+                suffix: 3,
+            },
+            Record::Displaced {
+                file: f(),
+                version,
+                sha256: [7; 32],
+                key: "v/k~2".into(),
+                at: 4,
             },
         ]
     }

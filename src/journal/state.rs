@@ -190,6 +190,13 @@ impl PartialEq for State {
             && self.multipart == o.multipart
             && self.registry == o.registry
             && self.other_keys == o.other_keys
+            && self.vacated == o.vacated
+            && self
+                .displaced
+                .by_ino
+                .keys()
+                .collect::<std::collections::HashSet<_>>()
+                == o.displaced.by_ino.keys().collect()
             && self.quarantined().collect::<HashMap<_, _>>()
                 == o.quarantined().collect::<HashMap<_, _>>()
     }
@@ -293,6 +300,27 @@ impl State {
                 self.pending.remove(file);
             }
             Record::Renamed { file, from, ino } => self.apply_renamed(file, from, *ino),
+            Record::Vacated { file, day, suffix } => {
+                self.vacated.insert(file.as_str().into(), (*day, *suffix));
+            }
+            Record::Displaced {
+                file,
+                version,
+                sha256,
+                key,
+                at,
+            } => {
+                let entry = Uploaded {
+                    version: *version,
+                    sha256: *sha256,
+                    at: u32::try_from((*at).max(0)).unwrap_or(u32::MAX),
+                    suffix: 0,
+                    other_key: true,
+                    seen: AtomicBool::new(self.replayed),
+                };
+                self.displaced
+                    .insert(version.ino, file.as_str(), entry, key.clone());
+            }
         }
     }
 
@@ -533,6 +561,8 @@ impl State {
     /// How many records [`write_snapshot`](Self::write_snapshot) writes.
     pub fn live_records(&self) -> usize {
         self.registry.len()
+            + self.vacated.len()
+            + self.displaced.by_ino.len()
             + self.pending.len()
             + self.quarantined().count()
             + self
@@ -575,11 +605,47 @@ impl State {
             };
             emit(r, &mut buf)?;
         }
+        // After the registry, whose uploads would clear a path's vacated entry.
+        for r in self.kept_aside_records() {
+            emit(r, &mut buf)?;
+        }
         for r in self.queue_records() {
             emit(r, &mut buf)?;
         }
         out.write_all(&buf)?;
         Ok(lines)
+    }
+
+    /// Vacated paths (in path order) and displaced entries (oldest first, as they are
+    /// dropped) as records: without them, a rotation seen out of order after a
+    /// compaction would be sent again, or a new file reuse a vacated key's `~N`.
+    fn kept_aside_records(&self) -> Vec<Record> {
+        let mut vacated: Vec<_> = self.vacated.iter().collect();
+        vacated.sort();
+        let mut out: Vec<Record> = vacated
+            .into_iter()
+            .map(|(path, (day, suffix))| {
+                let (source, rel) = crate::file::split(path);
+                Record::Vacated {
+                    file: FileRef::new(source, rel),
+                    day: *day,
+                    suffix: *suffix,
+                }
+            })
+            .collect();
+        for ino in &self.displaced.order {
+            if let Some((path, u, key)) = self.displaced.by_ino.get(ino) {
+                let (source, rel) = crate::file::split(path);
+                out.push(Record::Displaced {
+                    file: FileRef::new(source, rel),
+                    version: u.version,
+                    sha256: u.sha256,
+                    key: key.to_string(),
+                    at: u.at(),
+                });
+            }
+        }
+        out
     }
 
     /// The pending queue and multipart progress as records, in path order.
@@ -1165,6 +1231,47 @@ mod tests {
         let again = replay(&out, scheme());
         assert_eq!(again.state, s);
         assert_eq!(again.records, n);
+    }
+
+    /// Issue 24 (6): compaction wrote neither the vacated paths nor the displaced
+    /// entries, so after it a rotation seen out of order was sent again.
+    #[test]
+    fn compaction_keeps_vacated_paths_and_displaced_entries() {
+        let mut s = State::new(scheme());
+        let with_ino = |rel: &str, size: u64, ino: u64| {
+            let mut r = uploaded(rel, size);
+            if let Record::Uploaded { version, .. } = &mut r {
+                version.ino = ino;
+            }
+            r
+        };
+        // `a` renamed away to `a.1` (its path vacated); `b` replaced by another file
+        // (inode 8) before its own rename to `b.1` is seen.
+        s.apply(&with_ino("a", 1, 5));
+        s.apply(&Record::Renamed {
+            file: f("a.1"),
+            from: "a".into(),
+            ino: 5,
+        });
+        s.apply(&with_ino("b", 2, 7));
+        let old_b = s.uploaded(&f("b")).expect("b").version;
+        s.apply(&with_ino("b", 3, 8));
+        assert_eq!(s.displaced(&old_b), Some(f("b")));
+        let mut out = Vec::new();
+        let n = s.write_snapshot(&mut out).expect("snapshot");
+        assert_eq!(n, s.live_records());
+        let again = replay(&out, scheme()).state;
+        assert_eq!(again, s);
+        assert_eq!(
+            again.next_suffix(&f("a"), &ver(9)),
+            2,
+            "a's key stays taken"
+        );
+        assert_eq!(
+            again.displaced(&old_b),
+            Some(f("b")),
+            "b's entry kept aside"
+        );
     }
 
     #[test]
