@@ -16,6 +16,12 @@ use std::io::{self, Read, Seek, SeekFrom};
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
 use zstd::zstd_safe::CParameter;
 
+/// The zstd library's version (e.g. 10507 for 1.5.7), journaled with a compressed
+/// multipart upload: the same input, level and version give the same frames.
+pub fn library_version() -> u32 {
+    zstd::zstd_safe::version_number()
+}
+
 use crate::pattern::Pattern;
 
 /// The unit of input a frame is made of: frames end only at block boundaries, so a part's

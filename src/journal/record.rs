@@ -49,6 +49,10 @@ pub enum Record {
         part_size: u64,
         /// The zstd level of a compressed upload (`None`: the file's bytes as they are).
         zstd: Option<i32>,
+        /// The zstd library's version that compressed it: the same input, level and
+        /// version give the same frames, so a part the server lists without an ETag is
+        /// known by its size only then (`None`: written before it was kept).
+        zstd_lib: Option<u32>,
     },
     /// One part of a multipart upload is stored on the server; of a compressed upload,
     /// with the input it holds.
@@ -205,6 +209,7 @@ impl Record {
                 sha256,
                 part_size,
                 zstd,
+                zstd_lib,
                 ..
             } => {
                 w.key = Some(Cow::Borrowed(key));
@@ -213,6 +218,7 @@ impl Record {
                 w.sha256 = Some(Cow::Owned(hex(sha256)));
                 w.part_size = Some(*part_size);
                 w.zstd = *zstd;
+                w.zstd_lib = *zstd_lib;
             }
             Record::Part {
                 upload_id,
@@ -368,6 +374,8 @@ struct Wire<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     zstd: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    zstd_lib: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     in_start: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     in_end: Option<u64>,
@@ -396,6 +404,7 @@ impl<'a> Wire<'a> {
             from: None,
             ino: None,
             zstd: None,
+            zstd_lib: None,
             in_start: None,
             in_end: None,
             len: None,
@@ -463,6 +472,7 @@ impl<'a> Wire<'a> {
                 sha256: sha(&self.sha256)?,
                 part_size: need("part_size", self.part_size)?,
                 zstd: self.zstd,
+                zstd_lib: self.zstd_lib,
                 file,
             },
             Kind::Part => Record::Part {
@@ -542,6 +552,7 @@ mod tests {
                 sha256: [7; 32],
                 part_size: 8,
                 zstd: None,
+                zstd_lib: None,
             },
             Record::Part {
                 file: f(),
@@ -558,6 +569,7 @@ mod tests {
                 sha256: [7; 32],
                 part_size: 8,
                 zstd: Some(3),
+                zstd_lib: Some(10507),
             },
             Record::Part {
                 file: f(),

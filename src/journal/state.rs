@@ -59,6 +59,8 @@ pub struct Multipart {
     pub parts: BTreeMap<u32, String>,
     /// A compressed upload's zstd level.
     pub zstd: Option<i32>,
+    /// The zstd library's version that began it (see [`Record::MpStarted`]).
+    pub zstd_lib: Option<u32>,
     /// A compressed upload's stored parts: the input each holds.
     pub inputs: BTreeMap<u32, PartInput>,
 }
@@ -254,6 +256,7 @@ impl State {
                 sha256,
                 part_size,
                 zstd,
+                zstd_lib,
             } => {
                 let m = Multipart {
                     key: key.clone(),
@@ -263,6 +266,7 @@ impl State {
                     part_size: *part_size,
                     parts: BTreeMap::new(),
                     zstd: *zstd,
+                    zstd_lib: *zstd_lib,
                     inputs: BTreeMap::new(),
                 };
                 self.multipart.insert(file.clone(), m);
@@ -683,6 +687,7 @@ impl State {
                 sha256: m.sha256,
                 part_size: m.part_size,
                 zstd: m.zstd,
+                zstd_lib: m.zstd_lib,
             });
             for (n, etag) in &m.parts {
                 out.push(Record::Part {
@@ -1011,6 +1016,7 @@ mod tests {
             sha256: SHA,
             part_size: 10,
             zstd: None,
+            zstd_lib: None,
         }
     }
 

@@ -249,17 +249,36 @@ fn produce(
 
 /// The ETag of a part the server stored before a crash and the journal does not know,
 /// if it is this one: the same size and the same MD5. A server that lists no ETag cannot
-/// say which bytes it holds (a frame of another zstd version, level or input has the same
-/// size as often as not): the part is sent again, replacing it.
+/// say which bytes it holds: its part is taken at the right size only when the frames
+/// are the same as those sent before the crash (the same zstd library: `same_frames`);
+/// after an upgrade, a frame of the same size may hold other bytes, so it is sent again.
 fn stored_unjournaled(upload: &Upload, ready: &Ready) -> Option<String> {
     let p = upload.unjournaled.get(&ready.n)?;
-    same_part(p.size, &p.etag, ready.input.len, &ready.md5)
+    same_part(
+        p.size,
+        &p.etag,
+        ready.input.len,
+        &ready.md5,
+        upload.same_frames,
+    )
 }
 
 /// [`stored_unjournaled`]'s test, on a listed part's size and ETag.
-fn same_part(size: u64, etag: &str, len: u64, md5: &[u8; 16]) -> Option<String> {
-    let same = size == len && !etag.is_empty() && etag_hex(etag).eq_ignore_ascii_case(&hex(md5));
-    same.then(|| etag.to_string())
+fn same_part(size: u64, etag: &str, len: u64, md5: &[u8; 16], same_frames: bool) -> Option<String> {
+    let local = hex(md5);
+    let same = size == len
+        && if etag.is_empty() {
+            same_frames
+        } else {
+            etag_hex(etag).eq_ignore_ascii_case(&local)
+        };
+    same.then(|| {
+        if etag.is_empty() {
+            format!("\"{local}\"")
+        } else {
+            etag.to_string()
+        }
+    })
 }
 
 fn note_stored(upload: &Upload, shared: &Shared, ready: &Ready, etag: String) {
@@ -515,11 +534,19 @@ mod tests {
     fn an_unjournaled_part_is_kept_only_when_its_etag_is_this_frames_md5() {
         let frame = md5(b"frame bytes");
         let etag = format!("\"{}\"", hex(&frame));
-        assert_eq!(same_part(11, &etag, 11, &frame), Some(etag.clone()));
-        assert!(same_part(11, &etag.to_uppercase(), 11, &frame).is_some());
-        assert_eq!(same_part(11, "", 11, &frame), None, "no ETag listed");
-        assert_eq!(same_part(12, &etag, 11, &frame), None, "another size");
-        let other = format!("\"{}\"", hex(&md5(b"other bytes")));
-        assert_eq!(same_part(11, &other, 11, &frame), None, "another MD5");
+        for same_frames in [true, false] {
+            assert_eq!(
+                same_part(11, &etag, 11, &frame, same_frames),
+                Some(etag.clone())
+            );
+            assert!(same_part(11, &etag.to_uppercase(), 11, &frame, same_frames).is_some());
+            assert_eq!(same_part(12, &etag, 11, &frame, same_frames), None, "size");
+            let other = format!("\"{}\"", hex(&md5(b"other bytes")));
+            assert_eq!(same_part(11, &other, 11, &frame, same_frames), None, "MD5");
+        }
+        // No ETag listed: by its size only when the frames are the same as before.
+        assert_eq!(same_part(11, "", 11, &frame, true), Some(etag.clone()));
+        assert_eq!(same_part(11, "", 11, &frame, false), None, "another zstd");
+        assert_eq!(same_part(12, "", 11, &frame, true), None, "another size");
     }
 }

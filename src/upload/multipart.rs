@@ -60,6 +60,9 @@ pub(super) struct Upload<'a> {
     /// Compressed and resumed: the parts the server listed that the journal does not
     /// know, each recognised (or not) once compressed again.
     pub(super) unjournaled: BTreeMap<u32, ServerPart>,
+    /// Compressed: whether the frames compressed now are those sent before (the same
+    /// zstd library as journaled; input and level are checked before resuming).
+    pub(super) same_frames: bool,
 }
 
 impl<'a> Upload<'a> {
@@ -80,6 +83,7 @@ impl<'a> Upload<'a> {
             sha256: object.digests.sha256,
             part_size,
             zstd: object.zstd,
+            zstd_lib: object.zstd.map(|_| crate::compress::library_version()),
         };
         if let Err(e) = ctx.journal(&[record]) {
             // Not journaled means not resumable: don't leave it on the server.
@@ -93,6 +97,7 @@ impl<'a> Upload<'a> {
             done: BTreeMap::new(),
             inputs: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
+            same_frames: true,
         })
     }
 
@@ -120,6 +125,7 @@ impl<'a> Upload<'a> {
             done: BTreeMap::new(),
             inputs: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
+            same_frames: mp.zstd_lib == Some(crate::compress::library_version()),
         };
         if object.zstd.is_some() {
             upload.reconcile_compressed(&mp, server);
