@@ -4,7 +4,12 @@
 //! grows, on a link slowed so that most kills land mid-upload. At the end every file is
 //! in S3 exactly once and byte-identical, every rotated and final log content is there
 //! once, no key was written twice, nothing hidden or excluded is there, the journal is
-//! bounded and no part the server had stored was sent again.
+//! bounded and no part the server had stored was sent again. Issue 24 added three
+//! lifecycles: a directory of uploaded files renamed again and again (each file stored
+//! once, under one of its names), a state file rewritten in place every round (each
+//! stored content one it had, its last one there), and a log the test holds open and
+//! appends to while disk cleanup is on for its source (never deleted while open: its
+//! last content, every line, is there).
 //!
 //! Slow (a few minutes): `make test-chaos`, which CI runs. `TVM_CHAOS_SEED` reproduces
 //! a run's workload and kill schedule (the printed seed); `TVM_CHAOS_KILLS` sets the
@@ -33,6 +38,17 @@ struct Logs {
     rotated: Vec<Vec<u8>>,
     /// SHA-256 of every content either file ever had.
     versions: std::collections::BTreeSet<String>,
+    /// `state/summary.json`, rewritten in place every round: its contents.
+    summary: Vec<u8>,
+    summary_versions: std::collections::BTreeSet<String>,
+    /// `held/app.log`, held open by the test and appended to every round.
+    held: Option<std::fs::File>,
+    held_content: Vec<u8>,
+    held_versions: std::collections::BTreeSet<String>,
+    /// The trip directory in `ros` renamed every third round, and the contents of the
+    /// files in it (by name).
+    trip: usize,
+    trip_files: BTreeMap<String, String>,
 }
 
 impl Logs {
@@ -58,11 +74,57 @@ impl Logs {
             .extend_from_slice(&bytes(100 + rng.below(1000) as usize, rng.next()));
         write(&setup.source("ros").join("live.log"), &self.live);
         self.versions.insert(sha256_hex(&self.live));
+        self.other_lifecycles(setup, rng);
+    }
+
+    /// The issue-24 lifecycles: a rewrite in place, a held-open log, a renamed directory.
+    fn other_lifecycles(&mut self, setup: &Setup, rng: &mut Rng) {
+        use std::io::Write;
+        self.summary = text(500 + rng.below(3000) as usize, rng.next());
+        std::fs::write(setup.source("state").join("summary.json"), &self.summary)
+            .expect("rewrite in place");
+        self.summary_versions.insert(sha256_hex(&self.summary));
+        let held = self.held.get_or_insert_with(|| {
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(setup.source("held").join("app.log"))
+                .expect("open held log")
+        });
+        let line = text(50 + rng.below(400) as usize, rng.next());
+        held.write_all(&line).expect("append held log");
+        self.held_content.extend_from_slice(&line);
+        self.held_versions.insert(sha256_hex(&self.held_content));
+        let ros = setup.source("ros");
+        if self.trip_files.is_empty() {
+            std::fs::create_dir_all(ros.join("trip0/sub")).expect("mkdir trip");
+            for (i, name) in ["a.log", "sub/b.log", "c.log"].iter().enumerate() {
+                let data = bytes(1000 + 3000 * i, rng.next());
+                write(&ros.join("trip0").join(name), &data);
+                self.trip_files.insert(name.to_string(), sha256_hex(&data));
+            }
+        } else if self.rounds.is_multiple_of(3) {
+            let (from, to) = (
+                format!("trip{}", self.trip),
+                format!("trip{}", self.trip + 1),
+            );
+            std::fs::rename(ros.join(from), ros.join(to)).expect("rename trip");
+            self.trip += 1;
+        }
+    }
+
+    /// Closes the held-open log (the end of its writer).
+    fn close_held(&mut self) {
+        self.held.take();
     }
 
     /// Whether a key is one of these logs' objects.
     fn owns(key: &str) -> bool {
-        key.contains("/syslog/messages") || key.contains("/ros/live.log")
+        key.contains("/syslog/messages")
+            || key.contains("/ros/live.log")
+            || key.contains("/ros/trip")
+            || key.contains("/state/summary.json")
+            || key.contains("/held/app.log")
     }
 
     /// Every object of these logs is a content they had, once; every rotated content
@@ -70,10 +132,18 @@ impl Logs {
     fn check(&self, objects: &BTreeMap<String, String>) {
         let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for (key, sha) in objects.iter().filter(|(k, _)| Logs::owns(k)) {
-            assert!(
-                self.versions.contains(sha),
-                "{key}: a content these logs never had"
-            );
+            let had = if key.contains("/ros/trip") {
+                self.trip_files
+                    .iter()
+                    .any(|(name, s)| s == sha && key.ends_with(&format!("/{name}")))
+            } else if key.contains("/state/") {
+                self.summary_versions.contains(sha)
+            } else if key.contains("/held/") {
+                self.held_versions.contains(sha)
+            } else {
+                self.versions.contains(sha)
+            };
+            assert!(had, "{key}: a content these logs never had");
             if let Some(other) = seen.insert(sha.clone(), key) {
                 panic!("{key} and {other}: one content stored twice");
             }
@@ -91,6 +161,17 @@ impl Logs {
         assert!(
             seen.contains_key(&sha256_hex(&self.live)),
             "the last live.log is not in S3"
+        );
+        for (name, sha) in &self.trip_files {
+            assert!(seen.contains_key(sha), "trip file {name} is not in S3");
+        }
+        assert!(
+            seen.contains_key(&sha256_hex(&self.summary)),
+            "the last summary.json is not in S3"
+        );
+        assert!(
+            seen.contains_key(&sha256_hex(&self.held_content)),
+            "the held-open log's last content (every line) is not in S3"
         );
     }
 }
@@ -206,10 +287,28 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
             ("ros", r#","exclude":["*.active"]"#),
             ("syslog", ""),
             ("app", r#","compress":"zstd""#),
+            ("state", ""),
+            ("held", ""),
         ],
         r#","multipart_threshold":"5MiB","part_size":"5MiB","concurrency":3"#,
         "",
     );
+    // Disk cleanup on, for the held-open log's source only (every filesystem is above
+    // 1.5% here, so it deletes whatever it may of that source as soon as it is uploaded).
+    let logs_root = setup.dir.path().join("logs");
+    let config = std::fs::read_to_string(&setup.config).expect("config");
+    let config = config
+        .replace(r#""path":"#, r#""delete_after_upload":false,"path":"#)
+        .replace(
+            r#"{"name":"held","delete_after_upload":false,"#,
+            r#"{"name":"held","#,
+        );
+    let config = format!(
+        r#"{},"disk":{{"paths":[{:?}],"cleanup_percent":1.5,"emergency_percent":2,"keep_uploaded_hours":1000}}}}"#,
+        config.trim_end().strip_suffix('}').expect("a JSON object"),
+        logs_root.to_str().expect("utf8")
+    );
+    std::fs::write(&setup.config, &config).expect("config");
     let config = std::fs::read_to_string(&setup.config).expect("config");
     std::fs::write(
         &setup.config,
@@ -281,6 +380,15 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
         }
     }
     let loop_time = started.elapsed();
+    assert!(
+        setup.source("held").join("app.log").exists(),
+        "the held-open log was deleted while open"
+    );
+    assert!(
+        history.contains("held/app.log: open for writing by process"),
+        "cleanup never had the held-open log to keep"
+    );
+    w.logs.close_held();
 
     // Power back for good: `once` finishes what is left.
     let drained = Instant::now();
@@ -295,6 +403,15 @@ fn power_cuts_at_random_moments_lose_nothing_and_send_nothing_twice() {
         .map(|k| (k.clone(), sha256_hex(&decoded(k, client.get(k)))))
         .collect();
     w.logs.check(&objects);
+    let count = |part: &str| objects.keys().filter(|k| k.contains(part)).count();
+    println!(
+        "chaos: trip directory renamed {} times, {} objects of its 3 files; summary.json rewritten {} times, {} objects; held-open log: {} objects",
+        w.logs.trip,
+        count("/ros/trip"),
+        w.logs.rounds,
+        count("/state/summary.json"),
+        count("/held/app.log")
+    );
     let files_only: BTreeMap<String, String> = objects
         .into_iter()
         .filter(|(k, _)| !Logs::owns(k))
