@@ -759,3 +759,41 @@ fn once_leaves_a_file_that_never_settles_for_the_next_run() {
         );
     }
 }
+
+/// Issue 24 (5): a hard link is another name, a file of its own (as `cp` would make):
+/// each name gets its object, whether the link was made before the upload or after it
+/// (then, or when the content went this run, the second is a server-side copy).
+#[test]
+fn a_hard_link_is_a_file_of_its_own_made_before_or_after_the_upload() {
+    let server = Server::start(Kind::S3sFs);
+    let setup = Setup::new(
+        &server.endpoint(),
+        &[("app", "")],
+        r#","concurrency":1"#,
+        "",
+    );
+    let dir = setup.source("app");
+    let (a, b) = (bytes(5000, 1), bytes(6000, 2));
+    write(&dir.join("a.log"), &a);
+    std::fs::hard_link(dir.join("a.log"), dir.join("z-link.log")).expect("ln");
+    write(&dir.join("b.log"), &b);
+    age_file(&dir.join("a.log"), 3600);
+    age_file(&dir.join("b.log"), 3600);
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::hard_link(dir.join("b.log"), dir.join("b-link.log")).expect("ln");
+    let out2 = setup.once();
+    assert!(out2.status.success(), "{}", stderr(&out2));
+    let k = |rel: &str| key("app", rel, &dir.join(rel));
+    assert_holds(
+        &server.client(),
+        &[
+            (&k("a.log"), &a),
+            (&k("z-link.log"), &a),
+            (&k("b.log"), &b),
+            (&k("b-link.log"), &b),
+        ],
+    );
+    let log = stderr(&out) + &stderr(&out2);
+    assert!(!log.contains("before a restart"), "{log}");
+}

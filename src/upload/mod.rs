@@ -305,10 +305,11 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
         return multipart::run(&object, part_size, Some(mp));
     }
     if let Some(origin) = &job.origin
+        && !still_linked(job, origin)
         && let Some(key) = uploaded_as(job, ctx, origin, &digests, zstd)?
     {
         let object = Object::new(job, ctx, &key, &digests, zstd);
-        object.record_there(&format!("uploaded before a restart as {origin}"))?;
+        object.record_there(&format!("already in S3 as {origin}, renamed since"))?;
         return Ok(Uploaded::AlreadyThere);
     }
     let first = ctx.journal.read().next_suffix(&job.file, &job.version);
@@ -338,6 +339,23 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
 /// The key under which this content reached S3 as `origin` (the file's name before a
 /// rename while the daemon was down), if it did: the keys `origin` may have used are
 /// looked at in turn, from the plain one, until a free one.
+/// Whether `origin` (the name this file had when it was queued or sent) still holds it,
+/// the same inode: then it is a hard link, not a rename, and this name is a file of its
+/// own that gets its own object (a server-side copy when the content went lately).
+fn still_linked(job: &Job, origin: &FileRef) -> bool {
+    let Some(root) = job
+        .path
+        .to_str()
+        .and_then(|p| p.strip_suffix(job.file.rel()))
+    else {
+        return false;
+    };
+    stat(&std::path::Path::new(root).join(origin.rel()))
+        .ok()
+        .flatten()
+        .is_some_and(|v| v.ino == job.version.ino)
+}
+
 fn uploaded_as(
     job: &Job,
     ctx: &Context,
