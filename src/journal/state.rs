@@ -537,10 +537,37 @@ impl State {
     /// version (the files were deleted, or replaced, while the daemon was down). Their
     /// objects stay in S3; this only keeps the registry from growing forever. Returns
     /// how many were forgotten.
+    ///
+    /// The key each forgotten entry took stays taken (as `vacated`), so a new file at that
+    /// path the same day takes the next `~N` instead of meeting a 412 (or, on a server that
+    /// ignores conditional writes, overwriting it). Vacated keys of days before the newest
+    /// day known but one are dropped then: a new file's key is of its own day.
     pub fn forget_unseen(&mut self) -> usize {
         let before = self.registry.len();
-        self.registry
-            .retain(&mut |_, u| u.seen.load(Ordering::Relaxed));
+        let mut forgotten = Vec::new();
+        let scheme = &self.scheme;
+        self.registry.retain(&mut |path: &str, u: &Uploaded| {
+            let keep = u.seen.load(Ordering::Relaxed);
+            if !keep && !u.other_key {
+                forgotten.push((
+                    Box::<str>::from(path),
+                    (scheme.day(&u.version), u.suffix & !ZST_FLAG),
+                ));
+            }
+            keep
+        });
+        for (path, (day, suffix)) in forgotten {
+            let slot = self.vacated.entry(path).or_insert((day, suffix));
+            *slot = (*slot).max((day, suffix));
+        }
+        let newest = self
+            .registry
+            .iter()
+            .map(|(_, u)| self.scheme.day(&u.version))
+            .chain(self.vacated.values().map(|(d, _)| *d))
+            .max()
+            .unwrap_or(0);
+        self.vacated.retain(|_, (day, _)| *day >= newest - 1);
         let registry = &self.registry;
         self.other_keys.retain(|k, _| registry.contains_key(k));
         before - self.registry.len()
@@ -1337,5 +1364,12 @@ mod tests {
         assert_eq!(s.forget_unseen(), 2);
         assert!(s.uploaded(&f("a")).is_some() && s.uploaded(&f("d")).is_some());
         assert_eq!(s.registry_len(), 2);
+        // Issue 24 (5): their keys stay taken (a restart forgot them, and a new file at
+        // the path met a 412 again and again).
+        assert_eq!(s.next_suffix(&f("c"), &ver(7)), 2, "c's key is taken");
+        let mut out = Vec::new();
+        s.write_snapshot(&mut out).expect("snapshot");
+        let again = replay(&out, scheme()).state;
+        assert_eq!(again.next_suffix(&f("c"), &ver(7)), 2, "and stays taken");
     }
 }
