@@ -126,6 +126,16 @@ impl S3Error {
             || self.code() == Some("PreconditionFailed")
     }
 
+    /// The connection was closed under a request still being sent (a broken pipe or a
+    /// reset): a server that refuses a conditional PUT may answer 412 before reading the
+    /// body and close, and the client sees only this.
+    pub fn cut_while_sending(&self) -> bool {
+        matches!(self, S3Error::Transport { message, .. }
+            if ["Broken pipe", "Connection reset", "os error 32", "os error 104"]
+                .iter()
+                .any(|m| message.contains(m)))
+    }
+
     /// The S3 error code, if the server gave one.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -605,6 +605,18 @@ impl<'a> Object<'a> {
                     _ => Err(UploadError::KeyTaken),
                 };
             }
+            // The connection closed under the body: perhaps a 412 answered before the
+            // body was read. The key says whether it is taken (else the link it is).
+            Err(e) if e.cut_while_sending() => {
+                return match self.occupant() {
+                    Ok(Occupant::Same) => {
+                        self.record_there("already in S3")?;
+                        Ok(Uploaded::AlreadyThere)
+                    }
+                    Ok(Occupant::Other) => Err(UploadError::KeyTaken),
+                    _ => Err(changed_or(job, ctx, UploadError::S3(e))),
+                };
+            }
             // Cut short by a file that shrank or changed under the transfer.
             Err(e) => return Err(changed_or(job, ctx, UploadError::S3(e))),
         };
