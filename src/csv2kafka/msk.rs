@@ -131,13 +131,22 @@ impl Tokens {
         Tokens { state }
     }
 
-    /// The token to present now: waits up to `wait` for the first one.
+    /// The token to present now: waits up to `wait` for one that has not expired (the
+    /// first, or the next when the one held ran out with its credentials).
     pub fn current(&self, wait: Duration) -> Result<Token, String> {
         let (lock, ready) = &*self.state;
         let guard = lock.lock().map_err(|_| "MSK IAM token: lock poisoned")?;
+        let expired = |t: &Option<Result<Token, String>>| match t {
+            None => true,
+            Some(Ok(t)) => t.expires_ms <= crate::clock::system_now() * 1000,
+            Some(Err(_)) => false,
+        };
         let (guard, _) = ready
-            .wait_timeout_while(guard, wait, |t| t.is_none())
+            .wait_timeout_while(guard, wait, |t| expired(t))
             .map_err(|_| "MSK IAM token: lock poisoned")?;
+        if guard.is_some() && expired(&guard) {
+            return Err("MSK IAM token: the last one expired and no new one was signed".into());
+        }
         guard
             .clone()
             .unwrap_or_else(|| Err("MSK IAM token: none signed yet (no credentials)".into()))
@@ -154,7 +163,17 @@ fn renew_forever(state: &Held, provider: &Provider, region: &str) {
             .map(|c| token(&c, region, now, USER_AGENT))
             .map_err(|e| format!("MSK IAM token: no credentials to sign with: {e}"));
         let next = match &signed {
-            Ok(t) => (t.expires_ms / 1000 - now - RENEW_BEFORE).clamp(5, 600),
+            // Renewed RENEW_BEFORE ahead; a token that lives less (short-lived
+            // credentials) at half its time left, so it never runs out unrenewed.
+            Ok(t) => {
+                let left = t.expires_ms / 1000 - now;
+                let ahead = if left > 2 * RENEW_BEFORE {
+                    left - RENEW_BEFORE
+                } else {
+                    left / 2
+                };
+                ahead.clamp(1, 600)
+            }
             Err(e) => {
                 log::warn!("{e}");
                 5
