@@ -5,6 +5,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 AARCH64 := aarch64-unknown-linux-musl
 AARCH64_BIN := target/$(AARCH64)/release/tvm-upload
+# The same binary with the test-only knobs (cargo feature test-knobs), for the qemu suite
+# only; the one above is the shipped, size-checked binary, which has none.
+AARCH64_TEST_BIN := target/$(AARCH64)/release/tvm-upload-test-knobs
 # The test lists, in one place (scripts/run_tests.sh and CI use these targets).
 # Unit tests of the pure logic live in the library and the binaries.
 UNIT_TESTS := --lib --bins
@@ -18,7 +21,7 @@ E2E_TESTS := --test cli --test e2e --test lifecycles --test operations --test mo
 AARCH64_TESTS := --test cli --test e2e --test operations --test monitoring --test compression
 
 .PHONY: footprint demo test test-tools test-quick test-e2e test-csv2kafka test-chaos test-local test-aarch64 test-all test-aws \
-        lint audit coverage build release cross cross-armv7 size check-size bench bench-cap clean
+        lint audit coverage build release cross cross-armv7 size check-size bench bench-cap cross-test-knobs clean
 
 demo:
 	bash scripts/demo.sh
@@ -37,19 +40,20 @@ test-quick:
 
 # The end-to-end suites (not the chaos loop, which has its own target).
 test-e2e: test-tools
-	$(CARGO) test $(E2E_TESTS)
+	$(CARGO) test --features test-knobs $(E2E_TESTS)
 
 # Unit and integration tests against local servers, csv2kafka's included (its feature
 # builds librdkafka from source, once per target dir).
 test-local: test-tools
-	$(CARGO) test --all-targets --features csv2kafka
+	$(CARGO) test --all-targets --features csv2kafka,test-knobs
 
-# The aarch64 release binary: built, size-checked, and run through the end-to-end
-# suite under qemu-aarch64-static against the same local servers.
-test-aarch64: test-tools cross check-size
+# The aarch64 release binary: built, size-checked (and checked to have no test knobs),
+# then built again with the knobs (only our crate recompiles) and that copy run through
+# the end-to-end suite under qemu-aarch64-static against the same local servers.
+test-aarch64: test-tools cross-test-knobs cross check-size
 	file $(AARCH64_BIN) | grep -q 'ARM aarch64' && file $(AARCH64_BIN) | grep -q 'statically linked'
-	TVM_UPLOAD_BIN=$(CURDIR)/$(AARCH64_BIN) TVM_UPLOAD_RUNNER=qemu-aarch64-static \
-	  $(CARGO) test $(AARCH64_TESTS)
+	TVM_UPLOAD_BIN=$(CURDIR)/$(AARCH64_TEST_BIN) TVM_UPLOAD_RUNNER=qemu-aarch64-static \
+	  $(CARGO) test --features test-knobs $(AARCH64_TESTS)
 
 # csv2kafka alone: its unit tests and tests/csv2kafka.rs against s3s-fs, moto and tansu.
 test-csv2kafka: test-tools
@@ -86,6 +90,10 @@ release:
 
 cross:
 	bash cross/build.sh $(AARCH64)
+
+# The aarch64 binary with the test-only knobs, copied to $(AARCH64_TEST_BIN).
+cross-test-knobs:
+	bash cross/build.sh $(AARCH64) test-knobs
 
 cross-armv7:
 	bash cross/build.sh armv7-unknown-linux-musleabihf

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-aarch64-unknown-linux-musl}
+# An optional second argument, a cargo feature (test-knobs): the binary is then copied to
+# tvm-upload-<feature> beside the shipped one, which the next plain build restores.
+feature=${2:-}
 bash cross/setup.sh "$target"
 case $target in
   aarch64-unknown-linux-musl)
@@ -16,7 +19,13 @@ case $target in
     export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_LINKER=arm-linux-gnueabihf-gcc ;;
   *) echo "cross/build.sh: unknown target $target" >&2; exit 2 ;;
 esac
-cargo build --release --target "$target" --quiet
 bin=target/$target/release/tvm-upload
+if [ -n "$feature" ]; then
+  cargo build --release --target "$target" --quiet --features "$feature"
+  cp "$bin" "$bin-$feature"
+  bin=$bin-$feature
+else
+  cargo build --release --target "$target" --quiet
+fi
 size=$(stat -c %s "$bin")
 awk -v b="$bin" -v s="$size" 'BEGIN { printf "%s: %d bytes (%.2f MiB)\n", b, s, s / 1048576 }'

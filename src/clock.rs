@@ -23,21 +23,10 @@ pub fn system_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Seconds from a test-only environment knob, read once into `cell` (0 when unset).
-pub fn test_knob(cell: &'static std::sync::OnceLock<i64>, var: &str) -> i64 {
-    *cell.get_or_init(|| {
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
-}
-
-/// The local clock, Unix seconds. The test-only knob `TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS`
-/// shifts it, standing in for a vehicle whose clock is wrong. Never set it in production.
+/// The local clock, Unix seconds (shifted by a test-only knob in test builds, standing in
+/// for a vehicle whose clock is wrong: [`crate::knobs`]).
 pub fn local_now() -> i64 {
-    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    system_now() + test_knob(&SKEW, "TVM_UPLOAD_TEST_CLOCK_SKEW_SECONDS")
+    system_now() + crate::knobs::clock_skew_seconds()
 }
 
 /// The time to sign with: the local clock corrected by the server's.

@@ -24,6 +24,7 @@ pub mod disk;
 pub mod file;
 pub mod journal;
 pub mod key;
+pub mod knobs;
 pub mod logfile;
 pub mod metrics;
 pub mod openfiles;

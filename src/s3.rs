@@ -893,12 +893,8 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
         let certs = pem_certificates("s3.ca_bundle", path)?;
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
-    // Test-only knob: the fault tests blackhole connections and cannot wait minutes for
-    // each to time out. Never set it in production.
-    let short = std::env::var("TVM_UPLOAD_TEST_STALL_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs_f64);
+    // Shorter in test builds only: the fault tests blackhole connections (crate::knobs).
+    let short = crate::knobs::stall_seconds().map(Duration::from_secs_f64);
     let config = with_timeouts(Agent::config_builder(), short)
         .http_status_as_error(false)
         .tls_config(tls.build())

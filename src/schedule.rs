@@ -37,13 +37,10 @@ pub struct Open {
     pub max_bytes_per_second: Option<u64>,
 }
 
-/// Unix time as the schedule sees it: the wall clock, shifted by the test-only knob
-/// `TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS` (read once), so that tests can stand at a
-/// window's edge without waiting for it. Never set it in production.
+/// Unix time as the schedule sees it: the wall clock (shifted by a test-only knob in test
+/// builds, so that tests can stand at a window's edge without waiting: [`crate::knobs`]).
 pub fn schedule_now() -> i64 {
-    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    crate::clock::system_now()
-        + crate::clock::test_knob(&OFFSET, "TVM_UPLOAD_TEST_CLOCK_OFFSET_SECONDS")
+    crate::clock::system_now() + crate::knobs::schedule_offset_seconds()
 }
 
 /// Whether uploading is allowed at `t` under an optional schedule: no schedule means

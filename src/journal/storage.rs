@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What the journal asks of the filesystem besides plain reads and writes.
 pub trait Storage: Send {
@@ -20,15 +20,10 @@ pub trait Storage: Send {
 pub struct Disk;
 
 impl Storage for Disk {
-    /// `fdatasync`, or an injected failure while the file named by the test-only knob
-    /// `TVM_UPLOAD_TEST_FAIL_FSYNC_WHILE` exists (the end-to-end tests cannot reach into
-    /// the process). Never set it in production.
+    /// `fdatasync` (or, in test builds, an injected failure while a file named by a
+    /// test-only knob exists: the end-to-end tests cannot reach into the process).
     fn sync_file(&self, file: &File) -> io::Result<()> {
-        static TRIGGER: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-        let trigger = TRIGGER.get_or_init(|| {
-            std::env::var_os("TVM_UPLOAD_TEST_FAIL_FSYNC_WHILE").map(PathBuf::from)
-        });
-        if trigger.as_ref().is_some_and(|t| t.exists()) {
+        if crate::knobs::fail_fsync_while().is_some_and(Path::exists) {
             return Err(io::Error::other("injected fsync failure"));
         }
         file.sync_data()
