@@ -384,6 +384,55 @@ fn max_wait_seconds_sends_snapshots_of_a_growing_file_at_most_once_per_period() 
     assert_nothing_overwritten(&proxy);
 }
 
+/// Issue 24 (5): the `max_wait_seconds` clock is kept across restarts. A file growing
+/// while the daemon is killed every 2.5 s (each run shorter than max_wait 4) still gets
+/// its snapshot: a run counts the time from when the file started waiting in an earlier
+/// run, not from its own start (0 snapshots before).
+#[test]
+fn max_wait_seconds_counts_from_when_the_file_started_waiting_across_restarts() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = syslog_setup(&proxy, r#","max_wait_seconds":4"#);
+    let path = setup.source("syslog").join("messages");
+    let until = Instant::now() + Duration::from_secs(13);
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || append_until(&path, Duration::from_millis(300), until))
+    };
+    let mut runs = 0;
+    while Instant::now() + Duration::from_millis(500) < until {
+        let mut child = setup.spawn_run();
+        std::thread::sleep(Duration::from_millis(2500));
+        let _ = child.kill();
+        let _ = child.wait();
+        runs += 1;
+    }
+    let all = writer.join().expect("writer");
+    let client = server.client();
+    let snapshots: Vec<Vec<u8>> = objects(&client).into_values().collect();
+    assert!(
+        !snapshots.is_empty(),
+        "no snapshot of a file growing for 13 s over {runs} runs with max_wait_seconds 4:\n{}",
+        setup.run_log()
+    );
+    for s in &snapshots {
+        assert!(
+            all.starts_with(s) && s.len() < all.len(),
+            "a snapshot is a prefix"
+        );
+    }
+    // A last run sends the file as it ended, and the state is sound.
+    let mut child = setup.spawn_run();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !objects(&client).into_values().any(|b| b == all) {
+        assert!(Instant::now() < deadline, "{}", setup.run_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sigterm_and_wait(&mut child, Duration::from_secs(15));
+    assert_sound(&client);
+    assert_nothing_overwritten(&proxy);
+}
+
 #[test]
 fn a_bag_written_as_active_then_renamed_is_sent_once() {
     let server = Server::start(Kind::S3sFs);

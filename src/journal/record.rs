@@ -100,6 +100,10 @@ pub enum Record {
         key: String,
         at: i64,
     },
+    /// A file of a source with `max_wait_seconds` began to wait (changing) at `since`
+    /// (Unix seconds), as inode `ino`: a restart counts its wait from then, not from its
+    /// own start. Ended by the file's next `queued` (or `dropped`, `deleted`).
+    Waiting { file: FileRef, ino: u64, since: i64 },
     /// This queued version failed for a reason of its own too often (`reason`, since
     /// `at`): set aside until it changes or the daemon restarts.
     Quarantined {
@@ -123,6 +127,7 @@ impl Record {
             | Record::Renamed { file, .. }
             | Record::Vacated { file, .. }
             | Record::Displaced { file, .. }
+            | Record::Waiting { file, .. }
             | Record::Quarantined { file, .. } => file,
         }
     }
@@ -171,6 +176,7 @@ impl Record {
             Record::Queued { .. }
             | Record::Dropped { .. }
             | Record::Deleted { .. }
+            | Record::Waiting { .. }
             | Record::Vacated { .. } => {}
         }
         Ok(())
@@ -243,6 +249,10 @@ impl Record {
                 w.at = Some(*day);
                 w.n = Some(u32::from(*suffix));
             }
+            Record::Waiting { ino, since, .. } => {
+                w.ino = Some(*ino);
+                w.at = Some(*since);
+            }
             Record::Displaced {
                 version,
                 sha256,
@@ -295,6 +305,7 @@ impl Record {
             Record::Renamed { .. } => Kind::Renamed,
             Record::Vacated { .. } => Kind::Vacated,
             Record::Displaced { .. } => Kind::Displaced,
+            Record::Waiting { .. } => Kind::Waiting,
             Record::Quarantined { .. } => Kind::Quarantined,
         }
     }
@@ -330,6 +341,7 @@ enum Kind {
     Quarantined,
     Vacated,
     Displaced,
+    Waiting,
 }
 
 /// A record as it is on disk: one flat object; which fields are present depends on `t`.
@@ -510,6 +522,11 @@ impl<'a> Wire<'a> {
                 at: need("at", self.at)?,
                 file,
             },
+            Kind::Waiting => Record::Waiting {
+                ino: need("ino", self.ino)?,
+                since: need("at", self.at)?,
+                file,
+            },
         })
     }
 }
@@ -614,6 +631,11 @@ mod tests {
                 sha256: [7; 32],
                 key: "v/k~2".into(),
                 at: 4,
+            },
+            Record::Waiting {
+                file: f(),
+                ino: 12,
+                since: 1_700_000_000,
             },
         ]
     }

@@ -156,7 +156,38 @@ pub struct State {
     /// the file may have been renamed and not seen yet under its new name (a rotation
     /// while the daemon was down). Bounded; the oldest go first.
     displaced: Displaced,
+    /// Files of sources with `max_wait_seconds` that have been changing since a time
+    /// (see [`Record::Waiting`]): the next run counts that source's wait from it.
+    waiting: HashMap<FileRef, Waiting>,
 }
+
+/// A file has been changing since `since` (Unix seconds), as inode `ino`.
+#[derive(Debug)]
+pub struct Waiting {
+    pub ino: u64,
+    pub since: i64,
+    /// The start-up scan saw the file (the same inode): kept by `forget_unseen`.
+    seen: AtomicBool,
+}
+
+impl Clone for Waiting {
+    fn clone(&self) -> Waiting {
+        Waiting {
+            seen: AtomicBool::new(self.seen.load(Ordering::Relaxed)),
+            ..*self
+        }
+    }
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, o: &Waiting) -> bool {
+        (self.ino, self.since) == (o.ino, o.since)
+    }
+}
+
+/// At most this many waiting files are kept (the planner tracks at most as many); a
+/// `waiting` record past it is ignored, so a file then waits from its first sight.
+pub const MAX_WAITING: usize = 16_384;
 
 /// Entries kept aside when another file took their path; see [`State`].
 pub const MAX_DISPLACED: usize = 1024;
@@ -193,6 +224,7 @@ impl PartialEq for State {
             && self.registry == o.registry
             && self.other_keys == o.other_keys
             && self.vacated == o.vacated
+            && self.waiting == o.waiting
             && self
                 .displaced
                 .by_ino
@@ -230,10 +262,23 @@ impl State {
                 self.pending.insert(file.clone(), p);
                 // Queued again (changed, or tried again after a restart).
                 self.quarantined.remove(file);
+                // It settled (or its snapshot is due): its wait is over.
+                self.waiting.remove(file);
             }
             Record::Dropped { file, .. } => {
                 self.pending.remove(file);
                 self.quarantined.remove(file);
+                self.waiting.remove(file);
+            }
+            Record::Waiting { file, ino, since } => {
+                if self.waiting.len() < MAX_WAITING || self.waiting.contains_key(file) {
+                    let w = Waiting {
+                        ino: *ino,
+                        since: *since,
+                        seen: AtomicBool::new(self.replayed),
+                    };
+                    self.waiting.insert(file.clone(), w);
+                }
             }
             Record::Quarantined {
                 file,
@@ -302,6 +347,7 @@ impl State {
                 self.registry.remove(file.as_str());
                 self.other_keys.remove(file.as_str());
                 self.pending.remove(file);
+                self.waiting.remove(file);
             }
             Record::Renamed { file, from, ino } => self.apply_renamed(file, from, *ino),
             Record::Vacated { file, day, suffix } => {
@@ -519,6 +565,20 @@ impl State {
         {
             u.seen.store(true, Ordering::Relaxed);
         }
+        if let Some(w) = self.waiting.get(file)
+            && w.ino == version.ino
+        {
+            w.seen.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when (Unix seconds) `file`, as inode `ino`, has been waiting to settle, if
+    /// an earlier run journaled it.
+    pub fn waiting_since(&self, file: &FileRef, ino: u64) -> Option<i64> {
+        self.waiting
+            .get(file)
+            .filter(|w| w.ino == ino)
+            .map(|w| w.since)
     }
 
     /// Registry entries the start-up scan has not seen at their version (so far): files
@@ -570,7 +630,10 @@ impl State {
         self.vacated.retain(|_, (day, _)| *day >= newest - 1);
         let registry = &self.registry;
         self.other_keys.retain(|k, _| registry.contains_key(k));
-        before - self.registry.len()
+        // Waiting files gone (or replaced) while the daemon was down.
+        let waiting = self.waiting.len();
+        self.waiting.retain(|_, w| w.seen.load(Ordering::Relaxed));
+        before - self.registry.len() + (waiting - self.waiting.len())
     }
 
     /// Makes room for `n` more registry entries at once, so that a replay does not grow
@@ -594,6 +657,7 @@ impl State {
         self.registry.len()
             + self.vacated.len()
             + self.displaced.by_ino.len()
+            + self.waiting.len()
             + self.pending.len()
             + self.quarantined().count()
             + self
@@ -726,6 +790,14 @@ impl State {
                 });
             }
         }
+        // After the queue, whose records would end a wait.
+        let mut waiting: Vec<_> = self.waiting.iter().collect();
+        waiting.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(waiting.into_iter().map(|(f, w)| Record::Waiting {
+            file: f.clone(),
+            ino: w.ino,
+            since: w.since,
+        }));
         out
     }
 }
@@ -1305,6 +1377,60 @@ mod tests {
             Some(f("b")),
             "b's entry kept aside"
         );
+    }
+
+    /// Issue 24 (5): when a file began waiting (max_wait_seconds) outlives a restart and
+    /// a compaction, ends with its `queued`, and is forgotten with its file.
+    #[test]
+    fn a_waiting_file_is_kept_by_compaction_ended_by_queued_and_forgotten_when_gone() {
+        let waiting = |rel: &str, ino: u64, since: i64| Record::Waiting {
+            file: f(rel),
+            ino,
+            since,
+        };
+        let mut s = State::new(scheme());
+        s.apply(&waiting("a", 5, 100));
+        s.apply(&waiting("b", 6, 200));
+        s.apply(&waiting("c", 7, 300));
+        assert_eq!(s.waiting_since(&f("a"), 5), Some(100));
+        assert_eq!(s.waiting_since(&f("a"), 9), None, "another file at the path");
+        let mut out = Vec::new();
+        let n = s.write_snapshot(&mut out).expect("snapshot");
+        assert_eq!(n, s.live_records());
+        let mut again = replay(&out, scheme()).state;
+        assert_eq!(again, s);
+        assert_eq!(again.waiting_since(&f("b"), 6), Some(200));
+        again.apply(&Record::Queued {
+            file: f("b"),
+            version: ver(1),
+            prio: 0,
+            queued_at: 1,
+            origin: None,
+        });
+        assert_eq!(again.waiting_since(&f("b"), 6), None, "settled");
+        // After a restart the scan sees only `a` (`c` was deleted meanwhile).
+        let mut seen = ver(2);
+        seen.ino = 5;
+        again.mark_seen(&f("a"), &seen);
+        assert_eq!(again.forget_unseen(), 1);
+        assert_eq!(again.waiting_since(&f("a"), 5), Some(100));
+        assert_eq!(again.waiting_since(&f("c"), 7), None);
+    }
+
+    #[test]
+    fn waiting_files_are_bounded() {
+        let mut s = State::new(scheme());
+        for i in 0..=MAX_WAITING as u64 {
+            s.apply(&Record::Waiting {
+                file: f(&format!("w{i}")),
+                ino: i,
+                since: 1,
+            });
+        }
+        assert_eq!(s.live_records(), MAX_WAITING);
+        let last = MAX_WAITING as u64;
+        assert_eq!(s.waiting_since(&f(&format!("w{last}")), last), None);
+        assert_eq!(s.waiting_since(&f("w0"), 0), Some(1));
     }
 
     #[test]

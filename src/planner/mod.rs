@@ -510,7 +510,24 @@ impl Planner {
             && first_sight
             && now.wall_ns.saturating_sub(version.mtime_ns) >= self.cfg.stability.as_nanos() as i64;
         let ready_now = recovered || old_enough;
+        let settling = matches!(self.files.phase(&file), Some(Phase::Settling { .. }));
         let phase = self.settling(&file, version, now, journal, ready_now, rewritten);
+        // A wait that counts towards max_wait_seconds began: journaled, so that a restart
+        // counts from now too (its own start would put a file off forever under restarts).
+        if !settling
+            && !ready_now
+            && self.max_wait(&file).is_some()
+            && journal.waiting_since(&file, version.ino).is_none()
+        {
+            out.push(Effect::Journal {
+                records: vec![Record::Waiting {
+                    file: file.clone(),
+                    ino: version.ino,
+                    since: now.unix(),
+                }],
+                files: Vec::new(),
+            });
+        }
         self.files.set(file, Tracked { phase, prio });
     }
 
@@ -541,7 +558,7 @@ impl Planner {
             ),
             // Changed again after its last upload (or snapshot): the pause counts.
             _ => (
-                now.mono,
+                self.waiting_since(file, &version, now, journal),
                 Duration::ZERO,
                 journal.uploaded(file).map(|u| u.version),
             ),
@@ -593,11 +610,33 @@ impl Planner {
     }
 
     fn max_wait_at(&self, file: &FileRef, since: Instant) -> Option<Instant> {
-        self.cfg
-            .sources
-            .get(file.source())
-            .and_then(|s| s.max_wait)
-            .map(|w| since + w)
+        self.max_wait(file).map(|w| since + w)
+    }
+
+    fn max_wait(&self, file: &FileRef) -> Option<Duration> {
+        self.cfg.sources.get(file.source()).and_then(|s| s.max_wait)
+    }
+
+    /// When a file not settling now began to wait: now, unless its source has
+    /// `max_wait_seconds` and the journal says it began earlier (a run before a restart,
+    /// or before a closer look saw it change). Only `since + max_wait` is ever asked, so
+    /// the time is counted back at most that far.
+    fn waiting_since(
+        &self,
+        file: &FileRef,
+        version: &Version,
+        now: Now,
+        journal: &State,
+    ) -> Instant {
+        let (Some(max_wait), Some(since)) = (
+            self.max_wait(file),
+            journal.waiting_since(file, version.ino),
+        ) else {
+            return now.mono;
+        };
+        let waited = u64::try_from(now.unix().saturating_sub(since)).unwrap_or(0);
+        let waited = Duration::from_secs(waited).min(max_wait);
+        now.mono.checked_sub(waited).unwrap_or(now.mono)
     }
 
     fn mark_changed(&mut self, file: &FileRef) {
