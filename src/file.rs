@@ -112,8 +112,12 @@ pub struct Ends {
 impl Ends {
     /// The ends of the first `size` bytes of `path`; an error if it is shorter.
     pub fn read(path: &Path, size: u64) -> io::Result<Ends> {
+        Ends::read_open(&std::fs::File::open(path)?, size)
+    }
+
+    /// The ends of the first `size` bytes of an open file.
+    pub fn read_open(file: &std::fs::File, size: u64) -> io::Result<Ends> {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::File::open(path)?;
         let n = size.min(END_BYTES);
         let mut buf = [0u8; END_BYTES as usize];
         let head = &mut buf[..n as usize];

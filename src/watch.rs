@@ -394,16 +394,18 @@ impl State {
     /// Whether the file at `version` was rewritten since it was last reported (see
     /// [`WatchEvent::Seen`]); remembers its ends now.
     fn rewritten(&mut self, file: &FileRef, path: &std::path::Path, version: Version) -> bool {
-        let rewritten = match self.ends.get(file) {
-            Some((old, ends))
+        // One open for both reads (the ends at the old size and at the new one).
+        let open = std::fs::File::open(path);
+        let rewritten = match (self.ends.get(file), &open) {
+            (Some((old, ends)), Ok(f))
                 if old.ino == version.ino && old.size <= version.size && *old != version =>
             {
-                Ends::read(path, old.size).is_ok_and(|now| now != *ends)
+                Ends::read_open(f, old.size).is_ok_and(|now| now != *ends)
             }
             _ => false,
         };
         if self.ends.len() < MAX_ENDS || self.ends.contains_key(file) {
-            match Ends::read(path, version.size) {
+            match open.and_then(|f| Ends::read_open(&f, version.size)) {
                 Ok(ends) => {
                     self.ends.insert(file.clone(), (version, ends));
                 }

@@ -1393,7 +1393,11 @@ mod tests {
         s.apply(&waiting("b", 6, 200));
         s.apply(&waiting("c", 7, 300));
         assert_eq!(s.waiting_since(&f("a"), 5), Some(100));
-        assert_eq!(s.waiting_since(&f("a"), 9), None, "another file at the path");
+        assert_eq!(
+            s.waiting_since(&f("a"), 9),
+            None,
+            "another file at the path"
+        );
         let mut out = Vec::new();
         let n = s.write_snapshot(&mut out).expect("snapshot");
         assert_eq!(n, s.live_records());
