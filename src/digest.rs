@@ -1,8 +1,12 @@
 //! Digests of a file's bytes and their text forms: the whole file's SHA-256 (metadata,
-//! `x-amz-checksum-sha256`, the registry), each multipart part's MD5 (`Content-MD5`),
-//! and each body's CRC-32 (a part's, or the whole file's for a single PUT), against
-//! which the bytes are checked again as they are sent. A CRC is enough there (the
-//! danger is a file rewritten, not an adversary) and costs a tenth of hashing again.
+//! `x-amz-checksum-sha256`, the registry) and each body's CRC-32 (a multipart part's,
+//! a compressed upload's input block's, or the whole file's for a single PUT). A part's
+//! CRC-32 is its `x-amz-checksum-crc32`, which the server checks, and every body is
+//! checked against its CRC again as it is sent (the danger there is a file rewritten,
+//! not an adversary). One pass, SHA-256 and CRC-32 only: a per-part MD5 cost 2.5 times
+//! the SHA-256 and held back the first byte sent (docs/BENCHMARKS.md). MD5s are taken
+//! only where a server needs them: a compressed part's `Content-MD5`, or a part of an
+//! upload begun before parts carried CRC-32s ([`md5_span`]).
 //!
 //! Reads files; writes nothing and talks to no one.
 
@@ -18,24 +22,20 @@ use sha2::{Digest as _, Sha256};
 /// `concurrency` of them cost nothing on a vehicle computer.
 pub const READ_BUFFER_BYTES: usize = 256 * 1024;
 
-/// How a file's bytes are cut into bodies for their CRC-32s (and MD5s).
+/// How a file's bytes are cut into bodies for their CRC-32s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bodies {
     /// One body, the whole file (a single PUT).
     Whole,
-    /// Multipart parts of this size: a CRC-32 and an MD5 (`Content-MD5`) each.
+    /// Bodies of this size: multipart parts, or the input blocks of a compressed upload
+    /// (checked block by block as it is compressed).
     Parts(u64),
-    /// Blocks of this size, a CRC-32 each and no MD5: the input of a compressed upload,
-    /// checked block by block as it is compressed.
-    Blocks(u64),
 }
 
 /// The digests of one version of a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Digests {
     pub sha256: [u8; 32],
-    /// MD5 of each part, when hashed for multipart ([`Bodies::Parts`]).
-    pub part_md5: Vec<[u8; 16]>,
     /// CRC-32 of each body: each part or block, or the whole file.
     pub body_crc: Vec<u32>,
 }
@@ -107,39 +107,32 @@ pub fn hash_open(
     if total != size {
         return Err(HashError::Changed);
     }
-    let (part_md5, body_crc) = parts.finish(size);
     Ok(Digests {
         sha256: sha.finalize().into(),
-        part_md5,
-        body_crc,
+        body_crc: parts.finish(size),
     })
 }
 
-/// MD5s (for multipart) and CRC-32s of consecutive fixed-size bodies of a stream; one
-/// body, the whole stream, when not multipart.
+/// CRC-32s of consecutive fixed-size bodies of a stream; one body, the whole stream,
+/// for [`Bodies::Whole`].
 struct PartHasher {
     part_size: u64,
     in_part: u64,
-    md5: Option<Md5>,
     crc: crc32fast::Hasher,
-    md5s: Vec<[u8; 16]>,
     crcs: Vec<u32>,
 }
 
 impl PartHasher {
     fn new(bodies: Bodies) -> PartHasher {
-        let (part_size, md5) = match bodies {
-            Bodies::Whole => (u64::MAX, None),
-            Bodies::Parts(n) => (n, Some(Md5::new())),
-            Bodies::Blocks(n) => (n, None),
+        let part_size = match bodies {
+            Bodies::Whole => u64::MAX,
+            Bodies::Parts(n) => n,
         };
         assert!(part_size != 0, "a part size of 0");
         PartHasher {
             part_size,
             in_part: 0,
-            md5,
             crc: crc32fast::Hasher::new(),
-            md5s: Vec::new(),
             crcs: Vec::new(),
         }
     }
@@ -147,9 +140,6 @@ impl PartHasher {
     fn update(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let take = bytes.len().min((self.part_size - self.in_part) as usize);
-            if let Some(m) = self.md5.as_mut() {
-                m.update(&bytes[..take]);
-            }
             self.crc.update(&bytes[..take]);
             self.in_part += take as u64;
             bytes = &bytes[take..];
@@ -160,21 +150,39 @@ impl PartHasher {
     }
 
     fn end_part(&mut self) {
-        if let Some(m) = self.md5.as_mut() {
-            self.md5s.push(m.finalize_reset().into());
-        }
         let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new());
         self.crcs.push(crc.finalize());
         self.in_part = 0;
     }
 
-    /// The parts' MD5s and the bodies' CRCs; an empty file is one empty body.
-    fn finish(mut self, size: u64) -> (Vec<[u8; 16]>, Vec<u32>) {
+    /// The bodies' CRCs; an empty file is one empty body.
+    fn finish(mut self, size: u64) -> Vec<u32> {
         if self.in_part > 0 || size == 0 {
             self.end_part();
         }
-        (self.md5s, self.crcs)
+        self.crcs
     }
+}
+
+/// The MD5 of `len` bytes of `file` from `offset` (a part of an upload that carries
+/// `Content-MD5`s); an error if the file is shorter.
+pub fn md5_span(file: &File, offset: u64, len: u64) -> io::Result<[u8; 16]> {
+    use std::os::unix::fs::FileExt;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; len.min(READ_BUFFER_BYTES as u64) as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        md5.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(md5.finalize().into())
+}
+
+/// A CRC-32 as `x-amz-checksum-crc32` has it: its four bytes big-endian, base64.
+pub fn crc32_b64(crc: u32) -> String {
+    base64(&crc.to_be_bytes())
 }
 
 /// The MD5 of bytes, for checking what was sent against what was hashed.
@@ -251,6 +259,23 @@ mod tests {
     }
 
     #[test]
+    fn a_span_md5_and_a_crc_header_are_as_rfc1321_and_aws_have_them() {
+        let dir = std::env::temp_dir().join(format!("tvm-md5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let file = File::open(&path).expect("open");
+        let span = md5_span(&file, 100, 600_000).expect("md5");
+        assert_eq!(span, md5(&bytes[100..600_100]));
+        assert_eq!(hex(&md5(b"c")), "4a8a08f09d37b73795649038408b5f33");
+        assert!(md5_span(&file, 600_000, 200_000).is_err(), "past the end");
+        // AWS's example: CRC-32 of "Hello World" is 0x4a17b156, header "ShexVg==".
+        assert_eq!(crc32_b64(crc32fast::hash(b"Hello World")), "ShexVg==");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn hex_round_trips_and_refuses_bad_input() {
         let bytes = [0u8, 1, 0xab, 0xff];
         assert_eq!(hex(&bytes), "0001abff");
@@ -260,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn hashing_gives_sha256_and_part_md5s_and_notices_a_size_change() {
+    fn hashing_gives_sha256_and_part_crcs_and_notices_a_size_change() {
         let dir = std::env::temp_dir().join(format!("tvm-hash-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("f");
@@ -271,9 +296,10 @@ mod tests {
             d.sha256_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(d.part_md5.len(), 2);
-        assert_eq!(hex(&d.part_md5[1]), "4a8a08f09d37b73795649038408b5f33"); // md5("c")
-        assert_eq!(d.part_md5[1], md5(b"c"));
+        assert_eq!(
+            d.body_crc,
+            vec![crc32fast::hash(b"ab"), crc32fast::hash(b"c")]
+        );
         assert!(matches!(
             hash_file(&path, 2, Bodies::Whole, false, &stop),
             Err(HashError::Changed)
@@ -285,18 +311,12 @@ mod tests {
             Err(HashError::Changed)
         ));
         let whole = hash_file(&path, 3, Bodies::Whole, false, &stop).expect("hash");
-        assert!(whole.part_md5.is_empty());
-        let blocks = hash_file(&path, 3, Bodies::Blocks(2), false, &stop).expect("hash");
-        assert!(blocks.part_md5.is_empty(), "blocks have no MD5");
-        assert_eq!(
-            blocks.body_crc,
-            vec![crc32fast::hash(b"ab"), crc32fast::hash(b"c")]
-        );
+        assert_eq!(whole.body_crc, vec![crc32fast::hash(b"abc")]);
         std::fs::write(&path, b"").expect("write");
         let empty = hash_file(&path, 0, Bodies::Parts(5), false, &stop).expect("hash");
         assert_eq!(
-            empty.part_md5,
-            vec![md5(b"")],
+            empty.body_crc,
+            vec![crc32fast::hash(b"")],
             "an empty file is one empty part"
         );
         stop.store(true, Ordering::Relaxed);

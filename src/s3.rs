@@ -283,6 +283,8 @@ pub struct ServerPart {
     pub number: u32,
     pub etag: String,
     pub size: u64,
+    /// `ChecksumCRC32`, base64, when the server lists it (AWS and garage do).
+    pub crc32: Option<String>,
 }
 
 /// What a new object carries besides its bytes: its `x-amz-meta-*` (names without the
@@ -301,8 +303,18 @@ pub struct PartUpload<'a> {
     /// 1-based.
     pub number: u32,
     pub len: u64,
-    /// The part's MD5, base64: the server checks the bytes against it.
-    pub md5_b64: &'a str,
+    /// The checksum the server checks the bytes against.
+    pub checksum: PartChecksum<'a>,
+}
+
+/// A part's checksum, base64, as its upload was created to carry (see
+/// [`S3::create_multipart`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartChecksum<'a> {
+    /// `Content-MD5` (uploads created without a checksum algorithm).
+    Md5(&'a str),
+    /// `x-amz-checksum-crc32`, big-endian (uploads created with `CRC32`).
+    Crc32(&'a str),
 }
 
 /// What a HEAD on the bucket answered.
@@ -569,8 +581,18 @@ impl S3 {
     }
 
     /// CreateMultipartUpload, sent as `POST /key?uploads` the way AWS's SDKs send it.
-    pub fn create_multipart(&self, key: &str, attrs: &Attributes) -> Result<String, S3Error> {
-        let headers = self.object_headers(attrs);
+    pub fn create_multipart(
+        &self,
+        key: &str,
+        attrs: &Attributes,
+        crc32: bool,
+    ) -> Result<String, S3Error> {
+        let mut headers = self.object_headers(attrs);
+        if crc32 {
+            // Each part then carries its CRC-32, which the server checks, and the
+            // completion lists them (a composite checksum of the object).
+            headers.push(("x-amz-checksum-algorithm".into(), "CRC32".into()));
+        }
         let query = [("uploads".to_string(), String::new())];
         let url = self.presign("POST", &self.bucket.object_url(key), &query, &headers)?;
         let mut req = self.agent.post(&url);
@@ -641,18 +663,22 @@ impl S3 {
             upload_id,
             number,
             len,
-            md5_b64,
+            checksum,
         } = *part;
         let creds = self.creds()?;
         let n =
             u16::try_from(number).map_err(|_| bad("UploadPart", key, format!("part {number}")))?;
-        let action = self.bucket.upload_part(Some(&creds), key, n, upload_id);
-        let url = self.sign(&action);
+        let mut action = self.bucket.upload_part(Some(&creds), key, n, upload_id);
+        let header = match checksum {
+            PartChecksum::Md5(b64) => ("content-md5".to_string(), b64.to_string()),
+            PartChecksum::Crc32(b64) => ("x-amz-checksum-crc32".to_string(), b64.to_string()),
+        };
+        let url = self.sign_with(&mut action, std::slice::from_ref(&header));
         let resp = self
             .agent
             .put(&url)
             .header("content-length", len.to_string())
-            .header("content-md5", md5_b64)
+            .header(&header.0, &header.1)
             .send(ureq::SendBody::from_reader(body))
             .map_err(|e| transport("UploadPart", key, e))?;
         let (resp, _) = self.check("UploadPart", key, resp)?;
@@ -701,6 +727,7 @@ impl S3 {
         key: &str,
         upload_id: &str,
         etags: &[String],
+        crc32s: Option<&[String]>,
     ) -> Result<String, S3Error> {
         let creds = self.creds()?;
         let mut action = self.bucket.complete_multipart_upload(
@@ -713,7 +740,10 @@ impl S3 {
             .headers_mut()
             .insert("if-none-match", "*".to_string());
         let url = self.sign(&action);
-        let body = action.body();
+        let body = match crc32s {
+            Some(crcs) => complete_body(etags, crcs),
+            None => action.body(),
+        };
         let resp = self
             .agent
             .post(&url)
@@ -1067,7 +1097,13 @@ fn parse_list_parts(body: &str) -> Result<PartsPage, String> {
         let etag = xml_tag(block, "ETag")
             .map(|e| e.replace("&quot;", "\"").replace("&#34;", "\""))
             .unwrap_or_default();
-        parts.push(ServerPart { number, etag, size });
+        let crc32 = xml_tag(block, "ChecksumCRC32");
+        parts.push(ServerPart {
+            number,
+            etag,
+            size,
+            crc32,
+        });
         rest = &after[end..];
     }
     let truncated = xml_tag(body, "IsTruncated").is_some_and(|t| t == "true");
@@ -1077,6 +1113,29 @@ fn parse_list_parts(body: &str) -> Result<PartsPage, String> {
         truncated,
         next_marker,
     })
+}
+
+/// A CompleteMultipartUpload body listing each part's ETag and CRC-32 (an upload created
+/// with `CRC32` must name each part's checksum).
+fn complete_body(etags: &[String], crc32s: &[String]) -> String {
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (i, (etag, crc)) in etags.iter().zip(crc32s).enumerate() {
+        body.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag><ChecksumCRC32>{}</ChecksumCRC32></Part>",
+            i + 1,
+            xml_escape(etag),
+            xml_escape(crc)
+        ));
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    body
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The text of the first `<tag>...</tag>`, for error codes and messages.
@@ -1252,14 +1311,15 @@ mod tests {
     fn list_parts_tolerates_missing_etags_and_any_order() {
         let body = r#"<?xml version="1.0"?><ListPartsResult xmlns="x"><Part><PartNumber>2</PartNumber>
             <Size>5</Size></Part><Part><PartNumber>1</PartNumber><ETag>&quot;ab&quot;</ETag><Size>5</Size>
-            </Part><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker></ListPartsResult>"#;
+            <ChecksumCRC32>ShexVg==</ChecksumCRC32></Part><IsTruncated>true</IsTruncated><NextPartNumberMarker>2</NextPartNumberMarker></ListPartsResult>"#;
         let page = parse_list_parts(body).expect("parse");
         assert_eq!(
             page.parts[0],
             ServerPart {
                 number: 2,
                 etag: String::new(),
-                size: 5
+                size: 5,
+                crc32: None,
             }
         );
         assert_eq!(
@@ -1267,12 +1327,28 @@ mod tests {
             ServerPart {
                 number: 1,
                 etag: "\"ab\"".into(),
-                size: 5
+                size: 5,
+                crc32: Some("ShexVg==".into()),
             }
         );
         assert!(page.truncated && page.next_marker == Some(2));
         assert!(parse_list_parts("<Error/>").is_err());
         assert!(parse_list_parts("<ListPartsResult><Part><Size>1</Size></Part>").is_err());
+    }
+
+    #[test]
+    fn a_completion_with_crcs_names_each_part_its_etag_and_checksum() {
+        let body = complete_body(
+            &["\"e1\"".into(), "\"e&2\"".into()],
+            &["AAAAAA==".into(), "ShexVg==".into()],
+        );
+        assert_eq!(
+            body,
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag>\
+             <ChecksumCRC32>AAAAAA==</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber>\
+             <ETag>&quot;e&amp;2&quot;</ETag><ChecksumCRC32>ShexVg==</ChecksumCRC32></Part>\
+             </CompleteMultipartUpload>"
+        );
     }
 
     #[test]

@@ -150,6 +150,78 @@ fn multipart_creates_are_sent_as_aws_sdks_send_them_garage() {
     creates_are_canonical(Kind::Garage);
 }
 
+fn is_upload_part(r: &Request) -> bool {
+    r.method == "PUT" && r.query("uploadId").is_some()
+}
+
+/// Issue 25: a multipart upload's parts carry the CRC-32s taken when the file was hashed
+/// (`x-amz-checksum-crc32`, no MD5 pass), and garage, which checks them, refuses a part
+/// damaged on the way (a byte flipped by the proxy): it is sent again and the object is
+/// whole. Garage's own composite checksum of the object (over the parts' CRC-32s it
+/// checked) is read back with boto3.
+#[test]
+fn parts_carry_crc32s_the_server_checks_and_a_damaged_part_is_sent_again_garage() {
+    let server = Server::start(Kind::Garage);
+    let proxy = Proxy::start(server.port);
+    let damaged = Arc::new(AtomicUsize::new(0));
+    let count = damaged.clone();
+    proxy.set_rule(move |r| {
+        if is_upload_part(r)
+            && r.query("partNumber").as_deref() == Some("2")
+            && count.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            Action::Corrupt { at: 1234 }
+        } else {
+            Action::Forward
+        }
+    });
+    let (setup, expected) = two_files(&server, &proxy);
+    let out = setup.once();
+    assert!(out.status.success(), "once failed: {}", stderr(&out));
+    assert_bucket_is(&server.client(), &expected);
+    let requests = proxy.requests();
+    let parts: Vec<&Request> = requests.iter().filter(|r| is_upload_part(r)).collect();
+    let refused: Vec<&&Request> = parts
+        .iter()
+        .filter(|r| r.fault.as_deref() == Some("corrupt"))
+        .collect();
+    assert_eq!(refused.len(), 1, "one part damaged on the way");
+    assert_eq!(
+        refused[0].status,
+        Some(400),
+        "garage refused the damaged part"
+    );
+    let sent: Vec<(Option<String>, Option<u16>)> = parts
+        .iter()
+        .map(|r| (r.query("partNumber"), r.status))
+        .collect();
+    assert_eq!(
+        parts.len(),
+        4,
+        "three parts, the damaged one sent again: {sent:?}\n{}",
+        stderr(&out)
+    );
+    for p in &parts {
+        assert!(
+            p.header("x-amz-checksum-crc32").is_some() && p.header("content-md5").is_none(),
+            "a part without its CRC-32: {:?}",
+            p.headers
+        );
+    }
+    let big = expected
+        .keys()
+        .find(|k| k.ends_with("big.bin"))
+        .expect("big.bin");
+    let checksum = server.object_checksum(big);
+    assert_eq!(checksum["type"], "COMPOSITE", "{checksum}");
+    assert!(
+        checksum["crc32"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("-3")),
+        "garage's checksum of the object, over 3 parts: {checksum}"
+    );
+}
+
 /// The first two CreateMultipartUploads are done by the server but their answers lost.
 /// Before each new create the daemon lists the key's uploads and aborts what the lost
 /// ones left: the server ends with the object and no upload in progress.

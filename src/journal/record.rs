@@ -53,6 +53,10 @@ pub enum Record {
         /// version give the same frames, so a part the server lists without an ETag is
         /// known by its size only then (`None`: written before it was kept).
         zstd_lib: Option<u32>,
+        /// Created with the `CRC32` checksum algorithm: each part carries its CRC-32
+        /// (false: `Content-MD5`, as compressed uploads and those begun by older
+        /// versions do). Wire field `checksum: "crc32"`.
+        crc32: bool,
     },
     /// One part of a multipart upload is stored on the server; of a compressed upload,
     /// with the input it holds.
@@ -216,6 +220,7 @@ impl Record {
                 part_size,
                 zstd,
                 zstd_lib,
+                crc32,
                 ..
             } => {
                 w.key = Some(Cow::Borrowed(key));
@@ -225,6 +230,7 @@ impl Record {
                 w.part_size = Some(*part_size);
                 w.zstd = *zstd;
                 w.zstd_lib = *zstd_lib;
+                w.checksum = crc32.then_some(Cow::Borrowed(CRC32));
             }
             Record::Part {
                 upload_id,
@@ -311,6 +317,9 @@ impl Record {
     }
 }
 
+/// The wire name of the CRC-32 part checksum (`mp_started`'s `checksum`).
+const CRC32: &str = "crc32";
+
 /// Parses and checks one line (without its newline).
 pub fn parse(line: &[u8]) -> Result<Record, String> {
     let w: Wire = serde_json::from_slice(line).map_err(|e| e.to_string())?;
@@ -387,6 +396,9 @@ struct Wire<'a> {
     zstd: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     zstd_lib: Option<u32>,
+    /// A multipart upload's part checksum when not `Content-MD5` (absent in older journals).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    checksum: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     in_start: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,6 +429,7 @@ impl<'a> Wire<'a> {
             ino: None,
             zstd: None,
             zstd_lib: None,
+            checksum: None,
             in_start: None,
             in_end: None,
             len: None,
@@ -485,6 +498,11 @@ impl<'a> Wire<'a> {
                 part_size: need("part_size", self.part_size)?,
                 zstd: self.zstd,
                 zstd_lib: self.zstd_lib,
+                crc32: match self.checksum.as_deref() {
+                    None => false,
+                    Some(CRC32) => true,
+                    Some(other) => return Err(format!("unknown part checksum {other:?}")),
+                },
                 file,
             },
             Kind::Part => Record::Part {
@@ -570,6 +588,7 @@ mod tests {
                 part_size: 8,
                 zstd: None,
                 zstd_lib: None,
+                crc32: true,
             },
             Record::Part {
                 file: f(),
@@ -587,6 +606,7 @@ mod tests {
                 part_size: 8,
                 zstd: Some(3),
                 zstd_lib: Some(10507),
+                crc32: false,
             },
             Record::Part {
                 file: f(),

@@ -61,6 +61,8 @@ pub struct Multipart {
     pub zstd: Option<i32>,
     /// The zstd library's version that began it (see [`Record::MpStarted`]).
     pub zstd_lib: Option<u32>,
+    /// Its parts carry CRC-32s, not `Content-MD5`s (see [`Record::MpStarted`]).
+    pub crc32: bool,
     /// A compressed upload's stored parts: the input each holds.
     pub inputs: BTreeMap<u32, PartInput>,
 }
@@ -302,6 +304,7 @@ impl State {
                 part_size,
                 zstd,
                 zstd_lib,
+                crc32,
             } => {
                 let m = Multipart {
                     key: key.clone(),
@@ -312,6 +315,7 @@ impl State {
                     parts: BTreeMap::new(),
                     zstd: *zstd,
                     zstd_lib: *zstd_lib,
+                    crc32: *crc32,
                     inputs: BTreeMap::new(),
                 };
                 self.multipart.insert(file.clone(), m);
@@ -779,6 +783,7 @@ impl State {
                 part_size: m.part_size,
                 zstd: m.zstd,
                 zstd_lib: m.zstd_lib,
+                crc32: m.crc32,
             });
             for (n, etag) in &m.parts {
                 out.push(Record::Part {
@@ -1116,6 +1121,7 @@ mod tests {
             part_size: 10,
             zstd: None,
             zstd_lib: None,
+            crc32: true,
         }
     }
 

@@ -27,7 +27,7 @@ use super::{Context, Job, Object, Permit, Result, UploadError, Uploaded, read_er
 use crate::compress::{self, BLOCK_BYTES, Compressor, Frame};
 use crate::digest::{base64, hex, md5};
 use crate::journal::{MAX_PARTS, PartInput};
-use crate::s3::{PartUpload, etag_hex};
+use crate::s3::{PartChecksum, PartUpload, etag_hex};
 
 /// A fresh compressed upload: the first part's frame is made first; if it holds the whole
 /// file and is under the multipart threshold it goes in one PUT, else a multipart upload
@@ -299,7 +299,7 @@ fn send_one(upload: &Upload, shared: &Shared, ready: &Ready) -> Result<()> {
         upload_id: &upload.upload_id,
         number: ready.n,
         len: ready.input.len,
-        md5_b64: &md5,
+        checksum: PartChecksum::Md5(&md5),
     };
     let mut body = Body::new(&ready.frame.bytes, ctx);
     let etag = ctx.s3.upload_part(&part, &mut body)?;

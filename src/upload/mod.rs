@@ -269,7 +269,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
             |m| m.part_size,
         );
     let bodies = match (zstd, multipart) {
-        (Some(_), _) => Bodies::Blocks(compress::BLOCK_BYTES),
+        (Some(_), _) => Bodies::Parts(compress::BLOCK_BYTES),
         (None, true) => Bodies::Parts(part_size),
         (None, false) => Bodies::Whole,
     };

@@ -17,7 +17,7 @@ use super::{
 use crate::digest::{base64, hex};
 use crate::file::FileRef;
 use crate::journal::{Multipart, PartInput, Record, part_len};
-use crate::s3::{Class, PartUpload, ServerPart, etag_hex};
+use crate::s3::{Class, PartChecksum, PartUpload, ServerPart, etag_hex};
 
 use super::Context;
 
@@ -63,6 +63,8 @@ pub(super) struct Upload<'a> {
     /// Compressed: whether the frames compressed now are those sent before (the same
     /// zstd library as journaled; input and level are checked before resuming).
     pub(super) same_frames: bool,
+    /// Its parts carry CRC-32s (else `Content-MD5`s): as it was created.
+    pub(super) crc32: bool,
 }
 
 impl<'a> Upload<'a> {
@@ -72,9 +74,12 @@ impl<'a> Upload<'a> {
             let state = ctx.journal.read();
             state.multipart.values().any(|mp| mp.upload_id == id)
         };
-        let upload_id = ctx
-            .doubts
-            .create(&ctx.s3, object.key, &object.attributes(), &known)?;
+        // Parts of the file as it is carry the CRC-32s taken when it was hashed; a
+        // compressed upload's parts, made as it goes, their Content-MD5.
+        let crc32 = object.zstd.is_none();
+        let upload_id =
+            ctx.doubts
+                .create(&ctx.s3, object.key, &object.attributes(), crc32, &known)?;
         let record = Record::MpStarted {
             file: job.file.clone(),
             key: object.key.to_string(),
@@ -84,6 +89,7 @@ impl<'a> Upload<'a> {
             part_size,
             zstd: object.zstd,
             zstd_lib: object.zstd.map(|_| crate::compress::library_version()),
+            crc32,
         };
         if let Err(e) = ctx.journal(&[record]) {
             // Not journaled means not resumable: don't leave it on the server.
@@ -98,6 +104,7 @@ impl<'a> Upload<'a> {
             inputs: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
             same_frames: true,
+            crc32,
         })
     }
 
@@ -126,6 +133,7 @@ impl<'a> Upload<'a> {
             inputs: BTreeMap::new(),
             unjournaled: BTreeMap::new(),
             same_frames: mp.zstd_lib == Some(crate::compress::library_version()),
+            crc32: mp.crc32,
         };
         if object.zstd.is_some() {
             upload.reconcile_compressed(&mp, server);
@@ -157,23 +165,22 @@ impl<'a> Upload<'a> {
     }
 
     /// A part counts as done when the server has it with the journaled ETag, or (stored
-    /// after the journal's last record, before a crash) at the right size with an ETag
-    /// equal to the local part's MD5 or none at all. What is learnt is journaled.
+    /// after the journal's last record, before a crash) at the right size, with the
+    /// local part's checksum if the server lists one (its CRC-32, or an ETag that is the
+    /// part's MD5 for an upload of `Content-MD5`s). What is learnt is journaled.
     fn reconcile(
         &mut self,
         journaled: &BTreeMap<u32, String>,
         server: Vec<ServerPart>,
     ) -> Result<()> {
         let (job, digests) = (self.object.job, self.object.digests);
-        let total = digests.part_md5.len() as u32;
+        let total = digests.body_crc.len() as u32;
         let mut learned = Vec::new();
         for p in server {
             if p.number == 0 || p.number > total {
                 continue;
             }
             let expected_len = part_len(job.version.size, self.part_size, p.number);
-            let local_md5 = hex(&digests.part_md5[p.number as usize - 1]);
-            let same_md5 = etag_hex(&p.etag).eq_ignore_ascii_case(&local_md5);
             match journaled.get(&p.number) {
                 // A server that lists no ETags: the journal's word and the size must do.
                 Some(etag)
@@ -183,23 +190,56 @@ impl<'a> Upload<'a> {
                     self.done.insert(p.number, etag.clone());
                 }
                 // Stored after the journal's last record, before a crash. Under this
-                // upload id the server only accepted parts whose Content-MD5 matched the
+                // upload id the server only accepted parts whose checksum matched the
                 // hash of this same version (its SHA-256 was journaled with the id), so
-                // a part of the right size is ours even from a server that lists no
-                // ETags; S3 names a part's ETag by its MD5.
-                None if p.size == expected_len && (same_md5 || p.etag.is_empty()) => {
-                    let etag = if p.etag.is_empty() {
-                        format!("\"{local_md5}\"")
-                    } else {
-                        p.etag
-                    };
-                    learned.push(self.part_record(p.number, &etag, None));
-                    self.done.insert(p.number, etag);
+                // a part of the right size is ours, unless what the server lists of it
+                // says otherwise.
+                None if p.size == expected_len => {
+                    if let Some(etag) = self.unjournaled_ours(&p)? {
+                        learned.push(self.part_record(p.number, &etag, None));
+                        self.done.insert(p.number, etag);
+                    }
                 }
                 _ => {}
             }
         }
         self.object.ctx.journal(&learned)
+    }
+
+    /// The ETag to complete with of a part of the right size the journal does not know,
+    /// if it is this version's: its listed CRC-32 (or, for `Content-MD5` uploads, its
+    /// ETag) is the local part's. A server that lists no ETag gets the part's MD5 as S3
+    /// names it.
+    fn unjournaled_ours(&self, p: &ServerPart) -> Result<Option<String>> {
+        let i = p.number as usize - 1;
+        if let Some(listed) = &p.crc32
+            && *listed != crate::digest::crc32_b64(self.object.digests.body_crc[i])
+        {
+            return Ok(None);
+        }
+        let md5_needed = p.etag.is_empty() || !self.crc32;
+        if !md5_needed {
+            return Ok(Some(p.etag.clone()));
+        }
+        let md5 = hex(&self.part_md5(p.number)?);
+        if p.etag.is_empty() {
+            Ok(Some(format!("\"{md5}\"")))
+        } else if etag_hex(&p.etag).eq_ignore_ascii_case(&md5) {
+            Ok(Some(p.etag.clone()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The MD5 of part `n` as the file holds it now (uploads of `Content-MD5`s, begun by
+    /// an older version, and servers that list no ETags).
+    fn part_md5(&self, n: u32) -> Result<[u8; 16]> {
+        let job = self.object.job;
+        let offset = u64::from(n - 1) * self.part_size;
+        let len = part_len(job.version.size, self.part_size, n);
+        std::fs::File::open(&job.path)
+            .and_then(|f| crate::digest::md5_span(&f, offset, len))
+            .map_err(|e| read_error(job, e))
     }
 
     pub(super) fn part_record(&self, n: u32, etag: &str, input: Option<PartInput>) -> Record {
@@ -215,7 +255,7 @@ impl<'a> Upload<'a> {
     /// Sends every part not known stored. Returns the bytes sent.
     fn send_missing(&mut self) -> Result<u64> {
         let job = self.object.job;
-        let total = self.object.digests.part_md5.len() as u32;
+        let total = self.object.digests.body_crc.len() as u32;
         let stored: u64 = self
             .done
             .keys()
@@ -279,9 +319,12 @@ impl<'a> Upload<'a> {
     fn send_part(&self, n: u32) -> Result<(String, u64)> {
         let (job, ctx) = (self.object.job, self.object.ctx);
         let len = part_len(job.version.size, self.part_size, n);
-        let digest = self.object.digests.part_md5[n as usize - 1];
         let crc = self.object.digests.body_crc[n as usize - 1];
-        let md5 = base64(&digest);
+        let sum = if self.crc32 {
+            crate::digest::crc32_b64(crc)
+        } else {
+            base64(&self.part_md5(n)?)
+        };
         let rewritten = AtomicBool::new(false);
         let span = Span {
             offset: u64::from(n - 1) * self.part_size,
@@ -295,7 +338,11 @@ impl<'a> Upload<'a> {
             upload_id: &self.upload_id,
             number: n,
             len,
-            md5_b64: &md5,
+            checksum: if self.crc32 {
+                PartChecksum::Crc32(&sum)
+            } else {
+                PartChecksum::Md5(&sum)
+            },
         };
         let etag = {
             let _permit = ctx.permits.acquire(true);
@@ -352,9 +399,16 @@ impl<'a> Upload<'a> {
                 Err(UploadError::Paused)
             }
             None => Ok(sent),
+            // The server's checksum of a part differs from the bytes sent, which matched
+            // the file's as they left (a part read otherwise is `Changed`, below): they
+            // were damaged on the way. The stored parts stay; the job is tried again and
+            // sends the rest.
             Some(UploadError::S3(e)) if e.class() == Class::ContentChanged => {
-                self.abandon();
-                Err(UploadError::Changed)
+                log::warn!(
+                    "{}: a part was damaged on the way ({e}); it is sent again",
+                    self.object.job.file
+                );
+                Err(UploadError::S3(e))
             }
             Some(UploadError::Changed) => {
                 log::info!(
@@ -414,7 +468,17 @@ impl<'a> Upload<'a> {
             self.done.keys().copied().eq(1..=etags.len() as u32),
             "parts must be contiguous from 1"
         );
-        match ctx.s3.complete(self.object.key, &self.upload_id, &etags) {
+        let crcs: Option<Vec<String>> = self.crc32.then(|| {
+            let crcs = &self.object.digests.body_crc;
+            crcs[..etags.len().min(crcs.len())]
+                .iter()
+                .map(|c| crate::digest::crc32_b64(*c))
+                .collect()
+        });
+        match ctx
+            .s3
+            .complete(self.object.key, &self.upload_id, &etags, crcs.as_deref())
+        {
             Ok(etag) => {
                 ctx.journal(&[self.object.uploaded(etag)])?;
                 ctx.recent.note(self.object.content(), self.object.key);

@@ -57,12 +57,13 @@ impl Doubts {
         s3: &S3,
         key: &str,
         attrs: &Attributes,
+        crc32: bool,
         known: &dyn Fn(&str) -> bool,
     ) -> Result<String, S3Error> {
         if self.keys().contains(key) {
             self.sweep(s3, key, known)?;
         }
-        let result = s3.create_multipart(key, attrs);
+        let result = s3.create_multipart(key, attrs, crc32);
         let mut keys = self.keys();
         match &result {
             Err(e) if in_doubt(e) => {

@@ -242,17 +242,29 @@ impl Server {
 
     /// The keys of the multipart uploads in progress (moto lists them; s3s-fs does not).
     pub fn multipart_uploads(&self) -> Vec<String> {
+        serde_json::from_value(self.s3_py(&["uploads", BUCKET])).expect("s3.py uploads")
+    }
+
+    /// The object's CRC-32 checksum and its type, as boto3 reads them from the server
+    /// (`{"crc32": .., "type": ..}`).
+    pub fn object_checksum(&self, key: &str) -> serde_json::Value {
+        self.s3_py(&["checksum", BUCKET, key])
+    }
+
+    /// tests/common/s3.py with these arguments and this server's credentials: its JSON.
+    fn s3_py(&self, args: &[&str]) -> serde_json::Value {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3.py");
         let out = Command::new(tools_dir().join("venv/bin/python"))
             .arg(script)
             .arg(self.endpoint())
-            .args(["uploads", BUCKET, self.kind.access_key(), SECRET_KEY])
+            .args(args)
+            .args([self.kind.access_key(), SECRET_KEY])
             .envs(passthrough_env())
             .output()
             .expect("run s3.py");
         assert!(
             out.status.success(),
-            "s3.py uploads: {}",
+            "s3.py {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("s3.py json")

@@ -155,6 +155,11 @@ pub enum Action {
     /// Forward the request, let the server answer, and reset the client's connection
     /// instead of passing the answer on: done on the server, unknown to the client.
     LoseAnswer,
+    /// Forward the request with the body byte at this offset flipped: bytes damaged on
+    /// the way, which only a checksum the server checks can tell.
+    Corrupt {
+        at: u64,
+    },
 }
 
 impl Action {
@@ -194,6 +199,7 @@ impl Action {
             Action::Slow { .. } => Some("slow".into()),
             Action::CutAnswer { .. } => Some("cut-answer".into()),
             Action::LoseAnswer => Some("lost-answer".into()),
+            Action::Corrupt { .. } => Some("corrupt".into()),
         }
     }
 
@@ -206,6 +212,7 @@ impl Action {
                 | Action::Slow { .. }
                 | Action::CutAnswer { .. }
                 | Action::LoseAnswer
+                | Action::Corrupt { .. }
         )
     }
 }
@@ -418,12 +425,25 @@ fn copy_n(from: &mut impl Read, to: &mut dyn Write, n: u64, rate: Option<u64>) -
 struct CountingWriter<'a> {
     inner: &'a mut TcpStream,
     failed: bool,
+    /// The body offset of a byte to flip ([`Action::Corrupt`]), and how far it is.
+    flip: Option<u64>,
+    written: u64,
 }
 
 impl Write for CountingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let r = self.inner.write(buf);
+        let r = match self.flip {
+            Some(at) if at >= self.written && at < self.written + buf.len() as u64 => {
+                let mut copy = buf.to_vec();
+                copy[(at - self.written) as usize] ^= 0x55;
+                self.inner.write(&copy)
+            }
+            _ => self.inner.write(buf),
+        };
         self.failed |= r.is_err();
+        if let Ok(n) = r {
+            self.written += n as u64;
+        }
         r
     }
 
@@ -610,6 +630,11 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
         let mut counted = CountingWriter {
             inner: up_write,
             failed: false,
+            flip: match action {
+                Action::Corrupt { at } => Some(at),
+                _ => None,
+            },
+            written: 0,
         };
         if copy_n(&mut from_client, &mut counted, content_length, rate) < content_length {
             if !counted.failed {

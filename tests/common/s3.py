@@ -5,6 +5,8 @@ the tests' own client does not do. Used by tests/lifecycles.rs.
       -> the keys of multipart uploads in progress, as JSON
   s3.py ENDPOINT put-encoded BUCKET KEY FILE ENCODING KEY_ID SECRET
       -> PutObject of FILE's bytes with that Content-Encoding
+  s3.py ENDPOINT checksum BUCKET KEY KEY_ID SECRET
+      -> the object's CRC-32 checksum and its type as the server has them, as JSON
 """
 import json
 import sys
@@ -21,5 +23,8 @@ elif action == "put-encoded":
     key, path, encoding = sys.argv[4:7]
     with open(path, "rb") as f:
         s3.put_object(Bucket=bucket, Key=key, Body=f.read(), ContentEncoding=encoding)
+elif action == "checksum":
+    h = s3.head_object(Bucket=bucket, Key=sys.argv[4], ChecksumMode="ENABLED")
+    print(json.dumps({"crc32": h.get("ChecksumCRC32"), "type": h.get("ChecksumType")}))
 else:
     sys.exit(f"unknown action {action}")
