@@ -187,10 +187,17 @@ fn kill_9_midway_then_restart_uploads_nothing_twice_and_misses_nothing() {
 
 /// `new_part_size`: the config's `part_size` changed before the restart (the upload
 /// resumes at the size it began with: issue 24, point 6).
-fn kill_9_mid_multipart_resumes_without_resending_done_parts(
-    kind: Kind,
-    new_part_size: Option<&str>,
-) {
+/// What changes between the kill and the restart.
+enum Meanwhile<'a> {
+    Nothing,
+    /// The config's part size.
+    PartSize(&'a str),
+    /// The journal is as a version before CRC-32 parts wrote it (no `checksum` on
+    /// `mp_started`): the upload goes on with `Content-MD5` parts.
+    OlderJournal,
+}
+
+fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind, meanwhile: Meanwhile) {
     let server = Server::start(kind);
     let proxy = Proxy::start(server.port);
     let setup = Setup::new(
@@ -230,11 +237,22 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(
     assert_eq!(done_before, BTreeSet::from([1, 2, 3]));
     proxy.set_delay(|_| None);
     proxy.clear();
-    if let Some(size) = new_part_size {
-        let text = std::fs::read_to_string(&setup.config).expect("config");
-        let changed = text.replace(r#""part_size":"5MiB""#, &format!(r#""part_size":"{size}""#));
-        assert_ne!(text, changed);
-        std::fs::write(&setup.config, changed).expect("config");
+    match meanwhile {
+        Meanwhile::Nothing => {}
+        Meanwhile::PartSize(size) => {
+            let text = std::fs::read_to_string(&setup.config).expect("config");
+            let changed =
+                text.replace(r#""part_size":"5MiB""#, &format!(r#""part_size":"{size}""#));
+            assert_ne!(text, changed);
+            std::fs::write(&setup.config, changed).expect("config");
+        }
+        Meanwhile::OlderJournal => {
+            let journal = setup.state.join("journal.jsonl");
+            let text = setup.journal();
+            let older = text.replace(r#","checksum":"crc32""#, "");
+            assert_ne!(text, older, "a CRC-32 upload journaled");
+            std::fs::write(&journal, older).expect("journal");
+        }
     }
 
     let out = setup.once();
@@ -250,6 +268,22 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(
         BTreeSet::from([4, 5, 6]),
         "only the parts not journaled are sent"
     );
+    let md5 = matches!(meanwhile, Meanwhile::OlderJournal);
+    for r in proxy
+        .requests()
+        .iter()
+        .filter(|r| r.part_number().is_some())
+    {
+        assert_eq!(
+            (
+                r.header("content-md5").is_some(),
+                r.header("x-amz-checksum-crc32").is_some()
+            ),
+            (md5, !md5),
+            "part {:?}: the checksum the upload was begun with",
+            r.part_number()
+        );
+    }
     assert!(
         proxy
             .requests()
@@ -267,17 +301,27 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(
 
 #[test]
 fn kill_9_mid_multipart_resumes_without_resending_done_parts_s3s() {
-    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs, None);
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs, Meanwhile::Nothing);
 }
 
 #[test]
 fn kill_9_mid_multipart_resumes_at_its_part_size_after_the_config_changed_it() {
-    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::S3sFs, Some("8MiB"));
+    kill_9_mid_multipart_resumes_without_resending_done_parts(
+        Kind::S3sFs,
+        Meanwhile::PartSize("8MiB"),
+    );
 }
 
 #[test]
 fn kill_9_mid_multipart_resumes_without_resending_done_parts_moto() {
-    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto, None);
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto, Meanwhile::Nothing);
+}
+
+/// An upload begun by a version that sent `Content-MD5` parts goes on with them (its
+/// journal has no `checksum`), each part's MD5 taken as it is sent.
+#[test]
+fn kill_9_mid_multipart_of_an_older_version_resumes_with_content_md5_parts() {
+    kill_9_mid_multipart_resumes_without_resending_done_parts(Kind::Moto, Meanwhile::OlderJournal);
 }
 
 #[test]
