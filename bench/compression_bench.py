@@ -4,7 +4,8 @@
 A generated text-log corpus (bench/corpus.py: syslog, rosout and CSV lines, fixed seed) in
 s3s-fs on loopback, side by side in one run:
 - tvm-upload `once`, plain, and with `compress: "zstd"` (level 3);
-- the pipeline a user would otherwise script: for each file,
+- the pipelines a user would otherwise script, for each file:
+  `zstd -3 -c FILE | s5cmd pipe s3://B/P/FILE.zst` (s5cmd 2.3, the fastest uploader) and
   `zstd -3 -c FILE | aws s3 cp - s3://B/P/FILE.zst`.
 Bytes on the wire are the stored objects' sizes; every compressed object of a sample is
 decoded and compared with its file. Then: plain against compressed under a 4 MiB/s cap
@@ -15,7 +16,9 @@ MiB/s on x86 and under qemu, size added to the static aarch64 binary).
 
 Writes bench/compression.json and the compression section of docs/BENCHMARKS.md.
 Environment: BENCH_QUICK=1 (smaller), COMPRESS_BENCH_MIB (corpus, default 1024),
-COMPRESS_CAP_MIB (capped part, default 256); `--report` rewrites the section only.
+COMPRESS_CAP_MIB (capped part, default 256), COMPRESS_ONLY=compare (only the side-by-side
+runs; the other figures of bench/compression.json are kept); `--report` rewrites the
+section only.
 """
 import hashlib
 import json
@@ -36,6 +39,10 @@ QUICK = bench.QUICK
 CORPUS_MIB = int(os.environ.get("COMPRESS_BENCH_MIB", "128" if QUICK else "1024"))
 CAP_MIB = int(os.environ.get("COMPRESS_CAP_MIB", "32" if QUICK else "256"))
 CAP = 4 * MIB
+# A vehicle's settings for compressed sources (every file compressed at once holds its
+# compressor and up to `concurrency` parts in memory); the peers get the same.
+CONCURRENCY = 4
+PART_MIB = 8
 START = "<!-- compression bench start -->"
 END = "<!-- compression bench end -->"
 AARCH64 = os.path.join(ROOT, "target/aarch64-unknown-linux-musl/release/tvm-upload")
@@ -47,8 +54,8 @@ def tvm_config(work, name, src, s3, prefix, compress, extra_s3=None, schedule=No
     c = {"vehicle_id": prefix, "state_dir": os.path.join(work, f"state-{name}"),
          "stability_seconds": 1, "sources": [{"name": "w", "path": src}],
          "s3": {"bucket": bench.BUCKET, "region": "us-east-1", "endpoint": s3.endpoint,
-                "path_style": True, "multipart_threshold": f"{bench.PART_MIB}MiB",
-                "part_size": f"{bench.PART_MIB}MiB", "concurrency": bench.CONCURRENCY},
+                "path_style": True, "multipart_threshold": f"{PART_MIB}MiB",
+                "part_size": f"{PART_MIB}MiB", "concurrency": CONCURRENCY},
          "log": {"level": "warn"}}
     if compress:
         c["sources"][0]["compress"] = "zstd"
@@ -74,6 +81,21 @@ def run_peer(files, s3, prefix, work):
         for p in files:
             f.write(f"zstd -3 -q -c '{p}' | /usr/bin/aws --endpoint-url {s3.endpoint} s3 cp - "
                     f"s3://{bench.BUCKET}/{prefix}/{os.path.basename(p)}.zst --only-show-errors\n")
+    wall, cpu, rss = bench.timed(["bash", script], bench.base_env())
+    return {"wall_s": wall, "cpu_s": cpu, "rss_kib": rss, "wire_bytes": stored_bytes(s3, prefix)}
+
+
+def run_s5cmd_pipe(files, s3, prefix, work, venv):
+    """`zstd -3 -c FILE | s5cmd pipe s3://B/P/FILE.zst`, one file after another: s5cmd
+    uploads its stdin in parts (concurrency and part size as tvm-upload's)."""
+    script = os.path.join(work, "peer-s5cmd.sh")
+    s5 = os.path.join(venv, "bin/s5cmd")
+    with open(script, "w") as f:
+        f.write("set -eo pipefail\n")
+        for p in files:
+            f.write(f"zstd -3 -q -c '{p}' | {s5} --endpoint-url {s3.endpoint} pipe "
+                    f"--concurrency {CONCURRENCY} --part-size {PART_MIB} "
+                    f"s3://{bench.BUCKET}/{prefix}/{os.path.basename(p)}.zst\n")
     wall, cpu, rss = bench.timed(["bash", script], bench.base_env())
     return {"wall_s": wall, "cpu_s": cpu, "rss_kib": rss, "wire_bytes": stored_bytes(s3, prefix)}
 
@@ -183,17 +205,29 @@ def main():
         results["corpus_bytes"] = total
         print(f"compression bench: corpus {total / MIB:.0f} MiB in {len(files)} files", flush=True)
         runs = {}
+        venv = bench.bench_venv()
         for name, fn in (("tvm-upload", lambda: run_tvm(bin_, work, "plain", src, s3, "plain", False)),
                          ("tvm-upload zstd", lambda: run_tvm(bin_, work, "zstd", src, s3, "zstd", True)),
+                         ("zstd -3 | s5cmd pipe", lambda: run_s5cmd_pipe(files, s3, "peer-s5", work, venv)),
                          ("zstd -3 | aws s3 cp", lambda: run_peer(files, s3, "peer", work))):
             runs[name] = fn()
             print(f"  {name:<20} {runs[name]}", flush=True)
         verify(s3, "plain", files, False)
         verify(s3, "zstd", files, True)
+        verify(s3, "peer-s5", files, True)
         verify(s3, "peer", files, True)
-        for p in ("plain", "zstd", "peer"):
+        for p in ("plain", "zstd", "peer-s5", "peer"):
             s3.clear(p + "/")
         results["runs"] = runs
+        if os.environ.get("COMPRESS_ONLY") == "compare":
+            kept = json.load(open(os.path.join(ROOT, "bench/compression.json")))
+            for k in ("capped", "capped_mib", "big", "qemu", "encoders"):
+                results[k] = kept[k]
+            results["date"] = time.strftime("%Y-%m-%d")
+            results["versions"] = {"zstd": bench.version(["zstd", "--version"]).strip("* "),
+                                   "aws": bench.version(["/usr/bin/aws", "--version"]),
+                                   "s5cmd": bench.version([os.path.join(venv, "bin/s5cmd"), "version"])}
+            return finish(results, s3, work)
 
         cap_files = files[: max(1, CAP_MIB * MIB // (64 * MIB))]
         cap_src = os.path.join(work, "cap-src")
@@ -218,25 +252,38 @@ def main():
         print(f"  encoders {results['encoders']}", flush=True)
         results["date"] = time.strftime("%Y-%m-%d")
         results["versions"] = {"zstd": bench.version(["zstd", "--version"]).strip("* "),
-                               "aws": bench.version(["/usr/bin/aws", "--version"])}
-    finally:
+                               "aws": bench.version(["/usr/bin/aws", "--version"]),
+                               "s5cmd": bench.version([os.path.join(venv, "bin/s5cmd"), "version"])}
+    except BaseException:
         s3.stop()
         shutil.rmtree(work, ignore_errors=True)
+        raise
+    return finish(results, s3, work)
+
+
+def finish(results, s3, work):
+    s3.stop()
+    shutil.rmtree(work, ignore_errors=True)
     json.dump(results, open(os.path.join(ROOT, "bench/compression.json"), "w"), indent=1)
     report(results)
 
 
 def report(r):
     runs, capped, big, q, enc = r["runs"], r["capped"], r["big"], r["qemu"], r["encoders"]
-    plain, z, peer = runs["tvm-upload"], runs["tvm-upload zstd"], runs["zstd -3 | aws s3 cp"]
+    plain, z = runs["tvm-upload"], runs["tvm-upload zstd"]
+    # The best peer: the faster pipeline (s5cmd's, where it was run).
+    peer = min((m for n, m in runs.items() if n.startswith("zstd -3")), key=lambda m: m["wall_s"])
     mib = r["corpus_bytes"] / MIB
     lines = [START, "## Compression", "",
              f"{r['date']}. A generated text-log corpus (`bench/corpus.py`, seed 1: syslog, rosout and "
              f"CSV lines, files of 64 MiB) of {mib:.0f} MiB, uploaded to s3s-fs on loopback; "
-             f"concurrency {bench.CONCURRENCY}, {bench.PART_MIB} MiB parts. The peer is the script a user "
-             "would otherwise write, one file after another: `zstd -3 -c FILE | aws s3 cp - "
+             f"concurrency {CONCURRENCY}, {PART_MIB} MiB parts. The peers are the scripts a user "
+             "would otherwise write, one file after another: `zstd -3 -c FILE | s5cmd pipe "
+             "s3://B/P/FILE.zst` (s5cmd " + r['versions'].get('s5cmd', '') + ", same concurrency and part "
+             "size) and `zstd -3 -c FILE | aws s3 cp - "
              f"s3://B/P/FILE.zst` ({r['versions']['zstd']}; {r['versions']['aws']}). Every compressed "
-             "object of a sample is decoded and compared with its file.", "",
+             "object of a sample is decoded and compared with its file. \"Against the peer\" is against "
+             "the faster pipeline.", "",
              "| tool | wall | CPU | CPU per MiB | peak RSS | bytes on the wire | × uncompressed |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in runs.items():

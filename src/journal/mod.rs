@@ -78,6 +78,21 @@ impl fmt::Display for JournalError {
     }
 }
 
+impl JournalError {
+    /// The same error, for each append of a group that failed together.
+    fn again(&self) -> JournalError {
+        match self {
+            JournalError::Io { op, path, source } => JournalError::Io {
+                op,
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            JournalError::Locked { path } => JournalError::Locked { path: path.clone() },
+            JournalError::Invalid { why } => JournalError::Invalid { why: why.clone() },
+        }
+    }
+}
+
 impl std::error::Error for JournalError {}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> JournalError + 'a {
@@ -93,6 +108,35 @@ pub struct Journal {
     path: PathBuf,
     state: RwLock<State>,
     writer: Mutex<Writer>,
+    /// Appends gathered while another one holds the writer: one write and one fsync
+    /// make the whole group durable (group commit).
+    group: Mutex<Group>,
+}
+
+/// The open group of appends, and how the last ones ended.
+#[derive(Default)]
+struct Group {
+    /// The open group's lines and records, in the order they were appended.
+    buf: Vec<u8>,
+    records: Vec<Record>,
+    /// The open group's number; every group before it is written or failed.
+    open: u64,
+    /// Groups that failed lately, with why (those not here were written).
+    failed: std::collections::VecDeque<(u64, JournalError)>,
+}
+
+/// Failed groups remembered for the appends that joined them (each looks once, when it
+/// gets the writer; far more groups than appenders).
+const FAILED_GROUPS_KEPT: usize = 1024;
+
+impl Group {
+    /// How group `n` ended (it is closed).
+    fn outcome(&self, n: u64) -> Result<(), JournalError> {
+        match self.failed.iter().find(|(g, _)| *g == n) {
+            Some((_, e)) => Err(e.again()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The file side. Held (locked) by whoever appends, compacts or prunes.
@@ -166,6 +210,7 @@ impl Journal {
                 storage,
                 _lock: lock,
             }),
+            group: Mutex::new(Group::default()),
         };
         // Damage must be gone before anything is appended after it, and a last record
         // without its newline would be joined to the next; a journal mostly of dead
@@ -210,6 +255,11 @@ impl Journal {
     /// them, and then they are durable: a compaction that fails afterwards is logged
     /// and tried again later, never reported as a failed append. On error nothing of
     /// them counts.
+    ///
+    /// Appends from many threads are committed in groups: while one thread writes and
+    /// fsyncs, the records of the others gather in the open group, and the first of them
+    /// to get the writer writes the whole group with one fsync; the others find theirs
+    /// done (or failed: then all of that group failed, and none of it counts).
     pub fn append(&self, records: &[Record]) -> Result<(), JournalError> {
         if records.is_empty() {
             return Ok(());
@@ -219,11 +269,49 @@ impl Journal {
             r.check().map_err(|why| JournalError::Invalid { why })?;
             r.write_line(&mut buf);
         }
+        let mine = {
+            let mut g = self.group();
+            g.buf.extend_from_slice(&buf);
+            g.records.extend_from_slice(records);
+            g.open
+        };
         let mut w = self.writer();
-        if w.file.is_none() {
-            self.rewrite(&mut w)?;
+        let (buf, records) = {
+            let mut g = self.group();
+            if g.open > mine {
+                // Written (or failed) by the thread that had the writer before.
+                return g.outcome(mine);
+            }
+            g.open += 1;
+            (std::mem::take(&mut g.buf), std::mem::take(&mut g.records))
+        };
+        let result = self.write_group(&mut w, &buf, &records);
+        if let Err(e) = &result {
+            let mut g = self.group();
+            g.failed.push_back((mine, e.again()));
+            if g.failed.len() > FAILED_GROUPS_KEPT {
+                g.failed.pop_front();
+            }
         }
-        w.write_durable(&buf)?;
+        result
+    }
+
+    fn group(&self) -> MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes and fsyncs one group's lines, then applies its records; compacts when the
+    /// journal has grown past twice what it holds.
+    fn write_group(
+        &self,
+        w: &mut Writer,
+        buf: &[u8],
+        records: &[Record],
+    ) -> Result<(), JournalError> {
+        if w.file.is_none() {
+            self.rewrite(w)?;
+        }
+        w.write_durable(buf)?;
         {
             let mut state = self.state_mut();
             for r in records {
@@ -234,7 +322,7 @@ impl Journal {
         let live = self.read().live_records();
         if w.lines > w.compact_at_lines.max(COMPACT_MIN_LINES)
             && w.lines > 2 * live
-            && let Err(e) = self.rewrite(&mut w)
+            && let Err(e) = self.rewrite(w)
         {
             w.compact_at_lines = w.lines + COMPACT_MIN_LINES;
             log::warn!("journal compaction failed (tried again later): {e}");

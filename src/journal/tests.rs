@@ -20,6 +20,9 @@ enum Op {
 struct Faulty {
     failing: Arc<Mutex<HashSet<Op>>>,
     dirs_synced: Arc<Mutex<Vec<PathBuf>>>,
+    /// File fsyncs done, and how long each takes (a slow disk).
+    files_synced: Arc<std::sync::atomic::AtomicUsize>,
+    sync_delay: Arc<Mutex<std::time::Duration>>,
 }
 
 impl Faulty {
@@ -43,6 +46,10 @@ impl Faulty {
 
 impl Storage for Faulty {
     fn sync_file(&self, file: &File) -> io::Result<()> {
+        let delay = *self.sync_delay.lock().expect("delay");
+        std::thread::sleep(delay);
+        self.files_synced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.check(Op::SyncFile)?;
         Disk.sync_file(file)
     }
@@ -279,4 +286,74 @@ fn invalid_records_are_refused_before_writing() {
         j.append(&[bad]),
         Err(JournalError::Invalid { .. })
     ));
+}
+
+/// Appends from many threads at once share fsyncs (group commit), and every append that
+/// returned Ok, and only those, is in the journal after a reopen, also when a group's
+/// fsync failed (then every append of that group failed).
+#[test]
+fn concurrent_appends_share_fsyncs_and_exactly_the_acknowledged_ones_survive() {
+    let dir = Dir::new("group");
+    let faults = Faulty::default();
+    *faults.sync_delay.lock().expect("delay") = std::time::Duration::from_millis(3);
+    let acknowledged = Mutex::new(Vec::new());
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    {
+        let j = open(&dir.0, &faults).expect("open");
+        let before = faults
+            .files_synced
+            .load(std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let (j, faults, acknowledged, refused) = (&j, &faults, &acknowledged, &refused);
+                scope.spawn(move || {
+                    for i in 0..40u64 {
+                        let size = t * 1000 + i;
+                        // Thread 0 makes fsyncs fail for a while in the middle.
+                        if t == 0 && i == 15 {
+                            faults.fail(Op::SyncFile, true);
+                        }
+                        if t == 0 && i == 22 {
+                            faults.fail(Op::SyncFile, false);
+                        }
+                        match j.append(&[queued(&format!("f{size}"), size)]) {
+                            Ok(()) => acknowledged.lock().expect("ack").push(size),
+                            Err(_) => {
+                                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        // An uploader's next record comes after its next request.
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                });
+            }
+        });
+        let syncs = faults
+            .files_synced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
+        assert!(
+            syncs < 320 / 2,
+            "{syncs} fsyncs for 320 appends: no group commit"
+        );
+        let mut in_state: Vec<u64> = j.read().pending.values().map(|p| p.version.size).collect();
+        in_state.sort_unstable();
+        let mut acked = acknowledged.lock().expect("ack").clone();
+        acked.sort_unstable();
+        assert_eq!(
+            in_state, acked,
+            "the state holds exactly the acknowledged appends"
+        );
+    }
+    assert!(
+        refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "some appends failed"
+    );
+    let mut acked = acknowledged.into_inner().expect("ack");
+    acked.sort_unstable();
+    assert_eq!(
+        reopen_pending(&dir.0),
+        acked,
+        "on disk: exactly the acknowledged appends"
+    );
 }
