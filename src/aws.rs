@@ -91,7 +91,7 @@ impl Client {
         }
         let mut resp = call
             .send(body)
-            .map_err(|e| crate::s3::redact(&e.to_string()))?;
+            .map_err(|e| crate::redact::redact(&e.to_string()))?;
         if let Some(date) = resp.headers().get("date").and_then(|v| v.to_str().ok()) {
             crate::clock::observe_server_date(date);
         }

@@ -102,7 +102,7 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
         return None;
     }
-    Some(crate::key::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+    Some(crate::calendar::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 #[cfg(test)]

@@ -29,8 +29,6 @@ use crate::pattern::Pattern;
 /// the file was hashed, is checked as it is compressed. Part of the journal's format:
 /// resumed uploads rely on their parts' input offsets being multiples of it.
 pub const BLOCK_BYTES: u64 = 1 << 20;
-/// Appended to a compressed object's key.
-pub const KEY_SUFFIX: &str = ".zst";
 pub const CONTENT_TYPE: &str = "application/zstd";
 /// `compress_level`'s default and range: beyond 19, zstd's "ultra" levels need windows
 /// of up to 128 MiB, far past a vehicle's memory budget.

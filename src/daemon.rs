@@ -594,8 +594,8 @@ impl StatusWriter {
                 .sample(now.mono, ctx.sent_bytes.load(Ordering::Relaxed)),
         );
         live.pid = std::process::id();
-        live.updated_at = crate::key::rfc3339_utc(crate::clock::system_now());
-        live.started_at = crate::key::rfc3339_utc(self.started_at);
+        live.updated_at = crate::calendar::rfc3339_utc(crate::clock::system_now());
+        live.started_at = crate::calendar::rfc3339_utc(self.started_at);
         {
             let mut g = metrics.gauges.lock().unwrap_or_else(|p| p.into_inner());
             g.queue_depth = live.queue.files;

@@ -23,7 +23,9 @@ impl KeyScheme {
     /// suffix, and which (0: none; with [`ZST_FLAG`] for a `.zst` key), checked without
     /// building it (replay asks this of every registry record).
     pub fn derives(&self, key: &str, file: &FileRef, version: &Version) -> Option<u16> {
-        let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
+        let (y, m, d) = crate::calendar::civil_date(
+            version.mtime_seconds() + i64::from(self.utc_offset_seconds),
+        );
         let mut date = [0u8; 10];
         if !(0..=9999).contains(&y) {
             return self.key(file, version).ok().filter(|k| k == key).map(|_| 0);
@@ -78,7 +80,7 @@ impl KeyScheme {
             key.push_str(&format!("~{suffix}"));
         }
         if zst {
-            key.push_str(crate::compress::KEY_SUFFIX);
+            key.push_str(ZST_SUFFIX);
         }
         if key.len() > MAX_KEY_BYTES {
             return Err(format!(
@@ -91,7 +93,9 @@ impl KeyScheme {
 
     /// The object key of a version of a file, or why it cannot have one.
     pub fn key(&self, file: &FileRef, version: &Version) -> Result<String, String> {
-        let (y, m, d) = civil_date(version.mtime_seconds() + i64::from(self.utc_offset_seconds));
+        let (y, m, d) = crate::calendar::civil_date(
+            version.mtime_seconds() + i64::from(self.utc_offset_seconds),
+        );
         let key = format!(
             "{}{}/{y:04}-{m:02}-{d:02}/{}",
             self.prefix,
@@ -111,11 +115,13 @@ impl KeyScheme {
 /// Set in a suffix [`KeyScheme::derives`] gives when the key is a compressed object's
 /// (ends in `.zst`); the `N` is the rest.
 pub const ZST_FLAG: u16 = 1 << 15;
+/// Appended to a compressed object's key (before a `~N`).
+pub const ZST_SUFFIX: &str = ".zst";
 
 /// The `N` of a key's `~N` tail (empty: 0), 2 ≤ N < [`ZST_FLAG`] without leading zeros,
 /// with [`ZST_FLAG`] set if a `.zst` follows.
 fn parse_suffix(tail: &[u8]) -> Option<u16> {
-    let (tail, zst) = match tail.strip_suffix(crate::compress::KEY_SUFFIX.as_bytes()) {
+    let (tail, zst) = match tail.strip_suffix(ZST_SUFFIX.as_bytes()) {
         Some(t) => (t, ZST_FLAG),
         None => (tail, 0),
     };
@@ -133,90 +139,9 @@ fn parse_suffix(tail: &[u8]) -> Option<u16> {
     Some(n | zst)
 }
 
-/// Year, month, day of the day containing unix time `t` (seconds, UTC). Howard Hinnant's
-/// days-to-civil algorithm, exact for every date a file can carry.
-pub fn civil_date(t: i64) -> (i64, u32, u32) {
-    let z = t.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (y, m, d)
-}
-
-/// Days since 1970-01-01 of a civil date (the inverse of [`civil_date`]).
-pub fn days_from_civil(y: i64, m: u32, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Year, month, day, hour, minute, second of unix time `t` in UTC.
-pub fn utc_fields(t: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let (y, m, d) = civil_date(t);
-    let s = t.rem_euclid(86_400);
-    (y, m, d, s / 3600, s / 60 % 60, s % 60)
-}
-
-/// RFC 3339 in UTC to the second, e.g. `2026-11-22T08:15:00Z`.
-pub fn rfc3339_utc(t: i64) -> String {
-    let (y, m, d, hh, mm, ss) = utc_fields(t);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
-}
-
-/// `t` as local time at `offset_seconds` east of UTC: `2026-11-22T20:00:00+08:00`.
-pub fn rfc3339_at_offset(t: i64, offset_seconds: i32) -> String {
-    if offset_seconds == 0 {
-        return rfc3339_utc(t);
-    }
-    let (y, m, d, hh, mm, ss) = utc_fields(t + i64::from(offset_seconds));
-    let sign = if offset_seconds < 0 { '-' } else { '+' };
-    let off = offset_seconds.unsigned_abs() / 60;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{sign}{:02}:{:02}",
-        off / 60,
-        off % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_times_carry_their_offset() {
-        assert_eq!(rfc3339_at_offset(0, 8 * 3600), "1970-01-01T08:00:00+08:00");
-        assert_eq!(
-            rfc3339_at_offset(0, -(5 * 3600 + 1800)),
-            "1969-12-31T18:30:00-05:30"
-        );
-        assert_eq!(rfc3339_at_offset(0, 0), "1970-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn civil_dates_round_trip() {
-        for day in [-800_000i64, -1, 0, 59, 11_016, 20_414, 2_932_896] {
-            let (y, m, d) = civil_date(day * 86_400);
-            assert_eq!(days_from_civil(y, m, i64::from(d)), day, "{y}-{m}-{d}");
-        }
-    }
-
-    #[test]
-    fn civil_dates_match_known_days() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(-1), (1969, 12, 31));
-        assert_eq!(civil_date(951_782_400), (2000, 2, 29));
-        assert_eq!(civil_date(1_795_392_000), (2026, 11, 23));
-        assert_eq!(rfc3339_utc(1_795_392_000 + 3661), "2026-11-23T01:01:01Z");
-    }
 
     fn object_key(
         prefix: &str,

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod aws;
+pub mod calendar;
 pub mod clock;
 pub mod compress;
 pub mod config;
@@ -25,12 +26,14 @@ pub mod file;
 pub mod journal;
 pub mod key;
 pub mod knobs;
+pub mod limits;
 pub mod logfile;
 pub mod metrics;
 pub mod openfiles;
 pub mod pattern;
 pub mod planner;
 pub mod preflight;
+pub mod redact;
 pub mod resolver;
 pub mod retry;
 pub mod s3;
@@ -38,5 +41,6 @@ pub mod schedule;
 pub mod sigv4;
 pub mod status;
 pub mod throttle;
+pub mod tls;
 pub mod upload;
 pub mod watch;

@@ -255,28 +255,6 @@ impl fmt::Display for S3Error {
 
 impl std::error::Error for S3Error {}
 
-/// Removes presigned-URL secrets from text that might quote a URL (an HTTP library's
-/// error message): the signature, credential scope and session token values.
-pub fn redact(text: &str) -> String {
-    let mut out = text.to_string();
-    for marker in [
-        "X-Amz-Signature=",
-        "X-Amz-Credential=",
-        "X-Amz-Security-Token=",
-    ] {
-        let mut from = 0;
-        while let Some(pos) = out[from..].find(marker) {
-            let start = from + pos + marker.len();
-            let end = out[start..]
-                .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
-                .map_or(out.len(), |e| start + e);
-            out.replace_range(start..end, "***");
-            from = start + 3;
-        }
-    }
-    out
-}
-
 /// A part as the server lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerPart {
@@ -692,7 +670,7 @@ impl S3 {
         let mut marker: Option<u16> = None;
         // Bounded: 10,000 parts at 1,000 a page is 10 pages; a server that keeps
         // returning a marker past that is misbehaving.
-        for _ in 0..=(crate::journal::MAX_PARTS as usize / LIST_PARTS_PAGE as usize + 1) {
+        for _ in 0..=(crate::limits::MAX_PARTS as usize / LIST_PARTS_PAGE as usize + 1) {
             let mut action = self.bucket.list_parts(Some(&creds), key, upload_id);
             action.set_max_parts(LIST_PARTS_PAGE);
             if let Some(m) = marker {
@@ -896,31 +874,10 @@ impl S3 {
     }
 }
 
-/// The certificates of a PEM file named by config field `field`: at least one, or an
-/// error naming the field, the file and the cause.
-pub fn pem_certificates(
-    field: &str,
-    path: &std::path::Path,
-) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(format!("{field} {}: {e}", path.display())),
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!("{field} {}: no certificate in it", path.display()));
-    }
-    Ok(certs)
-}
-
 fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Result<Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(path) = ca_bundle {
-        let certs = pem_certificates("s3.ca_bundle", path)?;
+        let certs = crate::tls::pem_certificates("s3.ca_bundle", path)?;
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
     // Shorter in test builds only: the fault tests blackhole connections (crate::knobs).
@@ -977,7 +934,7 @@ fn transport(op: &'static str, key: &str, e: ureq::Error) -> S3Error {
     S3Error::Transport {
         op,
         key: key.to_string(),
-        message: redact(&e.to_string()),
+        message: crate::redact::redact(&e.to_string()),
     }
 }
 
@@ -985,7 +942,7 @@ fn bad(op: &'static str, key: &str, why: String) -> S3Error {
     S3Error::BadAnswer {
         op,
         key: key.to_string(),
-        why: redact(&why),
+        why: crate::redact::redact(&why),
     }
 }
 
@@ -1063,7 +1020,7 @@ fn answer_error(op: &'static str, key: &str, status: u16, body: &str) -> Option<
         key: key.to_string(),
         status,
         code,
-        message: redact(&message),
+        message: crate::redact::redact(&message),
     })
 }
 
@@ -1303,18 +1260,6 @@ mod tests {
         assert_eq!(classify(404, "NoSuchUpload"), Class::UploadLost);
         assert_eq!(classify(400, "EntityTooSmall"), Class::UploadLost);
         assert_eq!(classify(400, "KeyTooLongError"), Class::Rejected);
-    }
-
-    #[test]
-    fn redact_hides_signature_credential_and_token() {
-        let url = "http://h/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026&\
-                   X-Amz-Security-Token=tok&X-Amz-Signature=abcdef0123 rest";
-        let r = redact(url);
-        assert!(
-            !r.contains("abcdef0123") && !r.contains("AKIA") && !r.contains("tok&"),
-            "{r}"
-        );
-        assert!(r.contains("X-Amz-Signature=***") && r.ends_with(" rest"));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::calendar::utc_fields;
 use crate::digest::hex;
-use crate::key::utc_fields;
 
 /// A request to sign. Header names may be in any case; values are trimmed and their
 /// inner runs of spaces folded, as SigV4 requires.

@@ -75,6 +75,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The AWS IoT credentials provider's settings (`credentials.iot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IotConfig {
+    /// `host` (https) or `https://host[:port]`.
+    pub endpoint: String,
+    pub role_alias: String,
+    pub thing_name: String,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
 /// The validated configuration. Defaults are those of SPEC.md.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -91,7 +103,7 @@ pub struct Config {
     pub credentials_profile: Option<String>,
     /// `credentials.iot`: the AWS IoT credentials provider, after the container endpoint
     /// in the chain.
-    pub credentials_iot: Option<crate::credentials::IotConfig>,
+    pub credentials_iot: Option<IotConfig>,
     pub retry: RetryConfig,
     /// `None`: always allowed.
     pub schedule: Option<Schedule>,
@@ -286,7 +298,7 @@ struct RawIot {
 }
 
 /// `credentials.iot`: every field set, the endpoint a host or an https URL.
-fn iot_config(raw: RawIot) -> Result<crate::credentials::IotConfig, ConfigError> {
+fn iot_config(raw: RawIot) -> Result<IotConfig, ConfigError> {
     for (name, value) in [
         ("endpoint", &raw.endpoint),
         ("role_alias", &raw.role_alias),
@@ -311,7 +323,7 @@ fn iot_config(raw: RawIot) -> Result<crate::credentials::IotConfig, ConfigError>
             "role_alias without '/', thing_name on one line",
         ));
     }
-    Ok(crate::credentials::IotConfig {
+    Ok(IotConfig {
         endpoint: raw.endpoint,
         role_alias: raw.role_alias,
         thing_name: raw.thing_name,

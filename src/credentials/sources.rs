@@ -23,17 +23,7 @@ const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read from a provider.
 const MAX_ANSWER: u64 = 64 * 1024;
 
-/// The AWS IoT credentials provider's settings (`credentials.iot`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IotConfig {
-    /// `host` (https) or `https://host[:port]`.
-    pub endpoint: String,
-    pub role_alias: String,
-    pub thing_name: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
+pub use crate::config::IotConfig;
 
 /// The container endpoint's authorization: none, a value, or a file re-read at every
 /// fetch (ECS and EKS rotate it).
@@ -240,7 +230,7 @@ fn tls_hint(said: &str) -> String {
 /// three unreadable is named.
 fn iot_agent(c: &IotConfig) -> Result<ureq::Agent, String> {
     use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, parse_pem};
-    let certs = crate::s3::pem_certificates("credentials.iot.cert", &c.cert)?;
+    let certs = crate::tls::pem_certificates("credentials.iot.cert", &c.cert)?;
     let key_pem = std::fs::read(&c.key)
         .map_err(|e| format!("credentials.iot.key {}: {e}", c.key.display()))?;
     let key = parse_pem(&key_pem)
@@ -254,7 +244,7 @@ fn iot_agent(c: &IotConfig) -> Result<ureq::Agent, String> {
                 c.key.display()
             )
         })?;
-    let roots = crate::s3::pem_certificates("credentials.iot.ca", &c.ca)?;
+    let roots = crate::tls::pem_certificates("credentials.iot.ca", &c.ca)?;
     let tls = TlsConfig::builder()
         .client_cert(Some(ClientCert::new_with_certs(&certs, key)))
         .root_certs(RootCerts::new_with_certs(&roots))
@@ -341,7 +331,7 @@ fn json_answer(answer: ureq::http::Response<ureq::Body>, what: &str) -> Result<V
 /// A transport error's text with anything after `?` in a URL cut (none of ours carry
 /// secrets there, but a proxy's URL might carry a password).
 fn redact(e: &ureq::Error) -> String {
-    crate::s3::redact(&e.to_string())
+    crate::redact::redact(&e.to_string())
 }
 
 /// Credentials from the named fields of `v`: key id, secret, token and expiry (RFC 3339).

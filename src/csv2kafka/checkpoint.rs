@@ -164,7 +164,7 @@ impl Checkpoint {
             ("withheld_rows", json!(self.withheld_rows)),
             (
                 "updated_at",
-                json!(crate::key::rfc3339_utc(crate::clock::system_now())),
+                json!(crate::calendar::rfc3339_utc(crate::clock::system_now())),
             ),
             ("byte_offset", json!(self.byte_offset)),
             ("offsets", names(&self.offsets)),
@@ -326,7 +326,7 @@ impl Manager {
                 ":ip": {"S": "IN_PROGRESS"},
                 ":done": {"S": "COMPLETED"},
                 ":zero": {"N": "0"},
-                ":now": {"S": crate::key::rfc3339_utc(crate::clock::system_now())},
+                ":now": {"S": crate::calendar::rfc3339_utc(crate::clock::system_now())},
             },
             // The item as it was: whose lease this was, and whether it ran out or was
             // given back.

@@ -232,7 +232,7 @@ pub fn run(
             log::info!(
                 "{job_id}: worked by {} (lease until {}); leaving it",
                 cp.lease_owner.as_deref().unwrap_or("?"),
-                crate::key::rfc3339_utc(cp.lease_expires_ms / 1000)
+                crate::calendar::rfc3339_utc(cp.lease_expires_ms / 1000)
             );
             return Ok(Outcome::Busy);
         }

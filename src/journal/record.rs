@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{from_hex, hex};
 use crate::file::{FileRef, Version};
 
-/// The most parts a multipart upload may have (S3's limit).
-pub const MAX_PARTS: u32 = 10_000;
+pub use crate::limits::MAX_PARTS;
 
 /// What a stored part of a compressed upload holds: the file's bytes `start..end`,
 /// compressed into `len` bytes.

@@ -56,7 +56,7 @@ impl Planner {
             },
             window: self.window_view(now),
             last_error: self.last_error.as_ref().map(|(at, m)| LastError {
-                at: crate::key::rfc3339_utc(*at),
+                at: crate::calendar::rfc3339_utc(*at),
                 message: m.clone(),
             }),
             waiting: self.waiting(now),
@@ -105,9 +105,9 @@ impl Planner {
                 source: file.source().to_string(),
                 path: file.rel().to_string(),
                 reason: reason.to_string(),
-                since: crate::key::rfc3339_utc(since),
+                since: crate::calendar::rfc3339_utc(since),
                 seconds: now.unix().saturating_sub(since).max(0) as u64,
-                until: until.map(crate::key::rfc3339_utc),
+                until: until.map(crate::calendar::rfc3339_utc),
                 detail: match self.files.phase(file) {
                     Some(Phase::Quarantined { reason, .. }) => Some(reason.to_string()),
                     _ => None,
@@ -179,11 +179,11 @@ impl Planner {
         let o = self.outage.as_ref()?;
         let next_probe = self.health.until().map(|t| {
             let ahead = t.saturating_duration_since(now.mono).as_secs() as i64;
-            crate::key::rfc3339_utc(now.unix() + ahead)
+            crate::calendar::rfc3339_utc(now.unix() + ahead)
         });
         Some(status::TroubleView {
             what: o.trouble.describe().to_string(),
-            since: crate::key::rfc3339_utc(o.since_unix),
+            since: crate::calendar::rfc3339_utc(o.since_unix),
             seconds: now.mono.saturating_duration_since(o.since).as_secs(),
             failures: o.failures,
             next_probe,
@@ -194,7 +194,7 @@ impl Planner {
     fn window_view(&self, now: Now) -> status::Window {
         let open = self.gate.is_none_or(|g| g.0);
         let next_open = match &self.cfg.schedule {
-            Some(s) if !open => s.next_open(now.schedule).map(crate::key::rfc3339_utc),
+            Some(s) if !open => s.next_open(now.schedule).map(crate::calendar::rfc3339_utc),
             _ => None,
         };
         status::Window {

@@ -411,7 +411,7 @@ fn quarantined(state: &crate::journal::State) -> Vec<QuarantinedFile> {
             source: f.source().to_string(),
             path: f.rel().to_string(),
             reason: q.reason.clone(),
-            since: crate::key::rfc3339_utc(q.at),
+            since: crate::calendar::rfc3339_utc(q.at),
         })
         .collect();
     out.sort_by(|a, b| (&a.source, &a.path).cmp(&(&b.source, &b.path)));
@@ -437,9 +437,9 @@ fn window(config: &Config) -> Window {
             let next = schedule.next_open(now);
             Window {
                 open: false,
-                next_open: next.map(crate::key::rfc3339_utc),
+                next_open: next.map(crate::calendar::rfc3339_utc),
                 next_open_local: next
-                    .map(|t| crate::key::rfc3339_at_offset(t, schedule.utc_offset_seconds)),
+                    .map(|t| crate::calendar::rfc3339_at_offset(t, schedule.utc_offset_seconds)),
                 ..Window::default()
             }
         }

@@ -26,7 +26,8 @@ use super::multipart::Upload;
 use super::{Context, Job, Object, Permit, Result, UploadError, Uploaded, read_error};
 use crate::compress::{self, BLOCK_BYTES, Compressor, Frame};
 use crate::digest::{base64, hex, md5};
-use crate::journal::{MAX_PARTS, PartInput};
+use crate::journal::PartInput;
+use crate::limits::MAX_PARTS;
 use crate::s3::{PartChecksum, PartUpload, etag_hex};
 
 /// A fresh compressed upload: the first part's frame is made first; if it holds the whole

@@ -27,11 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use permits::{Permit, Permits};
 
+use crate::calendar::rfc3339_utc;
 use crate::compress::{self, Rule};
 use crate::digest::{Bodies, Digests, HashError, base64, hash_file};
 use crate::file::{FileRef, Version, stat};
-use crate::journal::{Journal, JournalError, MAX_PARTS, Record};
-use crate::key::{KeyScheme, rfc3339_utc};
+use crate::journal::{Journal, JournalError, Record};
+use crate::key::KeyScheme;
+use crate::limits::MAX_PARTS;
 use crate::s3::{Attributes, Class, S3, S3Error};
 use crate::throttle::Gate;
 
