@@ -304,7 +304,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
             object.record_there("already completed")?;
             return Ok(Uploaded::AlreadyThere);
         }
-        return multipart::run(&object, part_size, Some(mp));
+        return multipart::run(&object, part_size, Some(mp), &parts_sender(zstd));
     }
     if let Some(origin) = &job.origin
         && !still_linked(job, origin)
@@ -455,7 +455,7 @@ impl<'a> Object<'a> {
         }
         match self.zstd {
             Some(level) => compressed::send(self, level, part_size, multipart),
-            None => multipart::run(self, part_size, None),
+            None => multipart::run(self, part_size, None, &parts_sender(None)),
         }
     }
 
@@ -630,6 +630,15 @@ impl<'a> Object<'a> {
 
 /// The metadata naming a compressed object's uncompressed size (`x-amz-meta-original-size`).
 pub const ORIGINAL_SIZE_META: &str = "original-size";
+
+/// How a multipart upload's missing parts are sent: compressed at `zstd`'s level, or as
+/// the file has them.
+fn parts_sender(zstd: Option<i32>) -> impl Fn(&mut multipart::Upload) -> Result<u64> {
+    move |upload| match zstd {
+        Some(level) => compressed::send_parts(upload, level),
+        None => upload.send_missing(),
+    }
+}
 
 fn hash(job: &Job, ctx: &Context, bodies: Bodies) -> Result<Digests> {
     match hash_file(&job.path, job.version.size, bodies, job.snapshot, &ctx.stop) {

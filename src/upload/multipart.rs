@@ -21,12 +21,18 @@ use crate::s3::{Class, PartChecksum, PartUpload, ServerPart, etag_hex};
 
 use super::Context;
 
+/// How the parts not stored yet are sent: the file's bytes as they are
+/// ([`Upload::send_missing`]), or compressed (`compressed::send_parts`). Returns the
+/// bytes sent. (Passed in, so that this module does not know the compressed one.)
+pub(super) type SendParts<'s> = &'s dyn Fn(&mut Upload) -> Result<u64>;
+
 /// Uploads `object` in parts of `part_size`, resuming `resumable` when the journal has
-/// an upload of this version.
+/// an upload of this version; `send` sends the parts.
 pub(super) fn run(
     object: &Object,
     part_size: u64,
     resumable: Option<Multipart>,
+    send: SendParts,
 ) -> Result<Uploaded> {
     let mut upload = match resumable {
         Some(mp) => match Upload::resume(object, mp)? {
@@ -41,10 +47,7 @@ pub(super) fn run(
         },
         None => Upload::create(object, part_size)?,
     };
-    let sent = match object.zstd {
-        Some(level) => super::compressed::send_parts(&mut upload, level)?,
-        None => upload.send_missing()?,
-    };
+    let sent = send(&mut upload)?;
     upload.finish(sent)
 }
 
@@ -253,7 +256,7 @@ impl<'a> Upload<'a> {
     }
 
     /// Sends every part not known stored. Returns the bytes sent.
-    fn send_missing(&mut self) -> Result<u64> {
+    pub(super) fn send_missing(&mut self) -> Result<u64> {
         let job = self.object.job;
         let total = self.object.digests.body_crc.len() as u32;
         let stored: u64 = self
