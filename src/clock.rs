@@ -23,6 +23,19 @@ pub fn system_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Unix time as the schedule sees it: the wall clock (shifted by a test-only knob in test
+/// builds, so that tests can stand at a window's edge without waiting: [`crate::knobs`]).
+pub fn schedule_now() -> i64 {
+    system_now() + crate::knobs::schedule_offset_seconds()
+}
+
+/// The system clock, nanoseconds since the Unix epoch (0 before it).
+pub fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// The local clock, Unix seconds (shifted by a test-only knob in test builds, standing in
 /// for a vehicle whose clock is wrong: [`crate::knobs`]).
 pub fn local_now() -> i64 {

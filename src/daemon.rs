@@ -353,9 +353,9 @@ impl Shell {
 
     /// Lets time move the planner on, and refreshes what is derived from it.
     fn tick(&mut self) -> Now {
-        let mut now = Now::read();
+        let mut now = read_now();
         for _ in 0..TICKS_PER_STEP {
-            now = Now::read();
+            now = read_now();
             let mut effects = Vec::new();
             self.planner.tick(now, &self.journal.read(), &mut effects);
             if effects.is_empty() {
@@ -370,7 +370,7 @@ impl Shell {
     }
 
     fn input(&mut self, input: Input) {
-        let now = Now::read();
+        let now = read_now();
         let mut effects = Vec::new();
         let scan_done = matches!(input, Input::ScanDone);
         {
@@ -517,7 +517,7 @@ impl Shell {
 
     fn finish(&mut self) {
         self.publish_counters();
-        let now = Now::read();
+        let now = read_now();
         self.status
             .maybe_write(&self.planner, &self.ctx, &self.metrics, now, true);
     }
@@ -709,5 +709,14 @@ impl Uploaders {
             }
         }
         stuck
+    }
+}
+
+/// The planner's three clocks, read once for a step (the planner reads none itself).
+fn read_now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall_ns: crate::clock::wall_ns(),
+        schedule: crate::clock::schedule_now(),
     }
 }

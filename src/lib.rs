@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod digest;
 pub mod disk;
 pub mod file;
+pub mod human;
 pub mod journal;
 pub mod key;
 pub mod knobs;

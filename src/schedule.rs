@@ -37,12 +37,6 @@ pub struct Open {
     pub max_bytes_per_second: Option<u64>,
 }
 
-/// Unix time as the schedule sees it: the wall clock (shifted by a test-only knob in test
-/// builds, so that tests can stand at a window's edge without waiting: [`crate::knobs`]).
-pub fn schedule_now() -> i64 {
-    crate::clock::system_now() + crate::knobs::schedule_offset_seconds()
-}
-
 /// Whether uploading is allowed at `t` under an optional schedule: no schedule means
 /// always, without a cap.
 pub fn allowed(schedule: Option<&Schedule>, t: i64) -> Option<Open> {

@@ -67,22 +67,11 @@ pub struct Now {
     pub mono: Instant,
     /// The wall clock, for file ages (mtimes are wall-clock times).
     pub wall_ns: i64,
-    /// Unix seconds as the schedule sees them (see [`crate::schedule::schedule_now`]).
+    /// Unix seconds as the schedule sees them (see [`crate::clock::schedule_now`]).
     pub schedule: i64,
 }
 
 impl Now {
-    pub fn read() -> Now {
-        let wall_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        Now {
-            mono: Instant::now(),
-            wall_ns,
-            schedule: crate::schedule::schedule_now(),
-        }
-    }
-
     fn unix(&self) -> i64 {
         self.wall_ns.div_euclid(1_000_000_000)
     }

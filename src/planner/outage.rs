@@ -151,11 +151,11 @@ impl Quota {
 }
 
 fn files_and_bytes(w: Waiting) -> String {
-    format!("{} files ({})", w.files, crate::status::human(w.bytes))
+    format!("{} files ({})", w.files, crate::human::human(w.bytes))
 }
 
 fn human_duration(d: Duration) -> String {
-    crate::status::duration(d.as_secs_f64())
+    crate::human::duration(d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! paths and errors are wrapped, never cut.
 
 use super::{Report, Window};
+use crate::human::{duration, human};
 
 /// The 80-column view.
 pub fn human_view(r: &Report) -> String {
@@ -218,29 +219,5 @@ fn transfers(out: &mut String, r: &Report) {
             out.push('\n');
             out.push_str(&wrap(&format!("    {line}"), 4));
         }
-    }
-}
-
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
     }
 }

@@ -23,7 +23,8 @@ use crate::journal::{Journal, LOCK_FILE};
 
 mod human;
 
-pub use human::{duration, human, human_view, wrap};
+pub use crate::human::{duration, human};
+pub use human::{human_view, wrap};
 
 pub const STATUS_FILE: &str = "status.json";
 /// Written by the daemon while the S3 server cannot list multipart uploads
@@ -426,7 +427,7 @@ fn window(config: &Config) -> Window {
             ..Window::default()
         };
     };
-    let now = crate::schedule::schedule_now();
+    let now = crate::clock::schedule_now();
     match schedule.open_at(now) {
         Some(open) => Window {
             open: true,
