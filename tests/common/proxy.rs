@@ -253,8 +253,10 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
-        let port = super::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy bind");
+        // Port 0: the kernel picks a free one as it binds (a port found free and bound
+        // later can be taken in between by a server another test starts).
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("proxy bind");
+        let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             open: Mutex::new(std::collections::HashMap::new()),
