@@ -120,6 +120,6 @@ bench-cap:
 clean:
 	$(CARGO) clean
 
-# Binary sizes, idle RSS and CPU, peak RSS on a 1 GiB upload (for the README).
+# Binary sizes, idle RSS and CPU, peak RSS on a 1 GiB upload (for docs/GUIDE.md, "Footprint").
 footprint:
 	bash scripts/footprint.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Footprint figures for the README: binary sizes, idle RSS and idle CPU over 60 s of
+# Footprint figures for docs/GUIDE.md ("Footprint"): binary sizes, idle RSS and idle CPU over 60 s of
 # `run` watching a tree of 1,000 uploaded files, and peak RSS of `once` uploading a
 # 1 GiB file to a local s3s-fs. Prints one line per figure.
 set -euo pipefail
