@@ -34,12 +34,12 @@ use crate::disk::{self, DiskManager};
 use crate::file::stat;
 use crate::journal::Journal;
 use crate::metrics::{Metrics, Publisher};
-use crate::planner::{self, Effect, Input, Mode, Now, Planner, Report, Totals};
+use crate::planner::{self, Effect, Input, Job, Mode, Now, Outcome, Planner, Report, Totals};
 use crate::retry::Jitter;
 use crate::s3::S3;
 use crate::status::{self, Rate};
 use crate::throttle::Gate;
-use crate::upload::{self, Context, Job, Permits, Recent, Settings, UploadError};
+use crate::upload::{self, Context, Permits, Recent, Settings};
 use crate::watch::{SourceSpec, WatchEvent, Watcher};
 
 /// Watch events buffered before the watcher waits for the planner.
@@ -471,7 +471,7 @@ impl Shell {
                 log::error!("uploader queue unexpectedly full");
                 Some(Input::Finished(Report {
                     job: e.into_inner(),
-                    result: Err(UploadError::Interrupted),
+                    outcome: Outcome::Interrupted,
                     elapsed: Duration::ZERO,
                 }))
             }
@@ -672,10 +672,10 @@ impl Uploaders {
                 .spawn(move || {
                     for job in jobs.iter() {
                         let started = Instant::now();
-                        let result = upload::upload(&job, &ctx);
+                        let outcome = upload::outcome(upload::upload(&job, &ctx));
                         let report = Report {
                             job,
-                            result,
+                            outcome,
                             elapsed: started.elapsed(),
                         };
                         if done.send(report).is_err() {
@@ -697,7 +697,7 @@ impl Uploaders {
         for t in self.threads {
             while !t.is_finished() && Instant::now() < deadline {
                 if let Ok(d) = done.recv_timeout(Duration::from_millis(50)) {
-                    log::debug!("{}: ended during shutdown: {:?}", d.job.file, d.result);
+                    log::debug!("{}: ended during shutdown: {:?}", d.job.file, d.outcome);
                 }
             }
             if !t.is_finished() {

@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use super::health::{Policy, Trouble};
 use super::outage::{Outage, Waiting};
+use super::outcome::{Failure, FailureKind, Outcome};
 use super::{
     Attempt, Effect, Mode, Next, ONCE_MAX_ATTEMPTS, Phase, Planner, Report, dropped, queued,
 };
 use crate::file::FileRef;
 use crate::journal::{Record, State};
 use crate::retry::backoff;
-use crate::s3::{Class, S3Error};
-use crate::upload::{UploadError, Uploaded};
 
 /// Attempts after which a file failing for a reason of its own is quarantined (within a
 /// minute with the default backoff). No more than `once` allows a file, so that `once`
@@ -54,36 +53,27 @@ impl Planner {
             log::debug!("{file}: a report for a file not uploading");
             return;
         };
-        if matches!(
-            report.result,
-            Ok(_) | Err(UploadError::Gone | UploadError::Changed)
-        ) {
+        if report.outcome.succeeded() || matches!(report.outcome, Outcome::Gone | Outcome::Changed)
+        {
             self.origins.remove(&file);
         }
         self.account(&report, now);
-        let next = match report.result {
-            Ok(_) => self.succeeded(&file, &version, now, journal, out),
-            Err(UploadError::Gone) => {
+        let next = match report.outcome {
+            Outcome::Sent { .. } | Outcome::Copied | Outcome::AlreadyThere => {
+                self.succeeded(&file, &version, now, journal, out)
+            }
+            Outcome::Gone => {
                 log::info!("{file}: deleted before its upload; dropped from the queue");
                 out.push(dropped(&file, "gone"));
                 self.files.remove(&file);
                 return;
             }
-            Err(UploadError::Changed) => {
+            Outcome::Changed => {
                 log::info!("{file}: changed during its upload; it is sent again once stable");
                 Next::LookAgain
             }
-            Err(UploadError::Interrupted | UploadError::Paused) => Next::Requeue,
-            Err(UploadError::S3(e)) => self.s3_failed(&file, &e, attempts, now),
-            Err(UploadError::Journal(e)) => {
-                self.shared_failure(Trouble::StateDir, &e.to_string(), "", now)
-            }
-            // A name S3 cannot take never will; an unreadable file may become readable
-            // (a chmod changes neither size nor mtime), so it keeps being retried.
-            Err(e @ UploadError::Unkeyable { .. }) => {
-                self.file_failed(&file, attempts, now, &e.to_string(), true)
-            }
-            Err(e) => self.file_failed(&file, attempts, now, &e.to_string(), false),
+            Outcome::Interrupted | Outcome::Paused => Next::Requeue,
+            Outcome::Failed(f) => self.failed(&file, &f, attempts, now),
         };
         // Seen changing while it was sent: whatever happened, look at it again.
         let next = if changed { Next::LookAgain } else { next };
@@ -123,13 +113,13 @@ impl Planner {
     /// Counts what the report says, once.
     fn account(&mut self, report: &Report, now: super::Now) {
         let job = &report.job;
-        match &report.result {
-            Ok(Uploaded::AlreadyThere) => self.totals.files_already_in_s3 += 1,
-            Ok(Uploaded::Copied) => {
+        match &report.outcome {
+            Outcome::AlreadyThere => self.totals.files_already_in_s3 += 1,
+            Outcome::Copied => {
                 self.totals.files_uploaded += 1;
                 self.totals.bytes_uploaded += job.version.size;
             }
-            Ok(Uploaded::Sent { bytes }) => {
+            Outcome::Sent { bytes } => {
                 self.totals.files_uploaded += 1;
                 self.totals.bytes_uploaded += job.version.size;
                 self.totals.bytes_sent += bytes;
@@ -140,53 +130,53 @@ impl Planner {
                     report.elapsed.as_secs_f64()
                 );
             }
-            Err(
-                e @ (UploadError::S3(_)
-                | UploadError::Read { .. }
-                | UploadError::Journal(_)
-                | UploadError::Unkeyable { .. }),
-            ) => {
+            Outcome::Failed(f) => {
                 self.totals.failed_attempts += 1;
-                self.last_error = Some((now.unix(), format!("{}: {e}", job.file)));
+                self.last_error = Some((now.unix(), format!("{}: {}", job.file, f.message)));
             }
-            Err(_) => {}
+            Outcome::Gone | Outcome::Changed | Outcome::Interrupted | Outcome::Paused => {}
         }
     }
 
-    fn s3_failed(&mut self, file: &FileRef, e: &S3Error, attempts: u32, now: super::Now) -> Next {
-        if e.unreachable() {
-            return self.shared_failure(Trouble::Unreachable, &e.to_string(), "", now);
-        }
-        if let S3Error::NoCredentials { .. } = e {
+    fn failed(&mut self, file: &FileRef, f: &Failure, attempts: u32, now: super::Now) -> Next {
+        let e = &f.message;
+        match f.kind {
+            FailureKind::Unreachable => {
+                return self.shared_failure(Trouble::Unreachable, e, "", now);
+            }
             // Nothing was sent: says nothing of S3, or of this file.
-            return self.shared_failure(Trouble::Credentials, &e.to_string(), "", now);
+            FailureKind::NoCredentials => {
+                return self.shared_failure(Trouble::Credentials, e, "", now);
+            }
+            FailureKind::StateDir => return self.shared_failure(Trouble::StateDir, e, "", now),
+            // A name S3 cannot take never will; an unreadable file may become readable
+            // (a chmod changes neither size nor mtime), so it keeps being retried.
+            FailureKind::Unkeyable => return self.file_failed(file, attempts, now, e, true),
+            FailureKind::Read => return self.file_failed(file, attempts, now, e, false),
+            _ => {}
         }
         // Whatever it said, S3 answered: the link works.
         if self.health.answered() {
             self.end_outage(now.mono);
         }
-        match e.class() {
-            Class::Credentials | Class::Configuration if self.refused_alone(now.mono) => {
+        match f.kind {
+            FailureKind::Refused if self.refused_alone(now.mono) => {
                 // Refused while other uploads keep succeeding: this key is denied (a
                 // bucket policy on a prefix), not the credentials.
-                self.file_failed(file, attempts, now, &e.to_string(), true)
+                self.file_failed(file, attempts, now, e, true)
             }
-            Class::Credentials | Class::Configuration => {
-                self.shared_failure(Trouble::Refused, &e.to_string(), e.advice(), now)
-            }
-            Class::SlowDown => {
+            FailureKind::Refused => self.shared_failure(Trouble::Refused, e, f.advice, now),
+            FailureKind::SlowDown => {
                 let limits = (self.cfg.retry_initial, self.cfg.retry_max);
                 let wait = self.health.slow_down(now.mono, limits, &mut self.jitter);
                 log::warn!(
                     "{e}: S3 asks to slow down; pausing new requests for {:.1}s",
                     wait.as_secs_f64()
                 );
-                self.file_failed(file, attempts, now, &e.to_string(), false)
+                self.file_failed(file, attempts, now, e, false)
             }
-            Class::Rejected => self.file_failed(file, attempts, now, &e.to_string(), true),
-            Class::Transient | Class::ContentChanged | Class::UploadLost => {
-                self.file_failed(file, attempts, now, &e.to_string(), false)
-            }
+            FailureKind::Rejected => self.file_failed(file, attempts, now, e, true),
+            _ => self.file_failed(file, attempts, now, e, false),
         }
     }
 

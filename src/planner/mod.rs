@@ -15,6 +15,7 @@ mod health;
 #[cfg(test)]
 mod model_tests;
 mod outage;
+mod outcome;
 mod view;
 
 use std::collections::HashMap;
@@ -26,13 +27,13 @@ use std::time::{Duration, Instant};
 pub use failures::{QUARANTINE_AFTER, UNREACHABLE_PROBE_MAX};
 pub use files::{Counts, Files, Phase, Tracked};
 pub use health::{Allowance, Health, Trouble};
+pub use outcome::{Failure, FailureKind, Outcome};
 
 use crate::config::Config;
 use crate::file::{FileRef, Version, split};
 use crate::journal::{Record, State};
 use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
-use crate::upload::{Job, UploadError, Uploaded};
 
 /// Files turned ready in one step, so watch events keep flowing in a flood.
 pub const READY_BATCH: usize = 512;
@@ -104,11 +105,40 @@ pub enum Input {
     Finished(Report),
 }
 
+/// A stable file to upload, as the planner queued it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub file: FileRef,
+    pub path: PathBuf,
+    pub version: Version,
+    /// A snapshot of a file still being appended to: its first `version.size` bytes
+    /// are uploaded, and the file may grow meanwhile (but not be rewritten).
+    pub snapshot: bool,
+    /// The name this file had when it was queued before a restart (renamed while the
+    /// daemon was down): its upload may have reached S3 under that name's key before
+    /// the crash recorded it.
+    pub origin: Option<FileRef>,
+    /// Bytes of this file stored or sent so far, for `status`.
+    pub progress: Arc<AtomicU64>,
+}
+
+impl Job {
+    /// Whether the file, now at `now`, is still the job's version: the same, or for a
+    /// snapshot the same file grown by appending.
+    pub fn is_current(&self, now: &Version) -> bool {
+        if self.snapshot {
+            self.version.grown_into(now)
+        } else {
+            *now == self.version
+        }
+    }
+}
+
 /// How one job ended.
 #[derive(Debug)]
 pub struct Report {
     pub job: Job,
-    pub result: Result<Uploaded, UploadError>,
+    pub outcome: Outcome,
     pub elapsed: Duration,
 }
 

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::journal::{KeyScheme, State, replay};
-use crate::s3::S3Error;
 
 const SEQUENCES: u64 = 2000;
 const STEPS: usize = 150;
@@ -116,26 +115,26 @@ fn sha(content: u64) -> [u8; 32] {
     out
 }
 
+/// A journal append that failed, as the upload side reports it.
+fn journal_error() -> Outcome {
+    Outcome::failed(
+        FailureKind::StateDir,
+        "fsync /state/journal.jsonl: injected",
+    )
+}
+
 fn file(rel: &str) -> FileRef {
     FileRef::new("s", rel)
 }
 
-fn transient() -> S3Error {
-    S3Error::Transport {
-        op: "PutObject",
-        key: "k".into(),
-        message: "connection reset".into(),
-    }
+/// No answer: what the upload side makes of a connection reset.
+fn transient() -> Outcome {
+    Outcome::failed(FailureKind::Unreachable, "PutObject k: connection reset")
 }
 
-fn status_error(status: u16, code: &str) -> S3Error {
-    S3Error::Status {
-        op: "PutObject",
-        key: "k".into(),
-        status,
-        code: code.into(),
-        message: String::new(),
-    }
+/// An answer of S3's, as the upload side classifies it.
+fn refused(kind: FailureKind, code: &str) -> Outcome {
+    Outcome::failed(kind, format!("PutObject k: {code}"))
 }
 
 impl World {
@@ -361,25 +360,20 @@ impl World {
         }
         let i = (self.rng.next_u64() % self.in_flight.len() as u64) as usize;
         let (job, hashed) = self.in_flight.remove(i);
-        let Some(result) = self.upload(&job, hashed, always_ok) else {
+        let Some(outcome) = self.upload(&job, hashed, always_ok) else {
             // The process died while this upload was under way.
             self.crash();
             return;
         };
         self.input(Input::Finished(Report {
             job,
-            result,
+            outcome,
             elapsed: Duration::from_millis(5),
         }));
     }
 
     /// How the upload ended, or `None`: the process died during it.
-    fn upload(
-        &mut self,
-        job: &Job,
-        hashed: Option<u64>,
-        always_ok: bool,
-    ) -> Option<Result<Uploaded, UploadError>> {
+    fn upload(&mut self, job: &Job, hashed: Option<u64>, always_ok: bool) -> Option<Outcome> {
         let rel = job.file.rel().to_string();
         let now = self.fs.get(&rel).copied();
         let content = match (now, hashed) {
@@ -391,14 +385,14 @@ impl World {
             // Changed after the uploader's last look, while its bytes were on the wire:
             // the version it hashed is what arrives (the digests match).
             (Some(_), Some(content)) if self.chance(50) => content,
-            (Some(_), _) => return Some(Err(UploadError::Changed)),
-            (None, _) => return Some(Err(UploadError::Gone)),
+            (Some(_), _) => return Some(Outcome::Changed),
+            (None, _) => return Some(Outcome::Gone),
         };
         if self.state.is_uploaded(&job.file, &job.version) {
-            return Some(Ok(Uploaded::AlreadyThere));
+            return Some(Outcome::AlreadyThere);
         }
         if self.s3_refusing && !always_ok {
-            return Some(Err(UploadError::S3(status_error(403, "AccessDenied"))));
+            return Some(refused(FailureKind::Refused, "AccessDenied"));
         }
         // Uploaded before a restart under the name it had then (renamed while down)?
         if let Some(origin) = &job.origin {
@@ -412,8 +406,8 @@ impl World {
                     Some(c) if *c == content => {
                         let record = self.uploaded(job, content, &key);
                         return Some(match self.append(&[record]) {
-                            Ok(()) => Ok(Uploaded::AlreadyThere),
-                            Err(_) => Err(self.journal_error()),
+                            Ok(()) => Outcome::AlreadyThere,
+                            Err(_) => journal_error(),
                         });
                     }
                     Some(_) => suffix = if suffix == 0 { 2 } else { suffix + 1 },
@@ -432,8 +426,8 @@ impl World {
                 Some(c) if *c == content => {
                     let record = self.uploaded(job, content, &key);
                     return Some(match self.append(&[record]) {
-                        Ok(()) => Ok(Uploaded::AlreadyThere),
-                        Err(_) => Err(self.journal_error()),
+                        Ok(()) => Outcome::AlreadyThere,
+                        Err(_) => journal_error(),
                     });
                 }
                 Some(_) => suffix = if suffix == 0 { 2 } else { suffix + 1 },
@@ -447,9 +441,9 @@ impl World {
         };
         match roll {
             0..=59 => self.put(&key, content),
-            60..=71 => return Some(Err(UploadError::S3(transient()))),
-            72..=75 => return Some(Err(UploadError::S3(status_error(503, "SlowDown")))),
-            76..=79 => return Some(Err(UploadError::Paused)),
+            60..=71 => return Some(transient()),
+            72..=75 => return Some(refused(FailureKind::SlowDown, "SlowDown")),
+            76..=79 => return Some(Outcome::Paused),
             80..=89 => {
                 // Stored, then the process died before journaling it.
                 self.put(&key, content);
@@ -462,10 +456,10 @@ impl World {
             }
         }
         Some(match self.append(&[uploaded]) {
-            Ok(()) => Ok(Uploaded::Sent {
+            Ok(()) => Outcome::Sent {
                 bytes: job.version.size,
-            }),
-            Err(_) => Err(self.journal_error()),
+            },
+            Err(_) => journal_error(),
         })
     }
 
@@ -489,14 +483,6 @@ impl World {
         assert!(!self.s3.contains_key(key), "{key} written twice");
         self.s3.insert(key.to_string(), content);
         *self.puts.entry((key.to_string(), content)).or_default() += 1;
-    }
-
-    fn journal_error(&self) -> UploadError {
-        UploadError::Journal(crate::journal::JournalError::Io {
-            op: "fsync",
-            path: PathBuf::from("/state/journal.jsonl"),
-            source: std::io::Error::other("injected"),
-        })
     }
 
     // ---- crashes ----

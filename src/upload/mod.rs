@@ -30,41 +30,13 @@ pub use permits::{Permit, Permits};
 use crate::calendar::rfc3339_utc;
 use crate::compress::{self, Rule};
 use crate::digest::{Bodies, Digests, HashError, base64, hash_file};
-use crate::file::{FileRef, Version, stat};
+use crate::file::{FileRef, stat};
 use crate::journal::{Journal, JournalError, Record};
 use crate::key::KeyScheme;
 use crate::limits::MAX_PARTS;
+use crate::planner::{Failure, FailureKind, Job, Outcome};
 use crate::s3::{Attributes, Class, S3, S3Error};
 use crate::throttle::Gate;
-
-/// A stable file to upload, as the planner queued it.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub file: FileRef,
-    pub path: PathBuf,
-    pub version: Version,
-    /// A snapshot of a file still being appended to: its first `version.size` bytes
-    /// are uploaded, and the file may grow meanwhile (but not be rewritten).
-    pub snapshot: bool,
-    /// The name this file had when it was queued before a restart (renamed while the
-    /// daemon was down): its upload may have reached S3 under that name's key before
-    /// the crash recorded it.
-    pub origin: Option<FileRef>,
-    /// Bytes of this file stored or sent so far, for `status`.
-    pub progress: Arc<AtomicU64>,
-}
-
-impl Job {
-    /// Whether the file, now at `now`, is still the job's version: the same, or for a
-    /// snapshot the same file grown by appending.
-    fn is_current(&self, now: &Version) -> bool {
-        if self.snapshot {
-            self.version.grown_into(now)
-        } else {
-            *now == self.version
-        }
-    }
-}
 
 /// A job that ended with the file in S3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +105,50 @@ impl From<JournalError> for UploadError {
 }
 
 type Result<T> = std::result::Result<T, UploadError>;
+
+/// How a job's result reads to the planner, in its own words (see [`Outcome`]).
+pub fn outcome(result: Result<Uploaded>) -> Outcome {
+    let e = match result {
+        Ok(Uploaded::Sent { bytes }) => return Outcome::Sent { bytes },
+        Ok(Uploaded::AlreadyThere) => return Outcome::AlreadyThere,
+        Ok(Uploaded::Copied) => return Outcome::Copied,
+        Err(e) => e,
+    };
+    let (kind, advice) = match &e {
+        UploadError::Gone => return Outcome::Gone,
+        UploadError::Changed => return Outcome::Changed,
+        UploadError::Interrupted => return Outcome::Interrupted,
+        UploadError::Paused => return Outcome::Paused,
+        UploadError::S3(s3) => (s3_failure(s3), s3.advice()),
+        UploadError::Read { .. } => (FailureKind::Read, ""),
+        UploadError::Journal(_) => (FailureKind::StateDir, ""),
+        UploadError::Unkeyable { .. } => (FailureKind::Unkeyable, ""),
+        // Never leaves `upload`; if it did, trying again is right.
+        UploadError::KeyTaken => (FailureKind::Transient, ""),
+    };
+    Outcome::Failed(Failure {
+        kind,
+        message: e.to_string(),
+        advice,
+    })
+}
+
+/// What an S3 error means for the planner: whether every upload shares it, and whether
+/// trying again can help.
+fn s3_failure(e: &S3Error) -> FailureKind {
+    if e.unreachable() {
+        return FailureKind::Unreachable;
+    }
+    if let S3Error::NoCredentials { .. } = e {
+        return FailureKind::NoCredentials;
+    }
+    match e.class() {
+        Class::Credentials | Class::Configuration => FailureKind::Refused,
+        Class::SlowDown => FailureKind::SlowDown,
+        Class::Rejected => FailureKind::Rejected,
+        Class::Transient | Class::ContentChanged | Class::UploadLost => FailureKind::Transient,
+    }
+}
 
 /// What the uploader needs besides the job.
 pub struct Settings {
@@ -791,6 +807,85 @@ fn changed_or(job: &Job, ctx: &Context, otherwise: UploadError) -> UploadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(status: u16, code: &str) -> UploadError {
+        UploadError::S3(S3Error::Status {
+            op: "PutObject",
+            key: "v001/x".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+        })
+    }
+
+    fn kind(e: UploadError) -> FailureKind {
+        match outcome(Err(e)) {
+            Outcome::Failed(f) => f.kind,
+            other => panic!("not a failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn results_read_to_the_planner_as_its_outcomes() {
+        assert_eq!(
+            outcome(Ok(Uploaded::Sent { bytes: 7 })),
+            Outcome::Sent { bytes: 7 }
+        );
+        assert_eq!(outcome(Ok(Uploaded::Copied)), Outcome::Copied);
+        assert_eq!(outcome(Ok(Uploaded::AlreadyThere)), Outcome::AlreadyThere);
+        assert_eq!(outcome(Err(UploadError::Gone)), Outcome::Gone);
+        assert_eq!(outcome(Err(UploadError::Changed)), Outcome::Changed);
+        assert_eq!(outcome(Err(UploadError::Interrupted)), Outcome::Interrupted);
+        assert_eq!(outcome(Err(UploadError::Paused)), Outcome::Paused);
+    }
+
+    #[test]
+    fn s3_errors_are_told_apart_as_the_failure_policy_needs() {
+        let reset = UploadError::S3(S3Error::Transport {
+            op: "PutObject",
+            key: "k".into(),
+            message: "connection reset".into(),
+        });
+        assert_eq!(kind(reset), FailureKind::Unreachable);
+        let none = UploadError::S3(S3Error::NoCredentials { why: "x".into() });
+        assert_eq!(kind(none), FailureKind::NoCredentials);
+        assert_eq!(kind(status(403, "AccessDenied")), FailureKind::Refused);
+        assert_eq!(
+            kind(status(403, "SignatureDoesNotMatch")),
+            FailureKind::Refused
+        );
+        assert_eq!(kind(status(503, "SlowDown")), FailureKind::SlowDown);
+        assert_eq!(kind(status(400, "InvalidArgument")), FailureKind::Rejected);
+        assert_eq!(kind(status(500, "InternalError")), FailureKind::Transient);
+        let skewed = UploadError::S3(S3Error::Skewed {
+            op: "PutObject",
+            key: "k".into(),
+        });
+        assert_eq!(kind(skewed), FailureKind::Transient);
+    }
+
+    #[test]
+    fn other_failures_keep_their_message_and_refusals_their_advice() {
+        let unkeyable = UploadError::Unkeyable {
+            why: "key too long".into(),
+        };
+        assert_eq!(kind(unkeyable), FailureKind::Unkeyable);
+        let read = UploadError::Read {
+            path: PathBuf::from("/logs/a"),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let Outcome::Failed(f) = outcome(Err(read)) else {
+            panic!("a read error is a failure");
+        };
+        assert_eq!(f.kind, FailureKind::Read);
+        assert!(f.message.starts_with("reading /logs/a: "), "{}", f.message);
+        assert_eq!(kind(UploadError::KeyTaken), FailureKind::Transient);
+        let Outcome::Failed(f) = outcome(Err(status(403, "AccessDenied"))) else {
+            panic!("a refusal is a failure");
+        };
+        assert_eq!(f.message, status(403, "AccessDenied").to_string());
+        assert!(!f.advice.is_empty());
+    }
 
     #[test]
     fn part_size_grows_only_past_ten_thousand_parts() {
