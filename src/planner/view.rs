@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::health::{Health, Trouble};
 use super::{Now, Phase, Planner};
 use crate::file::{FileRef, Version};
-use crate::status::{self, LastError, Live, LiveQueue, Transfer};
+use crate::status::live::{self as status, LastError, Live, LiveQueue, Transfer};
 
 impl Planner {
     /// The live view for `status.json` (the caller adds the throughput and times).
