@@ -769,8 +769,8 @@ mod tests {
 mod pass_tests {
     use super::*;
     use crate::digest::hash_file;
-    use crate::file::stat;
     use crate::journal::KeyScheme;
+    use crate::probe::stat;
 
     /// Regression (disk.rs before the redesign): deletions were never journaled, so the
     /// registry shrank only at the next start and every pass (woken after every upload)

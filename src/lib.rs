@@ -34,6 +34,7 @@ pub mod openfiles;
 pub mod pattern;
 pub mod planner;
 pub mod preflight;
+pub mod probe;
 pub mod redact;
 pub mod resolver;
 pub mod retry;

@@ -20,8 +20,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::file::{Ends, FileRef, Version, stat};
+use crate::file::{FileRef, Version};
 use crate::pattern::{self, Pattern};
+use crate::probe::{Ends, stat};
 
 /// inotify read buffer: room for ~1,000 events per read.
 const EVENT_BUFFER_BYTES: usize = 64 * 1024;

@@ -21,8 +21,8 @@
 //! Only this module writes the journal. It makes no network requests and decides
 //! nothing about uploads.
 
-mod record;
-mod state;
+pub mod record;
+pub mod state;
 mod storage;
 
 use std::fmt;

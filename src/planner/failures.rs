@@ -19,7 +19,8 @@ use super::{
     Attempt, Effect, Mode, Next, ONCE_MAX_ATTEMPTS, Phase, Planner, Report, dropped, queued,
 };
 use crate::file::FileRef;
-use crate::journal::{Record, State};
+use crate::journal::record::Record;
+use crate::journal::state::State;
 use crate::retry::backoff;
 
 /// Attempts after which a file failing for a reason of its own is quarantined (within a

@@ -31,7 +31,8 @@ pub use outcome::{Failure, FailureKind, Outcome};
 
 use crate::config::Config;
 use crate::file::{FileRef, Version, split};
-use crate::journal::{Record, State};
+use crate::journal::record::Record;
+use crate::journal::state::State;
 use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
 

@@ -30,11 +30,12 @@ pub use permits::{Permit, Permits};
 use crate::calendar::rfc3339_utc;
 use crate::compress::{self, Rule};
 use crate::digest::{Bodies, Digests, HashError, base64, hash_file};
-use crate::file::{FileRef, stat};
+use crate::file::FileRef;
 use crate::journal::{Journal, JournalError, Record};
 use crate::key::KeyScheme;
 use crate::limits::MAX_PARTS;
 use crate::planner::{Failure, FailureKind, Job, Outcome};
+use crate::probe::stat;
 use crate::s3::{Attributes, Class, S3, S3Error};
 use crate::throttle::Gate;
 

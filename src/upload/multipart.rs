@@ -449,7 +449,7 @@ impl<'a> Upload<'a> {
             return Ok(());
         }
         self.abandon();
-        match crate::file::stat(&job.path) {
+        match crate::probe::stat(&job.path) {
             Ok(None) => Err(UploadError::Gone),
             _ => Err(UploadError::Changed),
         }
