@@ -157,6 +157,32 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     })
 }
 
+/// What the planner needs of the config (the planner itself imports no config).
+fn planner_settings(config: &Config, mode: Mode) -> planner::Settings {
+    planner::Settings {
+        mode,
+        stability: config.stability,
+        retry_initial: config.retry.initial,
+        retry_max: config.retry.max,
+        concurrency: config.s3.concurrency,
+        multipart_threshold: config.s3.multipart_threshold_bytes,
+        sources: config
+            .sources
+            .iter()
+            .map(|s| {
+                let info = planner::SourceInfo {
+                    root: s.path.clone(),
+                    prio: s.priority,
+                    max_wait: s.max_wait,
+                };
+                (s.name.clone(), info)
+            })
+            .collect(),
+        schedule: config.schedule.clone(),
+        max_tracked_files: planner::MAX_TRACKED_FILES,
+    }
+}
+
 /// The planner, knowing what the journal had queued, with a jitter seed of its own.
 fn new_planner(config: &Config, mode: Mode, journal: &Journal) -> Planner {
     let seed = SystemTime::now()
@@ -165,7 +191,7 @@ fn new_planner(config: &Config, mode: Mode, journal: &Journal) -> Planner {
         ^ std::process::id() as u64;
     log::debug!("retry jitter seed {seed}");
     Planner::new(
-        planner::Settings::from_config(config, mode),
+        planner_settings(config, mode),
         Jitter::new(seed),
         &journal.read(),
         Instant::now(),

@@ -43,6 +43,10 @@ use crate::file::{FileRef, Version, split};
 use crate::journal::{Journal, Record};
 use crate::openfiles::{self, Writers};
 
+/// Written while the disk manager keeps files a rule would delete because they are open
+/// for writing or changed since their upload: one line each. `status` shows it.
+pub const DISK_KEPT_FILE: &str = "disk-kept";
+
 /// How often the disk is looked at when nothing else wakes the manager (each finished
 /// upload does). Statvfs is cheap; the rules are checked against the registry in memory.
 const CHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -230,7 +234,7 @@ impl Scope {
     fn new(config: &Config, cfg: &DiskConfig) -> Scope {
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         // A note from an earlier run is stale.
-        let _ = std::fs::remove_file(config.state_dir.join(crate::status::DISK_KEPT_FILE));
+        let _ = std::fs::remove_file(config.state_dir.join(DISK_KEPT_FILE));
         Scope {
             cfg: cfg.clone(),
             sources: config
@@ -354,7 +358,7 @@ impl Scope {
         let Some(state_dir) = &self.state_dir else {
             return;
         };
-        let note = state_dir.join(crate::status::DISK_KEPT_FILE);
+        let note = state_dir.join(DISK_KEPT_FILE);
         let result = if kept.is_empty() {
             std::fs::remove_file(&note).or_else(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Ok(()),

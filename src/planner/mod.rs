@@ -29,7 +29,6 @@ pub use files::{Counts, Files, Phase, Tracked};
 pub use health::{Allowance, Health, Trouble};
 pub use outcome::{Failure, FailureKind, Outcome};
 
-use crate::config::Config;
 use crate::file::{FileRef, Version, split};
 use crate::journal::record::Record;
 use crate::journal::state::State;
@@ -69,7 +68,8 @@ pub struct Now {
     pub mono: Instant,
     /// The wall clock, for file ages (mtimes are wall-clock times).
     pub wall_ns: i64,
-    /// Unix seconds as the schedule sees them (see [`crate::clock::schedule_now`]).
+    /// Unix seconds as the schedule sees them (the daemon reads them with
+    /// `clock::schedule_now`).
     pub schedule: i64,
 }
 
@@ -191,7 +191,8 @@ pub struct SourceInfo {
     pub max_wait: Option<Duration>,
 }
 
-/// The planner's settings, from the config.
+/// The planner's settings: the daemon takes them from the config (see
+/// `daemon::planner_settings`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,
@@ -204,33 +205,6 @@ pub struct Settings {
     pub schedule: Option<Schedule>,
     /// [`MAX_TRACKED_FILES`]; smaller in the model tests, to reach the flood path.
     pub max_tracked_files: usize,
-}
-
-impl Settings {
-    pub fn from_config(config: &Config, mode: Mode) -> Settings {
-        Settings {
-            mode,
-            stability: config.stability,
-            retry_initial: config.retry.initial,
-            retry_max: config.retry.max,
-            concurrency: config.s3.concurrency,
-            multipart_threshold: config.s3.multipart_threshold_bytes,
-            sources: config
-                .sources
-                .iter()
-                .map(|s| {
-                    let info = SourceInfo {
-                        root: s.path.clone(),
-                        prio: s.priority,
-                        max_wait: s.max_wait,
-                    };
-                    (s.name.clone(), info)
-                })
-                .collect(),
-            schedule: config.schedule.clone(),
-            max_tracked_files: MAX_TRACKED_FILES,
-        }
-    }
 }
 
 /// An upload that ended: of which version, after how many failed attempts.

@@ -36,10 +36,6 @@ pub const STATUS_FILE: &str = "status.json";
 /// (`src/upload/orphans.rs`); its text says why and what follows.
 pub const UNLISTED_UPLOADS_FILE: &str = "multipart-uploads-unlisted";
 
-/// Written by the disk manager while it keeps files a rule would delete because they
-/// are open for writing or changed since their upload (`src/disk.rs`): one line each.
-pub const DISK_KEPT_FILE: &str = "disk-kept";
-
 /// Replaces `status.json` atomically (temp file and rename), so a reader never sees half
 /// of one. Not fsynced: it is advice, rewritten every second, never state.
 pub fn write(state_dir: &Path, live: &Live) -> std::io::Result<()> {
@@ -223,7 +219,7 @@ pub fn report(config: &Config) -> Result<Report, String> {
         .ok()
         .filter(|_| running)
         .map(|t| t.trim().to_string()),
-        disk_kept: std::fs::read_to_string(config.state_dir.join(DISK_KEPT_FILE))
+        disk_kept: std::fs::read_to_string(config.state_dir.join(crate::disk::DISK_KEPT_FILE))
             .ok()
             .filter(|_| running)
             .map(|t| t.lines().map(str::to_string).collect())
