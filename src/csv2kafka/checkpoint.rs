@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::dynamo::{Dynamo, DynamoError, typed};
 use super::kafka::{Dest, Slot};
+use super::lease::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -390,12 +391,6 @@ impl Manager {
         self.retrying(|| self.db.call("UpdateItem", &body))
             .map(|_| ())
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, OwnedHeaders};
 
-use super::checkpoint::{Checkpoint, Manager, Status, Taken, now_ms};
+use super::checkpoint::{Checkpoint, Manager, Status, Taken};
 use super::config::Config;
 use super::csv::{Reader, Row, json_keys, to_json};
 use super::emitter::{Emitter, Sample};
 use super::kafka::{self, Ack, Dest, SendError, Sink, Slot};
-use super::lease::{Lease, Now};
+use super::lease::{Lease, Now, now_ms};
 use super::saver::{InFlight, Saver};
 use super::scan::{self, Landed};
 use super::source;

@@ -21,6 +21,13 @@ pub const CLOCK_SKEW: Duration = Duration::from_secs(1);
 /// The producer's delivery bound is at most this share of the lease.
 const DELIVERY_SHARE: u32 = 4;
 
+/// The wall clock in Unix milliseconds, as leases and checkpoints are written.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A moment by both clocks.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
@@ -32,7 +39,7 @@ impl Now {
     pub fn read() -> Now {
         Now {
             mono: Instant::now(),
-            wall_ms: super::checkpoint::now_ms(),
+            wall_ms: now_ms(),
         }
     }
 }
