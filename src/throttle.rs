@@ -176,4 +176,22 @@ mod tests {
         g.set(false, None);
         assert!(!g.is_open());
     }
+
+    #[test]
+    fn a_capped_gate_reads_in_short_chunks_and_pays_its_debt_by_waiting() {
+        let g = Gate::default();
+        assert_eq!(g.chunk(1 << 20), 1 << 20, "no cap: the caller's size");
+        g.set(true, Some(1_000_000));
+        assert_eq!(g.chunk(1 << 20), 50_000, "a twentieth of a second's worth");
+        assert_eq!(g.chunk(4096), 4096, "never more than asked");
+        g.set(true, Some(100));
+        assert_eq!(g.chunk(1 << 20), 1024, "at least 1 KiB");
+        g.set(true, Some(100_000_000));
+        assert_eq!(g.chunk(1 << 20), 256 * 1024, "at most 256 KiB");
+        // 10 MB of burst, then 1 MB of debt: paid back in 10 ms of sleep.
+        let stop = AtomicBool::new(false);
+        assert!(g.charge(11_000_000, &stop), "waited, then allowed");
+        g.set(true, Some(100_000_000));
+        assert!(g.is_open());
+    }
 }
