@@ -169,3 +169,157 @@ fn compression_is_zstd_at_a_sane_level_and_only_where_asked() {
         assert!(e.contains(want), "{extra}: {e}");
     }
 }
+
+/// The config with `fields` added to its one source.
+fn source_with(fields: &str) -> String {
+    base("").replace(
+        r#""name":"terminal","#,
+        &format!(r#""name":"terminal",{fields},"#),
+    )
+}
+
+/// The config with `fields` added to its `s3` section.
+fn s3_with(fields: &str) -> String {
+    base("").replace(
+        r#""region":"cn-north-1""#,
+        &format!(r#""region":"cn-north-1",{fields}"#),
+    )
+}
+
+#[test]
+fn every_section_names_the_field_it_refuses() {
+    let iot = |fields: &str| {
+        base(&format!(
+            r#","credentials":{{"iot":{{"endpoint":"x.credentials.iot.cn-north-1.amazonaws.com.cn",
+               "role_alias":"r","thing_name":"v001","cert":"/c","key":"/k","ca":"/a"{fields}}}}}"#
+        ))
+    };
+    let alarm = |fields: &str| {
+        base(&format!(
+            r#","metrics":{{"alarms":[{{"name":"a","metric":"FailedUploads","comparison":">",
+               "threshold":1{fields}}}]}}"#
+        ))
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (source_with(r#""compress":"lz4""#), "`sources[0].compress`"),
+        (
+            source_with(r#""compress":"zstd","compress_level":30"#),
+            "`sources[0].compress_level`",
+        ),
+        (
+            source_with(r#""compress_level":5"#),
+            "`sources[0].compress_level`",
+        ),
+        (
+            source_with(r#""compress":"zstd","compress_skip":["[x"]"#),
+            "`sources[0].compress_skip",
+        ),
+        (
+            source_with(r#""compress_skip":["*.bin"]"#),
+            "`sources[0].compress_skip`",
+        ),
+        (source_with(r#""exclude":["[x"]"#), "`sources[0].exclude"),
+        (
+            source_with(r#""max_wait_seconds":0"#),
+            "`sources[0].max_wait_seconds`",
+        ),
+        (
+            source_with(r#""max_wait_seconds":"soon""#),
+            "`sources[0].max_wait_seconds`",
+        ),
+        (
+            source_with(r#""name":"""#).replacen(r#""name":"terminal","#, "", 1),
+            "`sources[0].name`",
+        ),
+        (
+            base(r#","retry":{"initial_seconds":0}"#),
+            "`retry.initial_seconds`",
+        ),
+        (
+            base(r#","retry":{"initial_seconds":10,"max_seconds":5}"#),
+            "`retry.max_seconds`",
+        ),
+        (base(r#","log":{"level":"loud"}"#), "`log.level`"),
+        (base(r#","log":{"max_bytes":"1KiB"}"#), "`log.max_bytes`"),
+        (base(r#","log":{"keep":0}"#), "`log.keep`"),
+        (base(r#","log":{"file":"/tmp/"}"#), "`log.file`"),
+        (s3_with(r#""storage_class":"COLD""#), "`s3.storage_class`"),
+        (
+            s3_with(r#""ca_bundle":"/no/such/bundle.pem""#),
+            "`s3.ca_bundle`",
+        ),
+        (s3_with(r#""endpoint":"ftp://x""#), "`s3.endpoint`"),
+        (s3_with(r#""endpoint":"http://x/bucket""#), "`s3.endpoint`"),
+        (s3_with(r#""endpoint":"http://x:port""#), "`s3.endpoint`"),
+        (s3_with(r#""prefix":"a/../b""#), "`s3.prefix`"),
+        (
+            s3_with(r#""multipart_threshold":"6GiB""#),
+            "`s3.multipart_threshold`",
+        ),
+        (base("").replace("t01logs", "No_Such"), "`s3.bucket`"),
+        (base("").replace("cn-north-1", "moon base"), "`s3.region`"),
+        (
+            base(r#","schedule":{"utc_offset":"8h"}"#),
+            "`schedule.utc_offset`",
+        ),
+        (
+            base(r#","schedule":{"windows":[{"start":"20:00","end":"6am"}]}"#),
+            "`schedule.windows[0].end`",
+        ),
+        (
+            base(r#","schedule":{"windows":[{"days":"mon","start":"20:00","end":"06:00"}]}"#),
+            "`schedule.windows[0].days`",
+        ),
+        (
+            base(
+                r#","schedule":{"windows":[{"start":"20:00","end":"06:00","max_bytes_per_second":0}]}"#,
+            ),
+            "`schedule.windows[0].max_bytes_per_second`",
+        ),
+        (
+            base(r#","disk":{"keep_uploaded_hours":-1}"#),
+            "`disk.keep_uploaded_hours`",
+        ),
+        (
+            base(r#","metrics":{"interval_seconds":0}"#),
+            "`metrics.interval_seconds`",
+        ),
+        (
+            alarm(r#","statistic":"Median""#),
+            "`metrics.alarms[0].statistic`",
+        ),
+        (
+            alarm(r#","period_seconds":7"#),
+            "`metrics.alarms[0].period_seconds`",
+        ),
+        (
+            alarm(r#","evaluation_periods":0"#),
+            "`metrics.alarms[0].evaluation_periods`",
+        ),
+        (
+            alarm("").replace(r#""comparison":">""#, r#""comparison":"!=""#),
+            "`metrics.alarms[0].comparison`",
+        ),
+        (
+            alarm("").replace(r#""name":"a","#, r#""name":"","#),
+            "`metrics.alarms[0].name`",
+        ),
+        (
+            iot("").replace(r#""role_alias":"r","#, ""),
+            "`credentials.iot.role_alias`",
+        ),
+        (
+            iot("").replace("x.credentials.iot", "http://x.credentials.iot"),
+            "`credentials.iot.endpoint`",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, field) in &cases {
+        match Config::parse(text, &no_env) {
+            Ok(_) => wrong.push(format!("accepted, wanted {field}: {text}")),
+            Err(e) if !e.to_string().contains(field) => wrong.push(format!("{field}: got {e}")),
+            Err(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
