@@ -646,4 +646,150 @@ mod tests {
             assert!(err.contains(want), "{text}: {err}");
         }
     }
+
+    /// `{"kafka": {...kafka}, ...rest}`.
+    fn with(kafka: &str, rest: &str) -> String {
+        format!(r#"{{"kafka": {{"bootstrap_servers": "b:9092", "topic": "t"{kafka}}}{rest}}}"#)
+    }
+
+    #[test]
+    fn more_bad_configs_name_the_field() {
+        let cases = [
+            (with(r#", "key_column": """#, ""), "`kafka.key_column`"),
+            (
+                with(r#", "properties": {"a": [1]}"#, ""),
+                "`kafka.properties.a`: must be a string",
+            ),
+            (
+                with(r#", "properties": {"acks": "1"}"#, ""),
+                "`kafka.properties.acks`: must be all",
+            ),
+            (
+                with(r#", "properties": {"bootstrap.servers": "x"}"#, ""),
+                "is set by csv2kafka",
+            ),
+            (
+                with(r#", "properties": {"transactional.id": "x"}"#, ""),
+                "is set by csv2kafka",
+            ),
+            (
+                with(r#", "properties": {"sasl.password": "env:NOPE"}"#, ""),
+                "NOPE, which is not set",
+            ),
+            (
+                with(r#", "connect_timeout_seconds": 0"#, ""),
+                "`kafka.connect_timeout_seconds`",
+            ),
+            (
+                with(r#", "region": "eu-west-1""#, ""),
+                "`kafka.region`: is only for",
+            ),
+            (
+                with(
+                    r#", "properties": {"sasl.mechanisms": "AWS_MSK_IAM", "security.protocol": "SSL"}"#,
+                    "",
+                ),
+                "`kafka.properties.security.protocol`: is SSL",
+            ),
+            (
+                with(r#", "dead_letter_topic": "a/b""#, ""),
+                "`kafka.dead_letter_topic`",
+            ),
+            (
+                with("", r#", "checkpoint": {"table": "x"}"#),
+                "`checkpoint.table`",
+            ),
+            (
+                with("", r#", "checkpoint": {"lease_seconds": 4}"#),
+                "`checkpoint.lease_seconds`",
+            ),
+            (
+                with("", r#", "checkpoint": {"endpoint": "ftp://x"}"#),
+                "`checkpoint.endpoint`",
+            ),
+            (
+                with("", r#", "csv": {"max_record_bytes": 0}"#),
+                "`csv.max_record_bytes`",
+            ),
+            (
+                with("", r#", "csv": {"columns": {"speed": "float"}}"#),
+                "`csv.columns.speed`",
+            ),
+            (
+                with("", r#", "metrics": {"interval_seconds": 0}"#),
+                "`metrics.interval_seconds`",
+            ),
+            (
+                with("", r#", "metrics": {"endpoint": "x"}"#),
+                "`metrics.endpoint`",
+            ),
+            (with("", r#", "log": {"level": "loud"}"#), "`log.level`"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let env = |_: &str| None;
+        let e = Config::parse(&with("", ""), &env).expect_err("no region anywhere");
+        assert!(e.to_string().contains("`s3.region`: missing"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_read_from_the_environment_and_never_shown() {
+        let env = |k: &str| match k {
+            "AWS_REGION" => Some("eu-west-1".to_string()),
+            "C2K_PASSWORD" => Some("hunter2-secret".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:4566/".to_string()),
+            _ => None,
+        };
+        let text = with(
+            r#", "properties": {"sasl.password": "env:C2K_PASSWORD", "sasl.username": "fleet",
+                "ssl.key.password": "plain-secret", "linger.ms": 5, "enable.idempotence": true}"#,
+            r#", "s3": {"path_style": true}, "metrics": {"namespace": "N"},
+               "csv": {"delimiter": "\t", "columns": {"speed": "number"}}, "log": {"level": "debug"}"#,
+        );
+        let c = Config::parse(&text, &env).expect("valid");
+        assert_eq!(c.kafka.properties["sasl.password"], "hunter2-secret");
+        assert_eq!(c.s3.endpoint, "http://127.0.0.1:4566", "trailing / dropped");
+        assert_eq!(c.csv.delimiter, b'\t');
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        let shown = c.describe().to_string();
+        for secret in ["hunter2-secret", "plain-secret", "fleet"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("env:C2K_PASSWORD") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#""namespace":"N""#), "{shown}");
+        assert!(is_secret("sasl.oauthbearer.client.secret") && !is_secret("linger.ms"));
+    }
+
+    #[test]
+    fn msk_iam_becomes_oauthbearer_over_tls_signed_for_its_region() {
+        let c = parse(&with(
+            r#", "region": "us-east-1", "properties": {"sasl.mechanism": "AWS_MSK_IAM"}"#,
+            "",
+        ))
+        .expect("valid");
+        assert_eq!(c.kafka.msk_iam.as_deref(), Some("us-east-1"));
+        assert_eq!(c.kafka.properties["sasl.mechanisms"], "OAUTHBEARER");
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+        assert!(!c.kafka.properties.contains_key("sasl.mechanism"));
+        let c = parse(&with(
+            r#", "properties": {"sasl.mechanisms": "AWS_MSK_IAM"}"#,
+            "",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.kafka.msk_iam.as_deref(),
+            Some("eu-west-1"),
+            "the S3 region"
+        );
+        let off = parse(&with("", r#", "metrics": {"enabled": false}"#)).expect("valid");
+        assert!(off.metrics.is_none() && off.kafka.msk_iam.is_none());
+        let short =
+            parse(&with(r#", "properties": {"message.timeout.ms": 1000}"#, "")).expect("valid");
+        assert_eq!(short.delivery(), Duration::from_secs(1));
+    }
 }
