@@ -604,6 +604,44 @@ fn faults_are_survived_or_named() {
     );
 }
 
+/// A download cut mid-stream whose object is replaced before the ranged GET that carries
+/// on: the job fails naming the change (s3s-fs ignores `If-Match`, so the new ETag in the
+/// answer is what tells), rather than mixing two objects' rows.
+#[test]
+fn an_object_replaced_after_a_cut_fails_the_job_named() {
+    let mut setup = Setup::new("");
+    let proxy = common::proxy::Proxy::start(setup.s3.port);
+    let (csv, _) = telemetry(20_000);
+    setup.s3.client().put("f/swap.csv", &csv);
+    let direct = setup.s3.client();
+    let gets = std::sync::atomic::AtomicUsize::new(0);
+    proxy.set_rule(move |req| {
+        if req.method != "GET" || !req.key().ends_with("swap.csv") {
+            return common::proxy::Action::Forward;
+        }
+        match gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => common::proxy::Action::CutAnswer { after: 200_000 },
+            1 => {
+                let (other, _) = telemetry(20_001);
+                direct.put("f/swap.csv", &other);
+                common::proxy::Action::Forward
+            }
+            _ => common::proxy::Action::Forward,
+        }
+    });
+    setup.s3_via(&proxy.endpoint());
+    let job = format!("{BUCKET}/f/swap.csv");
+    let out = setup.run(&format!("s3://{job}"));
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(
+        err(&out).contains("changed while it was read"),
+        "{}",
+        err(&out)
+    );
+    assert_eq!(setup.item(&job)["status"], "FAILED");
+    common::assert_no_secrets(&err(&out));
+}
+
 /// A broker of its own with the job's topics, reached through a relay the test can cut
 /// or slow (the broker advertises the relay's port).
 fn behind_relay(setup: &mut Setup) -> (Broker, common::relay::Relay) {

@@ -274,4 +274,36 @@ mod tests {
         assert_eq!(Codec::of("a.csv", None), Codec::Plain);
         assert!(is_csv("x/y.CSV") && is_csv("a.csv.zst") && !is_csv("a.csv.bak"));
     }
+
+    #[test]
+    fn codec_names_read_back() {
+        for c in [Codec::Plain, Codec::Gzip, Codec::Zstd] {
+            assert_eq!(Codec::parse(c.name()), Some(c));
+        }
+        assert_eq!(Codec::parse("lz4"), None);
+        assert_eq!(Codec::of("a.csv", Some("zstd")), Codec::Zstd);
+    }
+
+    #[test]
+    fn skipping_asks_between_pieces_and_stops_or_ends_short() {
+        let bytes = vec![7u8; (40 << 20) + 5];
+        let mut asked = 0;
+        let mut keep = || {
+            asked += 1;
+            true
+        };
+        let mut r = io::BufReader::new(&bytes[..]);
+        assert_eq!(skip(&mut r, 40 << 20, &mut keep).expect("skip"), 40 << 20);
+        assert_eq!(asked, 3, "16 MiB pieces, the lease renewed before each");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).expect("read");
+        assert_eq!(rest.len(), 5, "exactly the bytes asked were dropped");
+        let mut r = io::BufReader::new(&bytes[..10]);
+        assert_eq!(skip(&mut r, 100, &mut || true).expect("short"), 10);
+        let mut r = io::BufReader::new(&bytes[..]);
+        let e = skip(&mut r, 100, &mut || false).expect_err("stopped");
+        assert_eq!(e.to_string(), "stopped");
+        let e = changed("k.csv", "its ETag is \"b\", not \"a\"");
+        assert_eq!(e.code(), Some("PreconditionFailed"));
+    }
 }
