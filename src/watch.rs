@@ -641,6 +641,126 @@ mod tests {
     }
 }
 
+/// The live paths, each change made by the filesystem and read back as the planner
+/// reads it.
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use std::io::{Seek, Write};
+    use std::time::Duration;
+
+    struct Live {
+        w: Watcher,
+    }
+
+    impl Live {
+        /// Events until one satisfies `want` (10 s at most), returning them all.
+        fn until(&self, what: &str, want: impl Fn(&WatchEvent) -> bool) -> Vec<WatchEvent> {
+            let mut got = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(ev) = self.w.events().recv_timeout(Duration::from_millis(100)) {
+                    let done = want(&ev);
+                    got.push(ev);
+                    if done {
+                        return got;
+                    }
+                }
+            }
+            panic!("no {what} within 10 s; got {got:?}");
+        }
+    }
+
+    fn seen(rel: &'static str, rewritten_want: Option<bool>) -> impl Fn(&WatchEvent) -> bool {
+        move |ev| {
+            matches!(ev, WatchEvent::Seen { file, rewritten, .. }
+                if file.rel() == rel && rewritten_want.is_none_or(|r| r == *rewritten))
+        }
+    }
+
+    #[test]
+    fn live_changes_reach_the_planner_as_they_happen() {
+        let d = std::env::temp_dir().join(format!("tvm-watch-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("sub")).expect("mkdir");
+        std::fs::write(d.join("sub/b.log"), b"bb").expect("write");
+        let spec = SourceSpec {
+            name: "s".into(),
+            root: d.clone(),
+            recursive: true,
+            include: Vec::new(),
+            exclude: vec![Pattern::new("*.tmp").expect("glob")],
+        };
+        let live = Live {
+            w: Watcher::spawn(vec![spec], 64).expect("spawn"),
+        };
+        live.until("the scan's end", |ev| matches!(ev, WatchEvent::ScanDone));
+
+        // A new directory is watched: a file made in it at once is seen.
+        std::fs::create_dir_all(d.join("new/deeper")).expect("mkdir");
+        std::fs::write(d.join("new/deeper/x.log"), b"x").expect("write");
+        live.until("a file in a new directory", seen("new/deeper/x.log", None));
+
+        // Growth is not a rewrite; a rewrite in place of the first bytes is.
+        let log = d.join("a.log");
+        std::fs::write(&log, vec![b'a'; 1000]).expect("write");
+        live.until("a.log", seen("a.log", Some(false)));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open");
+        f.write_all(b"more").expect("append");
+        drop(f);
+        live.until("a.log grown", seen("a.log", Some(false)));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .expect("open");
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        f.write_all(b"REWRITTEN").expect("rewrite");
+        f.write_all(&[b'z'; 2000]).expect("longer");
+        drop(f);
+        live.until("a.log rewritten", seen("a.log", Some(true)));
+
+        // Excluded names and FIFOs are never reported; a deleted file is gone.
+        std::fs::write(d.join("skip.tmp"), b"t").expect("write");
+        let made = std::process::Command::new("mkfifo")
+            .arg(d.join("pipe"))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        std::fs::remove_file(&log).expect("rm");
+        let got = live.until(
+            "a.log gone",
+            |ev| matches!(ev, WatchEvent::Gone { file } if file.rel() == "a.log"),
+        );
+        assert!(
+            got.iter()
+                .all(|ev| !matches!(ev, WatchEvent::Seen { file, .. }
+                if file.rel() == "skip.tmp" || file.rel() == "pipe")),
+            "{got:?}"
+        );
+
+        // A directory renamed within the source: gone there, seen under its new name.
+        std::fs::rename(d.join("sub"), d.join("moved")).expect("mv");
+        let got = live.until("moved/b.log", seen("moved/b.log", None));
+        assert!(
+            got.iter()
+                .any(|ev| matches!(ev, WatchEvent::DirGone { dir } if dir.rel() == "sub")),
+            "{got:?}"
+        );
+
+        // The root removed and made again: watched again, its files seen.
+        std::fs::remove_dir_all(&d).expect("rm -r");
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::create_dir_all(&d).expect("mkdir again");
+        std::fs::write(d.join("back.log"), b"b").expect("write");
+        live.until("a file in the root made again", seen("back.log", None));
+        drop(live);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
 #[cfg(test)]
 mod under_tests {
     use super::under;
