@@ -20,6 +20,7 @@ pub mod credentials;
 #[cfg(feature = "csv2kafka")]
 pub mod csv2kafka;
 pub mod daemon;
+pub mod dashboard;
 pub mod digest;
 pub mod disk;
 pub mod file;

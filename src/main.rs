@@ -24,6 +24,9 @@ usage:
                                           small object under the vehicle's prefix
   tvm-upload status       --config PATH [--json]   what is pending, in flight, done
   tvm-upload alarms       --config PATH   create or update the CloudWatch alarms
+  tvm-upload dashboard    --config PATH [--vehicles V1,V2...]
+                                          create or update the fleet's CloudWatch
+                                          dashboard (default: this config's vehicle)
   tvm-upload --version | --help
 
 --config may be left out when TVM_UPLOAD_CONFIG is set; the default is
@@ -38,6 +41,7 @@ enum Command {
     CheckConfig { connect: bool, write: bool },
     Status { json: bool },
     Alarms,
+    Dashboard { vehicles: Option<String> },
 }
 
 /// Exit codes of SPEC.md.
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Alarms => alarms(&config),
+        Command::Dashboard { vehicles } => dashboard(&config, vehicles.as_deref()),
         Command::Run | Command::Once => {
             if let Err(e) = init_logging(&config) {
                 eprintln!("tvm-upload: {e}");
@@ -121,6 +126,7 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
     let mut command = None;
     let mut config = None;
     let (mut json, mut connect, mut write) = (false, false, false);
+    let mut vehicles = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -138,10 +144,18 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
             s if s.starts_with("--config=") => {
                 config = Some(PathBuf::from(&s["--config=".len()..]))
             }
+            "--vehicles" => {
+                vehicles = Some(it.next().ok_or("--vehicles needs a list")?.clone());
+            }
+            s if s.starts_with("--vehicles=") => {
+                vehicles = Some(s["--vehicles=".len()..].to_string())
+            }
             "--json" => json = true,
             "--connect" => connect = true,
             "--write" => write = true,
-            "run" | "once" | "check-config" | "status" | "alarms" if command.is_none() => {
+            "run" | "once" | "check-config" | "status" | "alarms" | "dashboard"
+                if command.is_none() =>
+            {
                 command = Some(arg.clone());
             }
             other => return Err(format!("unexpected argument {other:?}")),
@@ -153,8 +167,14 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
         Some("once") => Command::Once,
         Some("check-config") => Command::CheckConfig { connect, write },
         Some("status") => Command::Status { json },
-        Some(_) => Command::Alarms,
+        Some("alarms") => Command::Alarms,
+        Some(_) => Command::Dashboard {
+            vehicles: vehicles.clone(),
+        },
     };
+    if vehicles.is_some() && !matches!(command, Command::Dashboard { .. }) {
+        return Err("--vehicles goes with dashboard".to_string());
+    }
     if json && !matches!(command, Command::Status { .. }) {
         return Err("--json goes with status".to_string());
     }
@@ -206,6 +226,51 @@ fn check_config(config: &Config, connect: bool, write: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tvm-upload: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Creates or updates the fleet's dashboard (see `tvm_upload::dashboard`).
+fn dashboard(config: &Config, vehicles: Option<&str>) -> ExitCode {
+    let Some(m) = &config.metrics else {
+        eprintln!(
+            "tvm-upload: config field `metrics`: absent or disabled; the dashboard draws the metrics"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let vehicles = match tvm_upload::dashboard::vehicles(vehicles, &config.vehicle_id) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let creds = match credentials::Provider::resolve(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let name = tvm_upload::dashboard::name(&m.namespace);
+    let body = tvm_upload::dashboard::body(config, m, &vehicles);
+    let widgets = body["widgets"].as_array().map_or(0, Vec::len);
+    let form = tvm_upload::dashboard::put_form(&name, &body);
+    match metrics::CloudWatch::new(m, creds).call(&form) {
+        Ok(_) => {
+            say(&format!(
+                "dashboard {name}: {widgets} graphs of {} vehicles in {}: ok\n",
+                vehicles.len(),
+                m.region
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tvm-upload: dashboard {name}: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -187,6 +187,69 @@ fn alarms_are_created_once_with_their_threshold_operator_period_and_dimension() 
     assert!(stderr(&out).contains("metrics.alarms[0].comparison"));
 }
 
+/// The fleet dashboard, read back with boto3: every metric each graph draws for a
+/// vehicle that published exists in CloudWatch; another vehicle named gets its lines;
+/// running it again updates the one dashboard; a bad vehicle id is refused.
+#[test]
+fn the_dashboard_draws_metrics_that_exist_for_each_vehicle() {
+    let s3 = Server::start(Kind::S3sFs);
+    let cw = Server::start(Kind::Moto);
+    let alarm = r#","alarms":[{"name":"failing","metric":"FailedUploads","comparison":">=","threshold":3}]"#;
+    let setup = Setup::new(
+        &s3.endpoint(),
+        &[("logs", "")],
+        "",
+        &metrics(&cw.endpoint(), alarm),
+    );
+    files(&setup, 2, 1000);
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for vehicles in [None, Some("v001,v002")] {
+        let mut cmd = setup.command("dashboard", SECRET_KEY);
+        if let Some(v) = vehicles {
+            cmd.args(["--vehicles", v]);
+        }
+        let out = cmd.output().expect("dashboard");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let got = cw.cloudwatch(&["dashboard", "TVM-Upload"]);
+    let listed: Vec<String> = got["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let widgets = got["body"]["widgets"].as_array().expect("widgets");
+    assert_eq!(widgets.len(), 9, "eight graphs and the alarm's: {got}");
+    let mut v002 = 0;
+    for w in widgets {
+        for line in w["properties"]["metrics"].as_array().expect("lines") {
+            let id = serde_json::json!([line[0], line[1], line[2], line[3]]).to_string();
+            match line[3].as_str() {
+                Some("v001") => assert!(listed.contains(&id), "{id} is not in CloudWatch"),
+                Some("v002") => v002 += 1,
+                other => panic!("a line for {other:?}"),
+            }
+        }
+    }
+    assert_eq!(v002, 12, "v002 has a line wherever v001 has one");
+    let alarm = &widgets[8]["properties"];
+    assert_eq!(alarm["metrics"][0][1], "FailedUploads");
+    assert_eq!(alarm["annotations"]["horizontal"][0]["value"], 3.0);
+
+    let out = setup
+        .command("dashboard", SECRET_KEY)
+        .args(["--vehicles", "v001,../x"])
+        .output()
+        .expect("dashboard");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--vehicles: \"../x\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn status_json_shows_progress_rising_and_a_finite_eta_during_a_slow_upload() {
     let s3 = Server::start(Kind::S3sFs);

@@ -4,6 +4,8 @@ installed with moto). Used by tests/monitoring.rs.
   cloudwatch.py ENDPOINT sum NAMESPACE METRIC VEHICLE      -> total of Sum over the last hour
   cloudwatch.py ENDPOINT alarms                            -> the alarms, as JSON
   cloudwatch.py ENDPOINT stats NAMESPACE METRIC DIM VALUE  -> {sum, count} over the last hour
+  cloudwatch.py ENDPOINT dashboard NAME                    -> {body, metrics}: the dashboard's
+                                                              body and every metric listed
 
 Used by tests/monitoring.rs and tests/csv2kafka.rs (dimension JobId).
 """
@@ -40,5 +42,13 @@ elif action == "stats":
         Period=60, Statistics=["Sum", "SampleCount"])
     print(json.dumps({"sum": sum(d["Sum"] for d in r["Datapoints"]),
                       "count": sum(d["SampleCount"] for d in r["Datapoints"])}))
+elif action == "dashboard":
+    body = json.loads(cw.get_dashboard(DashboardName=sys.argv[3])["DashboardBody"])
+    listed = []
+    for page in cw.get_paginator("list_metrics").paginate():
+        for m in page["Metrics"]:
+            dims = [x for d in m.get("Dimensions", []) for x in (d["Name"], d["Value"])]
+            listed.append([m["Namespace"], m["MetricName"], *dims])
+    print(json.dumps({"body": body, "metrics": listed}))
 else:
     sys.exit(f"unknown action {action}")
