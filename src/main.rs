@@ -231,6 +231,23 @@ fn check_config(config: &Config, connect: bool, write: bool) -> ExitCode {
     }
 }
 
+/// A CloudWatch client with the credentials chain, or the exit code of why not (named).
+fn cloudwatch(
+    config: &Config,
+    m: &tvm_upload::config::MetricsConfig,
+) -> Result<metrics::CloudWatch, ExitCode> {
+    match credentials::Provider::resolve(
+        config.credentials_profile.as_deref(),
+        config.credentials_iot.as_ref(),
+    ) {
+        Ok(creds) => Ok(metrics::CloudWatch::new(m, creds)),
+        Err(e) => {
+            eprintln!("tvm-upload: {e}");
+            Err(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
 /// Creates or updates the fleet's dashboard (see `tvm_upload::dashboard`).
 fn dashboard(config: &Config, vehicles: Option<&str>) -> ExitCode {
     let Some(m) = &config.metrics else {
@@ -246,21 +263,15 @@ fn dashboard(config: &Config, vehicles: Option<&str>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let creds = match credentials::Provider::resolve(
-        config.credentials_profile.as_deref(),
-        config.credentials_iot.as_ref(),
-    ) {
+    let client = match cloudwatch(config, m) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tvm-upload: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     let name = tvm_upload::dashboard::name(&m.namespace);
     let body = tvm_upload::dashboard::body(config, m, &vehicles);
     let widgets = body["widgets"].as_array().map_or(0, Vec::len);
     let form = tvm_upload::dashboard::put_form(&name, &body);
-    match metrics::CloudWatch::new(m, creds).call(&form) {
+    match client.call(&form) {
         Ok(_) => {
             say(&format!(
                 "dashboard {name}: {widgets} graphs of {} vehicles in {}: ok\n",
@@ -289,17 +300,10 @@ fn alarms(config: &Config) -> ExitCode {
         eprintln!("tvm-upload: config field `metrics.alarms`: none configured");
         return ExitCode::from(EXIT_USAGE);
     }
-    let creds = match credentials::Provider::resolve(
-        config.credentials_profile.as_deref(),
-        config.credentials_iot.as_ref(),
-    ) {
+    let client = match cloudwatch(config, m) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tvm-upload: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
-    let client = metrics::CloudWatch::new(m, creds);
     let mut failed = false;
     for a in &m.alarms {
         let name = format!("{}-{}", config.vehicle_id, a.name);
