@@ -126,14 +126,21 @@ impl S3Error {
             || self.code() == Some("PreconditionFailed")
     }
 
-    /// The connection was closed under a request still being sent (a broken pipe or a
-    /// reset): a server that refuses a conditional PUT may answer 412 before reading the
-    /// body and close, and the client sees only this.
+    /// The connection was closed under a request still being sent, or before any answer
+    /// (a broken pipe, a reset, or ureq's "Peer disconnected" when the close reaches it
+    /// only as it reads the answer): a server that refuses a conditional PUT may answer
+    /// 412 before reading the body and close, and the client sees only this. Which of
+    /// them it sees depends on timing alone.
     pub fn cut_while_sending(&self) -> bool {
+        const CLOSED: [&str; 5] = [
+            "Broken pipe",
+            "Connection reset",
+            "os error 32",
+            "os error 104",
+            "Peer disconnected",
+        ];
         matches!(self, S3Error::Transport { message, .. }
-            if ["Broken pipe", "Connection reset", "os error 32", "os error 104"]
-                .iter()
-                .any(|m| message.contains(m)))
+            if CLOSED.iter().any(|m| message.contains(m)))
     }
 
     /// The S3 error code, if the server gave one.
@@ -1243,6 +1250,25 @@ mod timeout_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_closed_under_a_request_is_told_from_a_link_down() {
+        let transport = |message: &str| S3Error::Transport {
+            op: "PutObject",
+            key: "k".into(),
+            message: message.into(),
+        };
+        for cut in [
+            "io: Broken pipe (os error 32)",
+            "io: Connection reset by peer (os error 104)",
+            "io: Peer disconnected",
+        ] {
+            assert!(transport(cut).cut_while_sending(), "{cut}");
+        }
+        for down in ["io: Connection refused (os error 111)", "timeout: global"] {
+            assert!(!transport(down).cut_while_sending(), "{down}");
+        }
+    }
 
     #[test]
     fn status_and_code_classify() {

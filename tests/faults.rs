@@ -473,38 +473,56 @@ fn a_server_that_accepts_and_never_answers_times_out_and_shuts_down_promptly() {
 }
 
 /// Issue 24 (5): a server that refuses a conditional PUT may answer before reading the
-/// body and close the connection; the daemon sees a broken pipe or a reset. It asks the
+/// body and close the connection; the daemon sees a broken pipe, a reset, or (when the
+/// close reaches it only as it reads the answer) ureq's "Peer disconnected". It asks the
 /// key: taken by another content, so the next `~N` at once, not "S3 unreachable" and a
-/// pause. (The proxy resets the first PUT of that key mid-body; the key holds another
-/// content, put there as after a wiped state dir.)
+/// pause. The proxy resets the first PUT of that key mid-body, or reads it whole and
+/// closes without an answer; the key holds another content, put there as after a wiped
+/// state dir.
 #[test]
 fn a_put_cut_off_on_a_taken_key_takes_the_next_suffix_not_an_outage() {
     let server = Server::start(Kind::S3sFs);
-    let proxy = Proxy::start(server.port);
-    let setup = Setup::new(&proxy.endpoint(), &[("bags", "")], "", "");
-    let path = setup.source("bags").join("big.bin");
-    let data = bytes(3 << 20, 5);
-    write(&path, &data);
-    age_file(&path, 3600);
-    let k = key_for("bags", "big.bin", &path);
-    let client = server.client();
-    client.put(&k, b"another content, from before the state dir was wiped");
-    let cut = std::sync::atomic::AtomicBool::new(false);
-    proxy.set_rule(move |r| {
-        if r.is_put_object() && !cut.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            Action::Reset { after: 64 << 10 }
-        } else {
-            Action::Forward
-        }
-    });
-    let started = Instant::now();
-    let out = setup.once();
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(!err.contains("unreachable"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
-    assert_eq!(
-        sha256_hex(&client.get(&format!("{k}~2"))),
-        sha256_hex(&data)
-    );
+    for (i, fault) in [Action::Reset { after: 64 << 10 }, Action::Hangup]
+        .into_iter()
+        .enumerate()
+    {
+        let proxy = Proxy::start(server.port);
+        let setup = Setup::new(&proxy.endpoint(), &[("bags", "")], "", "");
+        let path = setup.source("bags").join(format!("big{i}.bin"));
+        let data = bytes(3 << 20, 5 + i as u64);
+        write(&path, &data);
+        age_file(&path, 3600);
+        let k = key_for("bags", &format!("big{i}.bin"), &path);
+        let client = server.client();
+        client.put(&k, b"another content, from before the state dir was wiped");
+        let fault = std::sync::Mutex::new(Some(fault));
+        proxy.set_rule(move |r| {
+            let once = fault.lock().ok().and_then(|mut f| f.take());
+            match once {
+                Some(action) if r.is_put_object() => action,
+                other => {
+                    if let (Some(a), Ok(mut f)) = (other, fault.lock()) {
+                        *f = Some(a);
+                    }
+                    Action::Forward
+                }
+            }
+        });
+        let started = Instant::now();
+        let out = setup.once();
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("unreachable"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+        assert_eq!(
+            sha256_hex(&client.get(&format!("{k}~2"))),
+            sha256_hex(&data)
+        );
+        let faulted = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.fault.is_some())
+            .count();
+        assert_eq!(faulted, 1, "the fault was made once");
+    }
 }

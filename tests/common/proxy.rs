@@ -160,6 +160,9 @@ pub enum Action {
     Corrupt {
         at: u64,
     },
+    /// Read the request whole and close the connection without an answer (a clean
+    /// close, not a reset): the server never sees it.
+    Hangup,
 }
 
 impl Action {
@@ -200,6 +203,7 @@ impl Action {
             Action::CutAnswer { .. } => Some("cut-answer".into()),
             Action::LoseAnswer => Some("lost-answer".into()),
             Action::Corrupt { .. } => Some("corrupt".into()),
+            Action::Hangup => Some("hangup".into()),
         }
     }
 
@@ -590,6 +594,10 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                         return;
                     }
                     continue;
+                }
+                Action::Hangup => {
+                    let _ = to_client.shutdown(Shutdown::Both);
+                    return;
                 }
                 _ => {
                     // Blackhole: wait for the client to give up.
