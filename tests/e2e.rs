@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
+use common::proxy::{Action, Proxy};
 use common::*;
 
 const MIB: usize = 1024 * 1024;
@@ -297,6 +297,99 @@ fn kill_9_mid_multipart_resumes_without_resending_done_parts(kind: Kind, meanwhi
         sha256_hex(&data),
         "byte-identical"
     );
+}
+
+/// A multipart upload cut by kill -9, and the file rewritten while the daemon was down:
+/// the journaled upload is of a content that is gone. It is aborted on the server, not
+/// resumed, and the new content goes whole under the key.
+#[test]
+fn kill_9_mid_multipart_then_a_rewrite_aborts_the_old_upload() {
+    let server = Server::start(Kind::S3sFs);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(
+        &proxy.endpoint(),
+        &[("bags", "")],
+        &format!("{MULTIPART},\"concurrency\":1"),
+        "",
+    );
+    let path = setup.source("bags").join("drive.mcap");
+    write(&path, &bytes(16 * MIB, 42));
+    age_file(&path, 3600);
+    proxy.set_delay(|r| {
+        r.part_number()
+            .is_some_and(|n| n >= 2)
+            .then(|| Duration::from_secs(60))
+    });
+    let mut run = setup.spawn_run();
+    wait_until(60, "a part journaled and the second in flight", || {
+        setup.journal().contains(r#""t":"part""#)
+            && proxy.requests().iter().any(|r| r.part_number() == Some(2))
+    });
+    kill9(&mut run);
+    proxy.set_delay(|_| None);
+    proxy.clear();
+    let rewritten = bytes(16 * MIB, 43);
+    write(&path, &rewritten);
+    age_file(&path, 3600);
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let aborted = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.query("uploadId").is_some())
+        .count();
+    assert_eq!(aborted, 1, "the old upload aborted: {}", stderr(&out));
+    let key = key_of(&setup, "bags", "drive.mcap");
+    assert_eq!(
+        sha256_hex(&server.client().get(&key)),
+        sha256_hex(&rewritten)
+    );
+}
+
+/// The answer to CompleteMultipartUpload lost on the way: the upload is done on the
+/// server. The daemon finds the key holding this very content and journals it as
+/// uploaded; no part is sent again and no second object is made.
+#[test]
+fn a_lost_complete_answer_is_found_done_and_no_part_is_sent_again_moto() {
+    let server = Server::start(Kind::Moto);
+    let proxy = Proxy::start(server.port);
+    let setup = Setup::new(&proxy.endpoint(), &[("bags", "")], MULTIPART, "");
+    let path = setup.source("bags").join("drive.mcap");
+    let data = bytes(12 * MIB, 7);
+    write(&path, &data);
+    age_file(&path, 3600);
+    let lost = std::sync::atomic::AtomicBool::new(false);
+    proxy.set_rule(move |r| {
+        if r.is_complete() && !lost.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Action::LoseAnswer
+        } else {
+            Action::Forward
+        }
+    });
+    let out = setup.once();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let requests = proxy.requests();
+    let parts: Vec<u32> = requests
+        .iter()
+        .filter(|r| r.complete)
+        .filter_map(|r| r.part_number())
+        .collect();
+    assert_eq!(parts.len(), 3, "each part once: {parts:?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.fault.as_deref() == Some("lost-answer"))
+    );
+    let key = key_of(&setup, "bags", "drive.mcap");
+    assert_eq!(sha256_hex(&server.client().get(&key)), sha256_hex(&data));
+    assert!(setup.journal().contains(r#""t":"uploaded""#));
+    let listed: Vec<String> = server
+        .client()
+        .list()
+        .into_keys()
+        .filter(|k| k.starts_with(&key))
+        .collect();
+    assert_eq!(listed, [key.clone()], "one object, no ~2");
 }
 
 #[test]
