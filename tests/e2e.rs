@@ -389,7 +389,7 @@ fn a_lost_complete_answer_is_found_done_and_no_part_is_sent_again_moto() {
         .into_keys()
         .filter(|k| k.starts_with(&key))
         .collect();
-    assert_eq!(listed, [key.clone()], "one object, no ~2");
+    assert_eq!(listed, std::slice::from_ref(&key), "one object, no ~2");
 }
 
 #[test]
