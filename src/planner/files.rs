@@ -99,6 +99,8 @@ pub struct Tracked {
 pub struct Counts {
     /// Settling, confirming or journaling: not yet in the queue.
     pub settling: usize,
+    /// Of those, confirming or journaling: a stat and a journal append from the queue.
+    pub entering: usize,
     /// Queued or uploading: the queue as the status shows it.
     pub queued: usize,
     pub queued_bytes: u64,
@@ -246,6 +248,12 @@ impl Files {
         key.map(|k| k.2.clone())
     }
 
+    /// Whether a file is on its way into the queue at `now`: settled and not yet
+    /// looked at, or being confirmed or journaled.
+    pub fn entering(&self, now: Instant) -> bool {
+        self.counts.entering > 0 || self.settle_due.first().is_some_and(|(due, _)| *due <= now)
+    }
+
     /// The earliest settle or retry deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         let settle = self.settle_due.first().map(|(t, _)| *t);
@@ -268,7 +276,10 @@ impl Files {
                     toggle(&mut self.settle_due, (at, file.clone()), on);
                 }
             }
-            Phase::Confirming { .. } | Phase::Journaling { .. } => bump(&mut c.settling, on),
+            Phase::Confirming { .. } | Phase::Journaling { .. } => {
+                bump(&mut c.settling, on);
+                bump(&mut c.entering, on);
+            }
             Phase::Queued {
                 version, retry_at, ..
             } => {

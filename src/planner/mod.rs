@@ -267,6 +267,8 @@ pub struct Planner {
     health: Health,
     jitter: Jitter,
     scan_done: bool,
+    /// The start-up backlog has begun to go out (see [`Planner::dispatch`]).
+    backlog_ordered: bool,
     /// The gate last set: open, cap.
     gate: Option<(bool, Option<u64>)>,
     small_reserved: Option<bool>,
@@ -330,6 +332,7 @@ impl Planner {
             health: Health::Up,
             jitter,
             scan_done: false,
+            backlog_ordered: false,
             gate: None,
             small_reserved: None,
             progress: HashMap::new(),
@@ -966,6 +969,16 @@ impl Planner {
     fn dispatch(&mut self, now: Now, journal: &State, out: &mut Vec<Effect>) {
         if !self.may_dispatch() {
             return;
+        }
+        // The start-up backlog goes out in its order: the first dispatch waits until
+        // every file already due is in the queue (a stat and a journal append away,
+        // carried out within the same step), so that a file queued a step earlier does
+        // not overtake a higher-priority or older one the scan found after it.
+        if !self.backlog_ordered {
+            if self.files.entering(now.mono) {
+                return;
+            }
+            self.backlog_ordered = true;
         }
         if self.health.gave_up() {
             self.give_up_queued();
