@@ -1336,6 +1336,9 @@ fn a_resume_scan_slower_than_the_lease_still_progresses() {
     let (csv, want) = telemetry(60_000);
     setup.s3.client().put("slow/a/drive.csv", &csv);
     let job = format!("{BUCKET}/slow/a/drive.csv");
+    // A goes slowly, so that it is killed early whatever the machine's load (at full
+    // speed it can finish 60,000 rows between two polls of its checkpoint).
+    relay.throttle(1 << 20);
     let mut a = setup
         .c2k(&["run", &format!("s3://{job}")])
         .spawn()
@@ -1345,6 +1348,12 @@ fn a_resume_scan_slower_than_the_lease_still_progresses() {
     });
     a.kill().expect("SIGKILL");
     a.wait().expect("wait");
+    assert_ne!(
+        setup.item(&job)["status"],
+        "COMPLETED",
+        "A was killed mid-job"
+    );
+    relay.throttle(0);
     let (other, _) = telemetry(100_000);
     setup.s3.client().put("slow/b.csv", &other);
     let out = setup.run(&format!("s3://{BUCKET}/slow/b.csv"));
