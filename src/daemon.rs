@@ -238,6 +238,7 @@ fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<Atomic
         recent: Recent::default(),
         buffers: Default::default(),
         doubts: crate::upload::orphans::Doubts::new(&config.state_dir),
+        link_down: AtomicBool::new(false),
     }
 }
 

@@ -191,6 +191,11 @@ pub struct Context {
     pub buffers: compressed::Buffers,
     /// Keys whose CreateMultipartUpload answer was lost (see [`orphans`]).
     pub doubts: orphans::Doubts,
+    /// The last key asked after a PUT closed without an answer could not be asked
+    /// either: the link is down, and the next such PUT is not followed by a question
+    /// that would only fail too (an offline vehicle probes with one request, not two).
+    /// Cleared by any answer.
+    pub link_down: AtomicBool,
 }
 
 /// Contents uploaded lately (SHA-256 and encoding → key), so that a copy of a file
@@ -608,6 +613,9 @@ impl<'a> Object<'a> {
         bytes: u64,
     ) -> Result<Uploaded> {
         let (job, ctx) = (self.job, self.ctx);
+        if !matches!(&sent, Err(e) if e.unreachable()) {
+            ctx.link_down.store(false, Ordering::Relaxed);
+        }
         let etag = match sent {
             Ok(e) => e,
             Err(_) if ctx.stop.load(Ordering::Relaxed) => return Err(UploadError::Interrupted),
@@ -626,8 +634,13 @@ impl<'a> Object<'a> {
             }
             // The connection closed under the body: perhaps a 412 answered before the
             // body was read. The key says whether it is taken (else the link it is).
-            Err(e) if e.cut_while_sending() => {
-                return match self.occupant() {
+            Err(e) if e.cut_while_sending() && !ctx.link_down.load(Ordering::Relaxed) => {
+                let occupant = self.occupant();
+                ctx.link_down.store(
+                    matches!(&occupant, Err(UploadError::S3(a)) if a.unreachable()),
+                    Ordering::Relaxed,
+                );
+                return match occupant {
                     Ok(Occupant::Same) => {
                         self.record_there("already in S3")?;
                         Ok(Uploaded::AlreadyThere)
