@@ -1336,9 +1336,11 @@ fn a_resume_scan_slower_than_the_lease_still_progresses() {
     let (csv, want) = telemetry(60_000);
     setup.s3.client().put("slow/a/drive.csv", &csv);
     let job = format!("{BUCKET}/slow/a/drive.csv");
-    // A goes slowly, so that it is killed early whatever the machine's load (at full
-    // speed it can finish 60,000 rows between two polls of its checkpoint).
-    relay.throttle(1 << 20);
+    // A sends slowly (256 KiB/s up, about 10 s for its 60,000 rows), so that it is
+    // killed early whatever the machine's speed: at full speed it can finish between two
+    // polls of its checkpoint, and pacing only the broker's small answers did not stop
+    // that on a fast CI machine.
+    relay.throttle_sends(256 << 10);
     let mut a = setup
         .c2k(&["run", &format!("s3://{job}")])
         .spawn()
@@ -1348,12 +1350,12 @@ fn a_resume_scan_slower_than_the_lease_still_progresses() {
     });
     a.kill().expect("SIGKILL");
     a.wait().expect("wait");
+    relay.throttle_sends(0);
     assert_ne!(
         setup.item(&job)["status"],
         "COMPLETED",
         "A was killed mid-job"
     );
-    relay.throttle(0);
     let (other, _) = telemetry(100_000);
     setup.s3.client().put("slow/b.csv", &other);
     let out = setup.run(&format!("s3://{BUCKET}/slow/b.csv"));

@@ -1,7 +1,7 @@
 //! A TCP relay on loopback in front of a server that speaks something other than HTTP
 //! (a Kafka broker): bytes pass as they are until the test cuts the link, which closes
-//! every open connection and refuses new ones until it is restored, or slows what the
-//! server sends to a rate.
+//! every open connection and refuses new ones until it is restored, or slows what either
+//! side sends to a rate.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,6 +16,8 @@ pub struct Relay {
     stop: Arc<AtomicBool>,
     /// Bytes per second from the server to clients (0: as fast as they come).
     rate: Arc<AtomicU64>,
+    /// Bytes per second from clients to the server (0: as fast as they come).
+    up: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -29,18 +31,19 @@ impl Relay {
             open: Arc::default(),
             stop: Arc::default(),
             rate: Arc::default(),
+            up: Arc::default(),
         };
-        let (cut, open, stop, rate) = (
+        let (cut, open, stop) = (
             Arc::clone(&relay.cut),
             Arc::clone(&relay.open),
             Arc::clone(&relay.stop),
-            Arc::clone(&relay.rate),
         );
+        let rates = [Arc::clone(&relay.up), Arc::clone(&relay.rate)];
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) if cut.load(Ordering::Relaxed) => drop(client),
-                    Ok((client, _)) => connect(client, upstream, &open, &rate),
+                    Ok((client, _)) => connect(client, upstream, &open, &rates),
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -65,6 +68,12 @@ impl Relay {
     pub fn throttle(&self, bytes_per_second: u64) {
         self.rate.store(bytes_per_second, Ordering::Relaxed);
     }
+
+    /// Paces what clients send, on every connection, to `bytes_per_second` each
+    /// (0: no pacing): a producer behind it goes no faster than that.
+    pub fn throttle_sends(&self, bytes_per_second: u64) {
+        self.up.store(bytes_per_second, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Relay {
@@ -74,7 +83,12 @@ impl Drop for Relay {
     }
 }
 
-fn connect(client: TcpStream, upstream: u16, open: &Mutex<Vec<TcpStream>>, rate: &Arc<AtomicU64>) {
+fn connect(
+    client: TcpStream,
+    upstream: u16,
+    open: &Mutex<Vec<TcpStream>>,
+    rates: &[Arc<AtomicU64>; 2],
+) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
@@ -91,9 +105,9 @@ fn connect(client: TcpStream, upstream: u16, open: &Mutex<Vec<TcpStream>>, rate:
     let (Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    let rate = Arc::clone(rate);
-    std::thread::spawn(move || pipe(client, server, None));
-    std::thread::spawn(move || pipe(s3, c3, Some(rate)));
+    let [up, down] = [Arc::clone(&rates[0]), Arc::clone(&rates[1])];
+    std::thread::spawn(move || pipe(client, server, Some(up)));
+    std::thread::spawn(move || pipe(s3, c3, Some(down)));
 }
 
 /// Copies `from` to `to` until either end closes, then closes both; at most `rate`
