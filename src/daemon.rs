@@ -35,6 +35,7 @@ use crate::journal::Journal;
 use crate::metrics::{Metrics, Publisher};
 use crate::planner::{self, Effect, Input, Job, Mode, Now, Outcome, Planner, Report, Totals};
 use crate::probe::stat;
+use crate::requests;
 use crate::retry::Jitter;
 use crate::s3::S3;
 use crate::status::{self, Rate};
@@ -55,6 +56,9 @@ const TICKS_PER_STEP: usize = 4;
 /// Watch events taken in one go before the planner ticks again: a start-up scan of
 /// 100,000 files is not 100,000 ticks.
 const WATCH_BATCH: usize = 1024;
+/// How often the state dir is read for new on-demand requests (a readdir), and open
+/// ones checked for being done.
+const REQUESTS_CHECK: Duration = Duration::from_secs(1);
 
 /// Messages to the planner from outside the pipeline.
 #[derive(Debug)]
@@ -105,6 +109,13 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     let uploaders = Uploaders::spawn(config.s3.concurrency, &ctx, job_rx, done_tx)?;
     let watcher = Watcher::spawn(sources(&config), WATCH_CHANNEL_CAPACITY)
         .map_err(|e| format!("inotify: {e}"))?;
+    let fleet = match (mode, config.requests_poll) {
+        (Mode::Run, Some(poll)) => Some(
+            requests::fleet::Fleet::spawn(Arc::clone(&ctx.s3), fleet_settings(&config, poll))
+                .map_err(|e| format!("spawning the requests thread: {e}"))?,
+        ),
+        _ => None,
+    };
 
     let mut shell = Shell {
         planner: new_planner(&config, mode, &journal),
@@ -117,6 +128,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         published: Totals::default(),
         status: StatusWriter::new(&config),
         last_progress: Instant::now(),
+        requests: Requests::new(&config.state_dir),
     };
     let stopped_by_signal = shell.run(watcher.events(), &done_rx, &ctl_rx);
     let totals = shell.planner.totals();
@@ -126,6 +138,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     drop(shell); // closes the job channel, joins the disk thread
     let stuck = uploaders.join(&done_rx, SHUTDOWN_GRACE);
     drop(watcher);
+    drop(fleet);
     drop(signals);
     if mode == Mode::Once && stuck == 0 && !stopped_by_signal {
         let n = disk::pass_once(&config, &journal, &disk_counters);
@@ -155,6 +168,16 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         totals,
         stopped_by_signal,
     })
+}
+
+/// What the fleet's request poller needs of the config.
+fn fleet_settings(config: &Config, poll: Duration) -> requests::fleet::Settings {
+    requests::fleet::Settings {
+        prefix: format!("{}{}/.requests/", config.s3.prefix, config.vehicle_id),
+        state_dir: config.state_dir.clone(),
+        poll,
+        sources: config.sources.iter().map(|s| s.name.clone()).collect(),
+    }
 }
 
 /// What the planner needs of the config (the planner itself imports no config).
@@ -298,6 +321,87 @@ struct Shell {
     published: Totals,
     status: StatusWriter,
     last_progress: Instant,
+    requests: Requests,
+}
+
+/// The open on-demand requests, read from the state dir every [`REQUESTS_CHECK`].
+struct Requests {
+    state_dir: std::path::PathBuf,
+    open: Vec<requests::Request>,
+    checked: Option<Instant>,
+    /// For the status: each open request and its progress.
+    views: Vec<status::RequestView>,
+}
+
+impl Requests {
+    fn new(state_dir: &std::path::Path) -> Requests {
+        Requests {
+            state_dir: state_dir.to_path_buf(),
+            open: Vec::new(),
+            checked: None,
+            views: Vec::new(),
+        }
+    }
+
+    fn slices(&self) -> Vec<crate::slice::Slice> {
+        self.open.iter().map(requests::Request::slice).collect()
+    }
+
+    /// Reads the open requests; returns whether the set changed.
+    fn read(&mut self) -> bool {
+        let open = requests::open(&self.state_dir);
+        let ids = |v: &[requests::Request]| v.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        if ids(&open) == ids(&self.open) {
+            return false;
+        }
+        for r in open
+            .iter()
+            .filter(|r| !self.open.iter().any(|o| o.id == r.id))
+        {
+            log::info!(
+                "request {}: {} goes first{}",
+                r.id,
+                requests::fleet::describe(r),
+                r.note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+        }
+        self.open = open;
+        true
+    }
+
+    /// Answers each request none of whose files is pending; returns whether any was.
+    fn answer_done(&mut self, planner: &Planner, journal: &crate::journal::State) -> bool {
+        let now = crate::clock::system_now();
+        let before = self.open.len();
+        self.views.clear();
+        let mut still = Vec::with_capacity(before);
+        for r in std::mem::take(&mut self.open) {
+            let p = planner.slice_progress(&r.slice(), journal);
+            if !p.done() {
+                let progress = (p.uploaded as u64, (p.pending + p.set_aside) as u64);
+                self.views.push(status::request_view(&r, Some(progress)));
+                still.push(r);
+                continue;
+            }
+            let matched = p.uploaded + p.set_aside;
+            log::info!(
+                "request {}: done, {} of its {matched} files in S3{}",
+                r.id,
+                p.uploaded,
+                match p.set_aside {
+                    0 => String::new(),
+                    n => format!(", {n} set aside (see status)"),
+                }
+            );
+            let answer = r.answer(matched, p.uploaded, p.set_aside, now);
+            requests::finish(&self.state_dir, &r, &answer);
+        }
+        self.open = still;
+        self.open.len() != before
+    }
 }
 
 impl Shell {
@@ -335,7 +439,8 @@ impl Shell {
             let timeout = self
                 .planner
                 .next_wake(now)
-                .saturating_duration_since(now.mono);
+                .saturating_duration_since(now.mono)
+                .min(REQUESTS_CHECK);
             // With no room for more files the watcher waits (and a flood stays on disk).
             let watch = if self.planner.wants_events() {
                 watch
@@ -390,10 +495,39 @@ impl Shell {
             }
             self.carry_out(now, effects);
         }
+        self.check_requests(now);
         self.publish_counters();
-        self.status
-            .maybe_write(&self.planner, &self.ctx, &self.metrics, now, false);
+        self.status.maybe_write(
+            &self.planner,
+            &self.ctx,
+            &self.metrics,
+            (now, &self.requests.views),
+            false,
+        );
         now
+    }
+
+    /// Takes requests new in the state dir to the planner, and answers those done.
+    fn check_requests(&mut self, now: Now) {
+        let r = &mut self.requests;
+        if r.checked
+            .is_some_and(|t| now.mono.duration_since(t) < REQUESTS_CHECK)
+        {
+            return;
+        }
+        r.checked = Some(now.mono);
+        if r.read() {
+            let slices = r.slices();
+            self.input(Input::Requests(slices));
+        }
+        let answered = {
+            let state = self.journal.read();
+            self.requests.answer_done(&self.planner, &state)
+        };
+        if answered {
+            let slices = self.requests.slices();
+            self.input(Input::Requests(slices));
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -545,8 +679,13 @@ impl Shell {
     fn finish(&mut self) {
         self.publish_counters();
         let now = read_now();
-        self.status
-            .maybe_write(&self.planner, &self.ctx, &self.metrics, now, true);
+        self.status.maybe_write(
+            &self.planner,
+            &self.ctx,
+            &self.metrics,
+            (now, &self.requests.views),
+            true,
+        );
     }
 }
 
@@ -599,7 +738,7 @@ impl StatusWriter {
         planner: &Planner,
         ctx: &Context,
         metrics: &Metrics,
-        now: Now,
+        (now, requests): (Now, &[status::RequestView]),
         force: bool,
     ) {
         let c = planner.files().counts();
@@ -621,6 +760,7 @@ impl StatusWriter {
                 .sample(now.mono, ctx.sent_bytes.load(Ordering::Relaxed)),
         );
         live.pid = std::process::id();
+        live.requests = requests.to_vec();
         live.updated_at = crate::calendar::rfc3339_utc(crate::clock::system_now());
         live.started_at = crate::calendar::rfc3339_utc(self.started_at);
         {

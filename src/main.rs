@@ -27,6 +27,11 @@ usage:
   tvm-upload dashboard    --config PATH [--vehicles V1,V2...]
                                           create or update the fleet's CloudWatch
                                           dashboard (default: this config's vehicle)
+  tvm-upload request      --config PATH --since T --until T [--source NAME]... [--note TEXT]
+                                          send the files whose mtime is in the slice
+                                          first, inside or outside the upload windows (T:
+                                          RFC 3339, \"now\" or relative, -30m); the
+                                          daemon takes it now or at its next start
   tvm-upload --version | --help
 
 --config may be left out when TVM_UPLOAD_CONFIG is set; the default is
@@ -42,6 +47,16 @@ enum Command {
     Status { json: bool },
     Alarms,
     Dashboard { vehicles: Option<String> },
+    Request(Slice),
+}
+
+/// `request`'s arguments.
+#[derive(Default)]
+struct Slice {
+    since: Option<String>,
+    until: Option<String>,
+    sources: Vec<String>,
+    note: Option<String>,
 }
 
 /// Exit codes of SPEC.md.
@@ -79,6 +94,7 @@ fn main() -> ExitCode {
         },
         Command::Alarms => alarms(&config),
         Command::Dashboard { vehicles } => dashboard(&config, vehicles.as_deref()),
+        Command::Request(slice) => request(&config, slice),
         Command::Run | Command::Once => {
             if let Err(e) = init_logging(&config) {
                 eprintln!("tvm-upload: {e}");
@@ -123,10 +139,7 @@ fn main() -> ExitCode {
 
 /// Parses the command line. `Ok(None)`: help or version was printed.
 fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
-    let mut command = None;
-    let mut config = None;
-    let (mut json, mut connect, mut write) = (false, false, false);
-    let mut vehicles = None;
+    let mut flags = Flags::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -138,53 +151,12 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
                 say(&format!("tvm-upload {}\n", env!("CARGO_PKG_VERSION")));
                 return Ok(None);
             }
-            "--config" | "-c" => {
-                config = Some(PathBuf::from(it.next().ok_or("--config needs a path")?));
-            }
-            s if s.starts_with("--config=") => {
-                config = Some(PathBuf::from(&s["--config=".len()..]))
-            }
-            "--vehicles" => {
-                vehicles = Some(it.next().ok_or("--vehicles needs a list")?.clone());
-            }
-            s if s.starts_with("--vehicles=") => {
-                vehicles = Some(s["--vehicles=".len()..].to_string())
-            }
-            "--json" => json = true,
-            "--connect" => connect = true,
-            "--write" => write = true,
-            "run" | "once" | "check-config" | "status" | "alarms" | "dashboard"
-                if command.is_none() =>
-            {
-                command = Some(arg.clone());
-            }
-            other => return Err(format!("unexpected argument {other:?}")),
+            _ => flags.take(arg, &mut it)?,
         }
     }
-    let command = match command.as_deref() {
-        None => return Err("a command is needed".to_string()),
-        Some("run") => Command::Run,
-        Some("once") => Command::Once,
-        Some("check-config") => Command::CheckConfig { connect, write },
-        Some("status") => Command::Status { json },
-        Some("alarms") => Command::Alarms,
-        Some(_) => Command::Dashboard {
-            vehicles: vehicles.clone(),
-        },
-    };
-    if vehicles.is_some() && !matches!(command, Command::Dashboard { .. }) {
-        return Err("--vehicles goes with dashboard".to_string());
-    }
-    if json && !matches!(command, Command::Status { .. }) {
-        return Err("--json goes with status".to_string());
-    }
-    if (connect || write) && !matches!(command, Command::CheckConfig { .. }) {
-        return Err("--connect and --write go with check-config".to_string());
-    }
-    if write && !connect {
-        return Err("--write goes with --connect".to_string());
-    }
-    let config = config
+    let command = flags.command()?;
+    let config = flags
+        .config
         .or_else(|| {
             std::env::var_os("TVM_UPLOAD_CONFIG")
                 .filter(|v| !v.is_empty())
@@ -192,6 +164,157 @@ fn parse_args(args: &[String]) -> Result<Option<(Command, PathBuf)>, String> {
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     Ok(Some((command, config)))
+}
+
+/// The command line's words, as they come.
+#[derive(Default)]
+struct Flags {
+    command: Option<String>,
+    config: Option<PathBuf>,
+    json: bool,
+    connect: bool,
+    write: bool,
+    vehicles: Option<String>,
+    slice: Slice,
+    /// Whether a flag of `request` was given.
+    slice_given: bool,
+}
+
+impl Flags {
+    /// Takes `arg` (and its value from `it`, for a flag that has one).
+    fn take<'a>(
+        &mut self,
+        arg: &str,
+        it: &mut impl Iterator<Item = &'a String>,
+    ) -> Result<(), String> {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg, None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        match name {
+            "--config" | "-c" => self.config = Some(PathBuf::from(value("a path")?)),
+            "--vehicles" => self.vehicles = Some(value("a list")?),
+            "--since" => self.slice.since = Some(value("a time")?),
+            "--until" => self.slice.until = Some(value("a time")?),
+            "--source" => self.slice.sources.push(value("a source name")?),
+            "--note" => self.slice.note = Some(value("a text")?),
+            "--json" => self.json = true,
+            "--connect" => self.connect = true,
+            "--write" => self.write = true,
+            "run" | "once" | "check-config" | "status" | "alarms" | "dashboard" | "request"
+                if self.command.is_none() =>
+            {
+                self.command = Some(arg.to_string());
+            }
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+        self.slice_given |= matches!(name, "--since" | "--until" | "--source" | "--note");
+        Ok(())
+    }
+
+    /// The command, with its flags checked against it.
+    fn command(&mut self) -> Result<Command, String> {
+        let (connect, write) = (self.connect, self.write);
+        let command = match self.command.as_deref() {
+            None => return Err("a command is needed".to_string()),
+            Some("run") => Command::Run,
+            Some("once") => Command::Once,
+            Some("check-config") => Command::CheckConfig { connect, write },
+            Some("status") => Command::Status { json: self.json },
+            Some("alarms") => Command::Alarms,
+            Some("request") => Command::Request(std::mem::take(&mut self.slice)),
+            Some(_) => Command::Dashboard {
+                vehicles: self.vehicles.clone(),
+            },
+        };
+        let only = |given: bool, ok: bool, what: &str| match given && !ok {
+            true => Err(what.to_string()),
+            false => Ok(()),
+        };
+        let is = |c: &Command| std::mem::discriminant(c) == std::mem::discriminant(&command);
+        let dashboard = Command::Dashboard { vehicles: None };
+        only(
+            self.vehicles.is_some(),
+            is(&dashboard),
+            "--vehicles goes with dashboard",
+        )?;
+        only(
+            self.json,
+            is(&Command::Status { json: false }),
+            "--json goes with status",
+        )?;
+        only(
+            connect || write,
+            is(&Command::CheckConfig { connect, write }),
+            "--connect and --write go with check-config",
+        )?;
+        only(write, connect, "--write goes with --connect")?;
+        only(
+            self.slice_given,
+            is(&Command::Request(Slice::default())),
+            "--since, --until, --source and --note go with request",
+        )?;
+        if let Command::Request(s) = &command
+            && (s.since.is_none() || s.until.is_none())
+        {
+            return Err("request needs --since and --until".to_string());
+        }
+        Ok(command)
+    }
+}
+
+/// `request`: checks the slice against the config and leaves it in the state dir, for
+/// the daemon now or at its next start.
+fn request(config: &Config, slice: Slice) -> ExitCode {
+    use tvm_upload::requests;
+    let now_ns = tvm_upload::clock::wall_ns();
+    let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let times = (
+        slice.since.as_deref().unwrap_or_default(),
+        slice.until.as_deref().unwrap_or_default(),
+    );
+    let id = format!("local-{now_ns}");
+    let origin = requests::Origin::Local;
+    let checked = requests::new_request(
+        id,
+        times,
+        slice.sources,
+        slice.note,
+        origin,
+        &sources,
+        now_ns,
+    );
+    let r = match checked {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tvm-upload: request: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match requests::submit(&config.state_dir, &r) {
+        Ok(path) => {
+            say(&format!(
+                "request {}: {} (kept in {})\n",
+                r.id,
+                requests::fleet::describe(&r),
+                path.display()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "tvm-upload: request: writing it into {}: {e}",
+                requests::dir(&config.state_dir).display()
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Validates what `run` needs on this machine (and with `connect`, from S3 and

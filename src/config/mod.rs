@@ -112,6 +112,9 @@ pub struct Config {
     /// `None`: absent or `enabled: false`; then no metrics request ever goes out.
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
+    /// `requests.poll_seconds` (default 300): how often the fleet's request objects are
+    /// listed. `None`: 0, never.
+    pub requests_poll: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +395,12 @@ struct RawAlarm {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRequests {
+    poll_seconds: Option<Quantity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<String>,
     file: Option<PathBuf>,
@@ -399,7 +408,7 @@ struct RawLog {
     keep: Option<u32>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "vehicle_id",
     "state_dir",
     "stability_seconds",
@@ -411,6 +420,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "disk",
     "metrics",
     "log",
+    "requests",
 ];
 
 fn section<T: DeserializeOwned>(
@@ -544,6 +554,13 @@ impl Config {
         };
 
         let log = log_config(section::<RawLog>(&mut top, "log")?)?;
+        let requests = section::<RawRequests>(&mut top, "requests")?;
+        let poll = opt_duration(
+            "requests.poll_seconds",
+            requests.and_then(|r| r.poll_seconds),
+            300,
+        )?;
+        let requests_poll = (!poll.is_zero()).then_some(poll);
 
         Ok(Config {
             vehicle_id,
@@ -558,6 +575,7 @@ impl Config {
             disk,
             metrics,
             log,
+            requests_poll,
         })
     }
 
@@ -620,6 +638,9 @@ impl Config {
                 "file": self.log.file,
                 "max_bytes": self.log.max_bytes,
                 "keep": self.log.keep,
+            },
+            "requests": {
+                "poll_seconds": self.requests_poll.map_or(0.0, |d| d.as_secs_f64()),
             },
         })
     }

@@ -1,7 +1,7 @@
 //! Every file the planner is responsible for, each in exactly one [`Phase`], and the
 //! orders derived from the phases: when each settling file is due, which queued file goes
-//! next (priority, then age), when each backed-off file may go again, and the counts the
-//! status and the dispatch rules read.
+//! next (a file an open request asks for, then priority, then age), when each backed-off
+//! file may go again, and the counts the status and the dispatch rules read.
 //!
 //! The derived indexes are private and change only in [`Files::set`] and
 //! [`Files::remove`], which un-index a file's old phase and index its new one; after each
@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use crate::file::{FileRef, Version};
+use crate::slice::Slice;
 
 /// Where a file is in its life, and what happens next.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,7 +117,8 @@ pub struct Counts {
     pub quarantined: usize,
 }
 
-type ReadyKey = (Reverse<i32>, i64, FileRef);
+/// Asked for by an open request first, then priority, then age.
+type ReadyKey = (Reverse<bool>, Reverse<i32>, i64, FileRef);
 
 /// The planner's files. See the module documentation.
 #[derive(Debug)]
@@ -130,6 +132,8 @@ pub struct Files {
     retry_due: BTreeSet<(Instant, FileRef)>,
     counts: Counts,
     multipart_threshold: u64,
+    /// The open requests' slices: a file one of them covers goes first.
+    slices: Vec<Slice>,
 }
 
 impl Files {
@@ -148,7 +152,42 @@ impl Files {
             retry_due: BTreeSet::new(),
             counts: Counts::default(),
             multipart_threshold,
+            slices: Vec::new(),
         }
+    }
+
+    /// Whether an open request asks for `file` at `version`.
+    pub fn requested(&self, file: &FileRef, version: &Version) -> bool {
+        self.slices
+            .iter()
+            .any(|s| s.covers(file.source(), version.mtime_ns))
+    }
+
+    /// The open requests' slices are now `slices`: the queue is ordered anew.
+    pub fn set_slices(&mut self, slices: Vec<Slice>) {
+        if slices == self.slices {
+            return;
+        }
+        self.slices = slices;
+        let ready = std::mem::take(&mut self.ready);
+        for (_, prio, mtime, file) in ready {
+            let version = self.map.get(&file).map(|t| t.phase.version());
+            let asked = version.is_some_and(|v| self.requested(&file, &v));
+            self.ready.insert((Reverse(asked), prio, mtime, file));
+        }
+    }
+
+    pub fn slices(&self) -> &[Slice] {
+        &self.slices
+    }
+
+    fn ready_key(&self, file: &FileRef, prio: i32, version: &Version) -> ReadyKey {
+        (
+            Reverse(self.requested(file, version)),
+            Reverse(prio),
+            version.mtime_ns,
+            file.clone(),
+        )
     }
 
     pub fn get(&self, file: &FileRef) -> Option<&Tracked> {
@@ -241,11 +280,11 @@ impl Files {
         } else {
             candidates.find(|k| {
                 self.map
-                    .get(&k.2)
+                    .get(&k.3)
                     .is_some_and(|t| t.phase.version().size < self.multipart_threshold)
             })
         };
-        key.map(|k| k.2.clone())
+        key.map(|k| k.3.clone())
     }
 
     /// Whether a file is on its way into the queue at `now`: settled and not yet
@@ -286,11 +325,10 @@ impl Files {
                 add_to_queue(c, version.size, small, on);
                 match retry_at {
                     Some(at) => toggle(&mut self.retry_due, (*at, file.clone()), on),
-                    None => toggle(
-                        &mut self.ready,
-                        (Reverse(t.prio), version.mtime_ns, file.clone()),
-                        on,
-                    ),
+                    None => {
+                        let key = self.ready_key(file, t.prio, version);
+                        toggle(&mut self.ready, key, on);
+                    }
                 }
             }
             Phase::Uploading { version, .. } => {
@@ -322,9 +360,7 @@ impl Files {
                         ..
                     },
                 prio,
-            }) => self
-                .ready
-                .contains(&(Reverse(*prio), version.mtime_ns, file.clone())),
+            }) => self.ready.contains(&self.ready_key(file, *prio, version)),
             Some(Tracked {
                 phase: Phase::Queued {
                     retry_at: Some(at), ..
@@ -339,6 +375,7 @@ impl Files {
     /// invariant, for tests.
     pub fn check(&self) -> Result<(), String> {
         let mut fresh = Files::new(self.multipart_threshold);
+        fresh.slices = self.slices.clone();
         for (f, t) in &self.map {
             fresh.index(f, t, true);
         }

@@ -34,6 +34,7 @@ use crate::journal::record::Record;
 use crate::journal::state::State;
 use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
+use crate::slice::Slice;
 
 /// Files turned ready in one step, so watch events keep flowing in a flood.
 pub const READY_BATCH: usize = 512;
@@ -104,6 +105,9 @@ pub enum Input {
     },
     /// An uploader's report.
     Finished(Report),
+    /// The open requests' slices (all of them, each time the set changes): the files
+    /// they cover go first, inside or outside the upload window.
+    Requests(Vec<Slice>),
 }
 
 /// A stable file to upload, as the planner queued it.
@@ -121,6 +125,8 @@ pub struct Job {
     pub origin: Option<FileRef>,
     /// Bytes of this file stored or sent so far, for `status`.
     pub progress: Arc<AtomicU64>,
+    /// An open request asks for it: it goes whether the upload window is open or not.
+    pub requested: bool,
 }
 
 impl Job {
@@ -180,6 +186,22 @@ pub struct Totals {
     pub given_up: u64,
     /// Files quarantined this run.
     pub quarantined: u64,
+}
+
+/// How far a request has come (see [`Planner::slice_progress`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SliceProgress {
+    pub pending: usize,
+    pub set_aside: usize,
+    pub uploaded: usize,
+    /// Whether the start-up scan is over (before, files on disk may not be known yet).
+    pub scan_done: bool,
+}
+
+impl SliceProgress {
+    pub fn done(&self) -> bool {
+        self.scan_done && self.pending == 0
+    }
 }
 
 /// A source as the planner needs it.
@@ -387,6 +409,10 @@ impl Planner {
             Input::Confirmed(answers) => self.confirmed(answers, now, journal, out),
             Input::Journaled { files, result } => self.journaled(files, result, now),
             Input::Finished(report) => self.finished(report, now, journal, out),
+            Input::Requests(slices) => {
+                self.files.set_slices(slices);
+                self.dispatch(now, journal, out);
+            }
         }
     }
 
@@ -984,7 +1010,9 @@ impl Planner {
             self.give_up_queued();
             return;
         }
-        if !self.window(now, out) {
+        // A closed window lets only what a request asks for go.
+        let open = self.window(now, out);
+        if !open && self.files.slices().is_empty() {
             return;
         }
         let allowance = self.health.allowance(now.mono, self.cfg.concurrency);
@@ -999,11 +1027,42 @@ impl Planner {
             let Some(file) = self.files.next_ready(large_ok) else {
                 break;
             };
+            if !open && !self.is_requested(&file) {
+                break;
+            }
             if self.maybe_renamed(&file, journal) {
                 continue;
             }
             out.push(Effect::Dispatch(self.start(&file)));
         }
+    }
+
+    fn is_requested(&self, file: &FileRef) -> bool {
+        self.files
+            .phase(file)
+            .is_some_and(|p| self.files.requested(file, &p.version()))
+    }
+
+    /// How far a request for `slice` has come: its files not yet in S3 (tracked and not
+    /// set aside), set aside (quarantined or given up), and in S3 (the registry's).
+    /// A request is answered once none is pending and the start-up scan is over.
+    pub fn slice_progress(&self, slice: &Slice, journal: &State) -> SliceProgress {
+        let mut p = SliceProgress::default();
+        for (file, t) in self.files.iter() {
+            if !slice.covers(file.source(), t.phase.version().mtime_ns) {
+                continue;
+            }
+            match t.phase {
+                Phase::Quarantined { .. } | Phase::GivenUp { .. } => p.set_aside += 1,
+                _ => p.pending += 1,
+            }
+        }
+        p.uploaded = journal
+            .registry()
+            .filter(|(f, u)| slice.covers(split(f).0, u.version.mtime_ns))
+            .count();
+        p.scan_done = self.scan_done;
+        p
     }
 
     /// Before the start-up scan ends (a flood filled the planner): holds a file that has
@@ -1109,6 +1168,7 @@ impl Planner {
             snapshot,
             origin: self.origins.get(file).cloned(),
             progress,
+            requested: self.files.requested(file, &version),
         }
     }
 

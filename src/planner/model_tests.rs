@@ -809,51 +809,11 @@ fn the_start_up_backlog_goes_out_in_order_whatever_the_steps() {
         mtime_ns: WALL0_NS - age_s * 1_000_000_000,
         ino,
     };
-    // Carries out effects as the daemon's shell does, and ticks as it does (up to
-    // four ticks a step); returns the files dispatched, in order.
     let step = |planner: &mut Planner, state: &mut State, inputs: Vec<Input>| {
-        let mut dispatched = Vec::new();
-        let mut todo: std::collections::VecDeque<Effect> = Default::default();
-        for input in inputs {
-            let mut out = Vec::new();
-            planner.handle(input, now, state, &mut out);
-            todo.extend(out);
-        }
-        for _ in 0..4 {
-            let mut out = Vec::new();
-            planner.tick(now, state, &mut out);
-            todo.extend(out);
-            if todo.is_empty() {
-                break;
-            }
-            while let Some(effect) = todo.pop_front() {
-                let answer = match effect {
-                    Effect::Confirm(files) => Some(Input::Confirmed(
-                        files.into_iter().map(|(f, v)| (f, Ok(Some(v)))).collect(),
-                    )),
-                    Effect::Journal { records, files } => {
-                        for r in &records {
-                            state.apply(r);
-                        }
-                        (!files.is_empty()).then_some(Input::Journaled {
-                            files,
-                            result: Ok(()),
-                        })
-                    }
-                    Effect::Dispatch(job) => {
-                        dispatched.push(job.file.rel().to_string());
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(answer) = answer {
-                    let mut more = Vec::new();
-                    planner.handle(answer, now, state, &mut more);
-                    todo.extend(more);
-                }
-            }
-        }
-        dispatched
+        let jobs = drive(planner, state, now, inputs);
+        jobs.iter()
+            .map(|j| j.file.rel().to_string())
+            .collect::<Vec<_>>()
     };
     let seen = |rel: &str, v: Version| Input::Seen {
         file: file(rel),
@@ -873,4 +833,196 @@ fn the_start_up_backlog_goes_out_in_order_whatever_the_steps() {
         vec![seen("old", version(900, 2)), Input::ScanDone],
     );
     assert_eq!(last.first().map(String::as_str), Some("old"), "{last:?}");
+}
+
+/// Carries out effects as the daemon's shell does, and ticks as it does (up to four
+/// ticks a step); returns the jobs dispatched, in order.
+fn drive(planner: &mut Planner, state: &mut State, now: Now, inputs: Vec<Input>) -> Vec<Job> {
+    let mut dispatched = Vec::new();
+    let mut todo: std::collections::VecDeque<Effect> = Default::default();
+    for input in inputs {
+        let mut out = Vec::new();
+        planner.handle(input, now, state, &mut out);
+        todo.extend(out);
+    }
+    for _ in 0..4 {
+        let mut out = Vec::new();
+        planner.tick(now, state, &mut out);
+        todo.extend(out);
+        if todo.is_empty() {
+            break;
+        }
+        while let Some(effect) = todo.pop_front() {
+            let answer = match effect {
+                Effect::Confirm(files) => Some(Input::Confirmed(
+                    files.into_iter().map(|(f, v)| (f, Ok(Some(v)))).collect(),
+                )),
+                Effect::Journal { records, files } => {
+                    for r in &records {
+                        state.apply(r);
+                    }
+                    (!files.is_empty()).then_some(Input::Journaled {
+                        files,
+                        result: Ok(()),
+                    })
+                }
+                Effect::Dispatch(job) => {
+                    dispatched.push(job);
+                    None
+                }
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                let mut more = Vec::new();
+                planner.handle(answer, now, state, &mut more);
+                todo.extend(more);
+            }
+        }
+    }
+    dispatched
+}
+
+/// On-demand requests (SPEC.md): with the upload window closed, only the files a
+/// request's slice covers go, first, marked so that the uploader passes the closed
+/// gate; the request is done once they are in S3; files outside the slice stay queued
+/// until the window opens.
+#[test]
+fn a_request_sends_its_slice_first_and_alone_while_the_window_is_closed() {
+    let mut cfg = settings(Mode::Run, MAX_TRACKED_FILES, None);
+    cfg.concurrency = 4;
+    // A window that is never open: one minute on no day.
+    cfg.schedule = Some(Schedule {
+        utc_offset_seconds: 0,
+        windows: vec![crate::schedule::Window {
+            days: [false; 7],
+            start_minute: 0,
+            end_minute: 1,
+            max_bytes_per_second: None,
+        }],
+    });
+    let base = Instant::now();
+    let now = Now {
+        mono: base + Duration::from_secs(10),
+        wall_ns: WALL0_NS,
+        schedule: WALL0_NS / 1_000_000_000,
+    };
+    let mut state = State::new(scheme());
+    let mut planner = Planner::new(cfg, Jitter::new(1), &state, base);
+    let at = |age_s: i64| WALL0_NS - age_s * 1_000_000_000;
+    let seen = |rel: &str, age_s: i64, ino| Input::Seen {
+        file: file(rel),
+        version: Version {
+            size: 10,
+            mtime_ns: at(age_s),
+            ino,
+        },
+    };
+    let inputs = vec![
+        seen("before", 900, 1),
+        seen("in-1", 600, 2),
+        seen("in-2", 500, 3),
+        seen("after", 100, 4),
+        Input::ScanDone,
+    ];
+    let mut none = drive(&mut planner, &mut state, now, inputs);
+    // Settled: queued, and held by the closed window.
+    let now = Now {
+        mono: now.mono + STABILITY * 2,
+        ..now
+    };
+    none.extend(drive(&mut planner, &mut state, now, Vec::new()));
+    assert!(none.is_empty(), "the window is closed: {none:?}");
+    assert_eq!(planner.files().counts().queued, 4);
+    let slice = Slice {
+        since_ns: at(700),
+        until_ns: at(400),
+        sources: Vec::new(),
+    };
+    assert!(!planner.slice_progress(&slice, &state).done());
+    let jobs = drive(
+        &mut planner,
+        &mut state,
+        now,
+        vec![Input::Requests(vec![slice.clone()])],
+    );
+    let names: Vec<&str> = jobs.iter().map(|j| j.file.rel()).collect();
+    assert_eq!(names, ["in-1", "in-2"], "the slice alone, oldest first");
+    assert!(jobs.iter().all(|j| j.requested));
+    let p = planner.slice_progress(&slice, &state);
+    assert_eq!((p.pending, p.uploaded, p.done()), (2, 0, false));
+    for job in jobs {
+        let record = Record::Uploaded {
+            file: job.file.clone(),
+            version: job.version,
+            sha256: sha(1),
+            key: format!("v/{}", job.file.rel()),
+            etag: "e".into(),
+            at: now.unix(),
+        };
+        state.apply(&record);
+        let report = Report {
+            job,
+            outcome: Outcome::Sent { bytes: 10 },
+            elapsed: Duration::ZERO,
+        };
+        let more = drive(&mut planner, &mut state, now, vec![Input::Finished(report)]);
+        assert!(more.is_empty(), "nothing else goes: {more:?}");
+    }
+    let p = planner.slice_progress(&slice, &state);
+    assert_eq!((p.pending, p.uploaded, p.done()), (0, 2, true));
+    // Answered: the window's rule holds again for the rest.
+    let rest = drive(
+        &mut planner,
+        &mut state,
+        now,
+        vec![Input::Requests(Vec::new())],
+    );
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(planner.files().counts().queued, 2);
+    planner.files().check().expect("indexes");
+}
+
+/// A request's slice reorders what is already queued: its files overtake a higher
+/// priority and older ones, whatever their order before.
+#[test]
+fn a_slice_overtakes_priority_and_age_in_the_queue() {
+    let mut files = Files::new(1000);
+    let v = |mtime_ns, ino| Version {
+        size: 10,
+        mtime_ns,
+        ino,
+    };
+    let queued = |version| Tracked {
+        phase: Phase::Queued {
+            version,
+            attempts: 0,
+            retry_at: None,
+            snapshot: false,
+        },
+        prio: 0,
+    };
+    files.set(
+        file("old"),
+        Tracked {
+            prio: 5,
+            ..queued(v(1, 1))
+        },
+    );
+    files.set(file("mid"), queued(v(50, 2)));
+    files.set(file("new"), queued(v(100, 3)));
+    assert_eq!(files.next_ready(true), Some(file("old")));
+    files.set_slices(vec![Slice {
+        since_ns: 90,
+        until_ns: 200,
+        sources: vec!["s".into()],
+    }]);
+    assert_eq!(files.next_ready(true), Some(file("new")));
+    files.check().expect("indexes");
+    files.set_slices(vec![Slice {
+        since_ns: 90,
+        until_ns: 200,
+        sources: vec!["other".into()],
+    }]);
+    assert_eq!(files.next_ready(true), Some(file("old")));
+    files.check().expect("indexes");
 }

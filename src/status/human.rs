@@ -44,6 +44,7 @@ pub fn human_view(r: &Report) -> String {
     transfers(&mut out, r);
     waiting(&mut out, r);
     quarantined(&mut out, r);
+    requests(&mut out, r);
     if let Some(note) = &r.multipart_uploads_unlisted {
         out.push_str(&wrap(&format!("note       {note}"), 11));
     }
@@ -120,6 +121,39 @@ fn trouble(out: &mut String, r: &Report) {
     }
     out.push('\n');
     out.push_str(&wrap(&format!("           {}", t.last_error), 11));
+}
+
+/// Open on-demand requests, each with its slice and how far it has come.
+fn requests(out: &mut String, r: &Report) {
+    if r.requests.is_empty() {
+        return;
+    }
+    out.push_str(&format!(
+        "requests   {:>7} open (their files go first)\n",
+        r.requests.len()
+    ));
+    for q in r.requests.iter().take(WAITING_SHOWN) {
+        let sources = match q.sources.is_empty() {
+            true => "every source".to_string(),
+            false => q.sources.join(", "),
+        };
+        let progress = match (q.uploaded, q.pending) {
+            (Some(u), Some(p)) => format!("{u} uploaded, {p} to go"),
+            _ => "taken at the daemon's next start".to_string(),
+        };
+        let note = q
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        out.push_str(&wrap(
+            &format!(
+                "  {} [{}] {} .. {} in {sources}: {progress}{note}",
+                q.id, q.origin, q.since, q.until
+            ),
+            4,
+        ));
+    }
 }
 
 fn quarantined(out: &mut String, r: &Report) {

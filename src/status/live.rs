@@ -165,6 +165,30 @@ pub struct Live {
     pub trouble: Option<TroubleView>,
     #[serde(default)]
     pub quarantined_files: u64,
+    /// Open on-demand requests (`tvm-upload request`, the fleet's), oldest first.
+    #[serde(default)]
+    pub requests: Vec<RequestView>,
+}
+
+/// An open on-demand request and how far it has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: String,
+    /// `local` or `fleet`.
+    pub origin: String,
+    /// RFC 3339.
+    pub since: String,
+    pub until: String,
+    /// Empty: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Files of the slice in S3, and still to go; absent while the daemon does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
 }
 
 impl Live {

@@ -27,8 +27,8 @@ pub mod live;
 pub use crate::human::{duration, human};
 pub use human::{human_view, wrap};
 pub use live::{
-    Count, LastError, Live, LiveQueue, MAX_WAITING_LISTED, Totals, Transfer, TroubleView, Waiting,
-    Window, by_source, eta_seconds, percent,
+    Count, LastError, Live, LiveQueue, MAX_WAITING_LISTED, RequestView, Totals, Transfer,
+    TroubleView, Waiting, Window, by_source, eta_seconds, percent,
 };
 
 pub const STATUS_FILE: &str = "status.json";
@@ -123,6 +123,10 @@ pub struct Report {
     /// their upload (path and why), while the daemon runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disk_kept: Vec<String>,
+    /// Open on-demand requests: from the live view while the daemon runs (with their
+    /// progress), else from the state dir.
+    #[serde(default)]
+    pub requests: Vec<RequestView>,
 }
 
 /// A quarantined file as the journal has it.
@@ -224,7 +228,34 @@ pub fn report(config: &Config) -> Result<Report, String> {
             .filter(|_| running)
             .map(|t| t.lines().map(str::to_string).collect())
             .unwrap_or_default(),
+        requests: match live_now {
+            Some(l) => l.requests.clone(),
+            None => crate::requests::read_open(&config.state_dir)
+                .0
+                .iter()
+                .map(|r| request_view(r, None))
+                .collect(),
+        },
     })
+}
+
+/// An open request as the status shows it; `progress`: (uploaded, pending).
+pub fn request_view(r: &crate::requests::Request, progress: Option<(u64, u64)>) -> RequestView {
+    let t = |ns: i64| crate::calendar::rfc3339_utc(ns.div_euclid(1_000_000_000));
+    RequestView {
+        id: r.id.clone(),
+        origin: match r.origin {
+            crate::requests::Origin::Local => "local",
+            crate::requests::Origin::Fleet => "fleet",
+        }
+        .to_string(),
+        since: t(r.since_ns),
+        until: t(r.until_ns),
+        sources: r.sources.clone(),
+        note: r.note.clone(),
+        uploaded: progress.map(|p| p.0),
+        pending: progress.map(|p| p.1),
+    }
 }
 
 /// Whether uploads are allowed now, and if not when they next are.

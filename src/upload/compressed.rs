@@ -194,7 +194,7 @@ fn produce(
         if shared.failed.load(Ordering::Relaxed) || ctx.stop.load(Ordering::Relaxed) {
             return Ok(0);
         }
-        if !ctx.gate.is_open() {
+        if !ctx.gate.is_open() && !upload.object.job.requested {
             return Ok(1);
         }
         if let Some(input) = upload.inputs.get(&n).filter(|i| i.start == offset)

@@ -300,7 +300,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
     let digests = hash(job, ctx, bodies)?;
     still_there(job, ctx)?;
     // The window may have closed while this file was hashed.
-    if !ctx.gate.is_open() {
+    if !ctx.gate.is_open() && !job.requested {
         return Err(UploadError::Paused);
     }
     let resumable = match journaled {

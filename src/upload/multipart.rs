@@ -299,7 +299,7 @@ impl<'a> Upload<'a> {
         // A closed window pauses the upload here, at a part boundary.
         while !sending.failed.load(Ordering::Relaxed)
             && !ctx.stop.load(Ordering::Relaxed)
-            && ctx.gate.is_open()
+            && (ctx.gate.is_open() || self.object.job.requested)
         {
             let Some(n) = lock(&sending.todo).pop_front() else {
                 return;

@@ -251,6 +251,11 @@ impl Server {
         self.s3_py(&["checksum", BUCKET, key])
     }
 
+    /// PutObject of `text` as JSON with boto3, as a fleet's operator would.
+    pub fn put_json_with_boto3(&self, key: &str, text: &str) {
+        self.s3_py(&["put-json", BUCKET, key, text]);
+    }
+
     /// tests/common/s3.py with these arguments and this server's credentials: its JSON.
     fn s3_py(&self, args: &[&str]) -> serde_json::Value {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3.py");

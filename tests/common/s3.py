@@ -1,5 +1,5 @@
 """Reads S3 state with boto3 (an independent S3 client, installed with moto), for what
-the tests' own client does not do. Used by tests/lifecycles.rs.
+the tests' own client does not do. Used by tests/lifecycles.rs and tests/requests.rs.
 
   s3.py ENDPOINT uploads BUCKET [KEY_ID SECRET]
       -> the keys of multipart uploads in progress, as JSON
@@ -7,6 +7,8 @@ the tests' own client does not do. Used by tests/lifecycles.rs.
       -> PutObject of FILE's bytes with that Content-Encoding
   s3.py ENDPOINT checksum BUCKET KEY KEY_ID SECRET
       -> the object's CRC-32 checksum and its type as the server has them, as JSON
+  s3.py ENDPOINT put-json BUCKET KEY TEXT KEY_ID SECRET
+      -> PutObject of TEXT as application/json (a fleet's on-demand request)
 """
 import json
 import sys
@@ -26,5 +28,9 @@ elif action == "put-encoded":
 elif action == "checksum":
     h = s3.head_object(Bucket=bucket, Key=sys.argv[4], ChecksumMode="ENABLED")
     print(json.dumps({"crc32": h.get("ChecksumCRC32"), "type": h.get("ChecksumType")}))
+elif action == "put-json":
+    key, text = sys.argv[4:6]
+    s3.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json")
+    print("null")
 else:
     sys.exit(f"unknown action {action}")
