@@ -139,7 +139,13 @@ fn a_request_sends_exactly_its_slice_through_a_closed_window() {
         setup.journal().matches(r#""t":"queued""#).count() >= 6
     });
     std::thread::sleep(Duration::from_secs(1));
-    let puts = || proxy.requests().iter().filter(|r| r.is_put_object()).count();
+    let puts = || {
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| r.is_put_object())
+            .count()
+    };
     assert_eq!(puts(), 0, "the window is closed");
 
     let out = request(

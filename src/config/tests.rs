@@ -30,6 +30,23 @@ fn minimal_config_gets_spec_defaults() {
     assert_eq!(c.s3.endpoint, "https://s3.cn-north-1.amazonaws.com.cn");
     assert!(c.schedule.is_none() && c.disk.is_none() && c.metrics.is_none());
     assert!(c.sources[0].recursive);
+    assert_eq!(c.requests_poll, Some(Duration::from_secs(300)));
+}
+
+#[test]
+fn fleet_requests_are_polled_as_asked_or_never() {
+    let poll = |v: &str| {
+        Config::parse(
+            &base(&format!(r#","requests":{{"poll_seconds":{v}}}"#)),
+            &no_env,
+        )
+        .expect("valid")
+        .requests_poll
+    };
+    assert_eq!(poll("30"), Some(Duration::from_secs(30)));
+    assert_eq!(poll("\"2m\""), Some(Duration::from_secs(120)));
+    assert_eq!(poll("0"), None);
+    assert_eq!(poll("null"), Some(Duration::from_secs(300)));
 }
 
 #[test]
@@ -284,6 +301,11 @@ fn every_section_names_the_field_it_refuses() {
             base(r#","metrics":{"interval_seconds":0}"#),
             "`metrics.interval_seconds`",
         ),
+        (
+            base(r#","requests":{"poll_seconds":-5}"#),
+            "`requests.poll_seconds`",
+        ),
+        (base(r#","requests":{"poll":5}"#), "`requests.poll`"),
         (
             alarm(r#","statistic":"Median""#),
             "`metrics.alarms[0].statistic`",
