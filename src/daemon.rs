@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::credentials::Provider;
 use crate::disk::{self, DiskManager};
 use crate::journal::Journal;
+use crate::links::{LinkWatch, Links};
 use crate::metrics::{Metrics, Publisher};
 use crate::planner::{self, Effect, Input, Job, Mode, Now, Outcome, Planner, Report, Totals};
 use crate::probe::stat;
@@ -84,15 +85,17 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     log::info!("credentials from {}", credentials.source().describe());
     let s3 = Arc::new(S3::new(&config.s3, Arc::clone(&credentials))?);
     let stop = Arc::new(AtomicBool::new(false));
+    let links = Arc::new(Links::from_config(&config)?);
     let ctx = Arc::new(context(
         &config,
-        s3,
+        (s3, Arc::clone(&links)),
         Arc::clone(&journal),
         Arc::clone(&stop),
     ));
     let disk_counters = Arc::new(disk::Counters::default());
     let metrics = Arc::new(Metrics {
         disk: Arc::clone(&disk_counters),
+        links: links.enabled().then(|| Arc::clone(&links)),
         ..Metrics::default()
     });
     // Everything that can fail comes before the threads that must be stopped.
@@ -109,6 +112,14 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     let uploaders = Uploaders::spawn(config.s3.concurrency, &ctx, job_rx, done_tx)?;
     let watcher = Watcher::spawn(sources(&config), WATCH_CHANNEL_CAPACITY)
         .map_err(|e| format!("inotify: {e}"))?;
+    let (link_tx, link_rx) = bounded::<planner::LinkNow>(4);
+    let link_watch = match links.enabled() {
+        true => Some(
+            LinkWatch::spawn(Arc::clone(&links), link_tx)
+                .map_err(|e| format!("spawning the links thread: {e}"))?,
+        ),
+        false => None,
+    };
     let fleet = match (mode, config.requests_poll) {
         (Mode::Run, Some(poll)) => Some(
             requests::fleet::Fleet::spawn(Arc::clone(&ctx.s3), fleet_settings(&config, poll))
@@ -130,7 +141,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
         last_progress: Instant::now(),
         requests: Requests::new(&config.state_dir),
     };
-    let stopped_by_signal = shell.run(watcher.events(), &done_rx, &ctl_rx);
+    let stopped_by_signal = shell.run(watcher.events(), &done_rx, (&ctl_rx, &link_rx));
     let totals = shell.planner.totals();
 
     // Shutdown, in the documented order.
@@ -138,6 +149,7 @@ pub fn run(config: Config, mode: Mode) -> Result<Summary, String> {
     drop(shell); // closes the job channel, joins the disk thread
     let stuck = uploaders.join(&done_rx, SHUTDOWN_GRACE);
     drop(watcher);
+    drop(link_watch);
     drop(fleet);
     drop(signals);
     if mode == Mode::Once && stuck == 0 && !stopped_by_signal {
@@ -203,6 +215,7 @@ fn planner_settings(config: &Config, mode: Mode) -> planner::Settings {
             .collect(),
         schedule: config.schedule.clone(),
         max_tracked_files: planner::MAX_TRACKED_FILES,
+        link_rules: crate::links::rules(config),
     }
 }
 
@@ -243,8 +256,14 @@ fn open_journal(config: &Config) -> Result<Arc<Journal>, String> {
     Ok(Arc::new(journal))
 }
 
-fn context(config: &Config, s3: Arc<S3>, journal: Arc<Journal>, stop: Arc<AtomicBool>) -> Context {
+fn context(
+    config: &Config,
+    (s3, links): (Arc<S3>, Arc<Links>),
+    journal: Arc<Journal>,
+    stop: Arc<AtomicBool>,
+) -> Context {
     Context {
+        links,
         s3,
         journal,
         settings: Settings {
@@ -410,9 +429,12 @@ impl Shell {
         &mut self,
         watch: &Receiver<WatchEvent>,
         done: &Receiver<Report>,
-        ctl: &Receiver<Control>,
+        (ctl, link): (&Receiver<Control>, &Receiver<planner::LinkNow>),
     ) -> bool {
         let full = never::<WatchEvent>();
+        // The links thread ends only at shutdown; a closed channel is then never ready.
+        let no_link = never::<planner::LinkNow>();
+        let mut link = link;
         loop {
             let now = self.tick();
             if self.mode == Mode::Once && self.planner.idle(now.mono) {
@@ -460,6 +482,10 @@ impl Shell {
                         self.input(Input::Finished(report));
                     }
                 }
+                recv(link) -> msg => match msg {
+                    Ok(now) => self.input(Input::Link(now)),
+                    Err(_) => link = &no_link,
+                },
                 recv(watch) -> msg => match msg {
                     Ok(ev) => {
                         self.input(watch_input(ev));
@@ -761,6 +787,7 @@ impl StatusWriter {
         );
         live.pid = std::process::id();
         live.requests = requests.to_vec();
+        live.link = ctx.links.enabled().then(|| crate::links::view(&ctx.links));
         live.updated_at = crate::calendar::rfc3339_utc(crate::clock::system_now());
         live.started_at = crate::calendar::rfc3339_utc(self.started_at);
         {

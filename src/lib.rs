@@ -29,6 +29,8 @@ pub mod journal;
 pub mod key;
 pub mod knobs;
 pub mod limits;
+pub mod link_rules;
+pub mod links;
 pub mod logfile;
 pub mod metrics;
 pub mod openfiles;

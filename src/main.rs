@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use tvm_upload::config::Config;
 use tvm_upload::planner::Mode;
-use tvm_upload::{credentials, daemon, metrics, preflight, status};
+use tvm_upload::{credentials, daemon, links, metrics, preflight, status};
 
 const USAGE: &str = "\
 tvm-upload: ships vehicle log files to Amazon S3, exactly once, intact
@@ -82,7 +82,9 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig { connect, write } => check_config(&config, connect, write),
-        Command::Status { json } => match status::show(&config, json) {
+        Command::Status { json } => match status::show(&config, json, || {
+            links::Links::read_only(&config).map(|l| links::view(&l))
+        }) {
             Ok(text) => {
                 say(&text);
                 ExitCode::SUCCESS

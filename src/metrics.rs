@@ -36,6 +36,8 @@ pub struct Metrics {
     pub failed_uploads: AtomicU64,
     pub disk: Arc<disk::Counters>,
     pub gauges: Mutex<Gauges>,
+    /// With `links` configured: `LinkBytes` per link and `BudgetExhausted`.
+    pub links: Option<Arc<crate::links::Links>>,
 }
 
 /// The planner's latest view of the queue.
@@ -65,6 +67,8 @@ pub struct Datum {
     pub name: &'static str,
     pub unit: &'static str,
     pub value: Value,
+    /// A second dimension, `Link` (for `LinkBytes`).
+    pub link: Option<String>,
 }
 
 /// Gauge samples since the last successful publish.
@@ -114,6 +118,10 @@ impl Stat {
 pub struct Unsent {
     counters: [u64; 6],
     gauges: [Stat; 5],
+    /// `LinkBytes` per link (bounded by the configured links and `other`).
+    link_bytes: std::collections::BTreeMap<String, u64>,
+    /// `BudgetExhausted`: the links whose budget is spent today.
+    budgets: Stat,
 }
 
 const COUNTERS: [(&str, &str); 6] = [
@@ -154,6 +162,15 @@ impl Unsent {
         self.gauges[2].add(g.queue_bytes as f64);
         self.gauges[3].add(g.oldest_pending_seconds);
         self.gauges[4].add(g.quarantined_files as f64);
+        if let Some(links) = &m.links {
+            for name in links.names() {
+                self.link_bytes.entry(name).or_insert(0);
+            }
+            for (name, n) in links.take_unpublished() {
+                *self.link_bytes.entry(name).or_insert(0) += n;
+            }
+            self.budgets.add(links.exhausted() as f64);
+        }
     }
 
     /// The datums to publish: every counter (zeros too, so alarms see data), and each
@@ -166,12 +183,35 @@ impl Unsent {
                 name,
                 unit,
                 value: Value::Single(v as f64),
+                link: None,
             })
             .collect();
         for (&(name, unit), s) in GAUGES.iter().zip(self.gauges) {
             if let Some(value) = s.value() {
-                out.push(Datum { name, unit, value });
+                let link = None;
+                out.push(Datum {
+                    name,
+                    unit,
+                    value,
+                    link,
+                });
             }
+        }
+        for (link, n) in &self.link_bytes {
+            out.push(Datum {
+                name: "LinkBytes",
+                unit: "Bytes",
+                value: Value::Single(*n as f64),
+                link: Some(link.clone()),
+            });
+        }
+        if let Some(value) = self.budgets.value() {
+            out.push(Datum {
+                name: "BudgetExhausted",
+                unit: "Count",
+                value,
+                link: None,
+            });
         }
         out
     }
@@ -213,6 +253,12 @@ pub fn bodies_for(
                 uri_encode(d.unit),
                 uri_encode(dimension_value)
             );
+            if let Some(link) = &d.link {
+                s.push_str(&format!(
+                    "&{p}.Dimensions.member.2.Name=Link&{p}.Dimensions.member.2.Value={}",
+                    uri_encode(link)
+                ));
+            }
             match d.value {
                 Value::Single(v) => s.push_str(&format!("&{p}.Value={v}")),
                 Value::Stats {
@@ -415,6 +461,7 @@ mod tests {
                 name: "FilesUploaded",
                 unit: "Count",
                 value: Value::Single(3.0),
+                link: None,
             },
             Datum {
                 name: "QueueDepth",
@@ -425,6 +472,7 @@ mod tests {
                     min: 4.0,
                     max: 10.0,
                 },
+                link: None,
             },
         ];
         let b = bodies("TVM/Upload", "v001", &datums);
@@ -483,12 +531,35 @@ mod tests {
     }
 
     #[test]
+    fn link_bytes_carry_the_link_as_a_second_dimension() {
+        let datum = Datum {
+            name: "LinkBytes",
+            unit: "Bytes",
+            value: Value::Single(7.0),
+            link: Some("cellular".into()),
+        };
+        let b = bodies("TVM/Upload", "v001", &[datum]);
+        assert_eq!(
+            b,
+            vec![
+                "Action=PutMetricData&Version=2010-08-01&Namespace=TVM%2FUpload\
+                 &MetricData.member.1.MetricName=LinkBytes&MetricData.member.1.Unit=Bytes\
+                 &MetricData.member.1.Dimensions.member.1.Name=VehicleId&MetricData.member.1.Dimensions.member.1.Value=v001\
+                 &MetricData.member.1.Dimensions.member.2.Name=Link&MetricData.member.1.Dimensions.member.2.Value=cellular\
+                 &MetricData.member.1.Value=7"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
     fn batches_respect_the_datum_and_size_limits() {
         let many: Vec<Datum> = (0..2500)
             .map(|i| Datum {
                 name: "QueueDepth",
                 unit: "Count",
                 value: Value::Single(i as f64),
+                link: None,
             })
             .collect();
         let b = bodies("TVM/Upload", "v001", &many);

@@ -363,6 +363,7 @@ fn cloudwatch(m: &MetricsConfig, vehicle_id: &str, credentials: Arc<Provider>) -
         name: "FailedUploads",
         unit: "Count",
         value: crate::metrics::Value::Single(0.0),
+        link: None,
     };
     let Some(body) = crate::metrics::bodies(&m.namespace, vehicle_id, &[datum]).pop() else {
         return Check::new("metrics", Verdict::Failed, "no request to send");

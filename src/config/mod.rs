@@ -18,9 +18,11 @@ use crate::pattern::Pattern;
 use crate::schedule::{Schedule, Window};
 
 pub(crate) mod json;
+mod links;
 mod units;
 
 use json::typed;
+pub use links::{LinkConfig, OTHER_LINK};
 use units::{duration, opt_duration, opt_size, parse_clock, size};
 pub use units::{parse_duration, parse_size, parse_utc_offset};
 
@@ -112,6 +114,8 @@ pub struct Config {
     /// `None`: absent or `enabled: false`; then no metrics request ever goes out.
     pub metrics: Option<MetricsConfig>,
     pub log: LogConfig,
+    /// `links`: the networks uploads go over (none: no link is told apart).
+    pub links: Vec<LinkConfig>,
     /// `requests.poll_seconds` (default 300): how often the fleet's request objects are
     /// listed. `None`: 0, never.
     pub requests_poll: Option<Duration>,
@@ -134,6 +138,8 @@ pub struct Source {
     pub max_wait: Option<Duration>,
     /// `compress: "zstd"` (with `compress_level`, `compress_skip`); default none.
     pub compress: Option<crate::compress::Rule>,
+    /// `links`: the only links the source may use (`None`: every link).
+    pub links: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +271,7 @@ struct RawSource {
     compress: Option<String>,
     compress_level: Option<i64>,
     compress_skip: Option<Vec<String>>,
+    links: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -408,7 +415,7 @@ struct RawLog {
     keep: Option<u32>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "vehicle_id",
     "state_dir",
     "stability_seconds",
@@ -421,6 +428,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "metrics",
     "log",
     "requests",
+    "links",
 ];
 
 fn section<T: DeserializeOwned>(
@@ -561,6 +569,9 @@ impl Config {
             300,
         )?;
         let requests_poll = (!poll.is_zero()).then_some(poll);
+        let links =
+            links::links_config(section::<Vec<Value>>(&mut top, "links")?.unwrap_or_default())?;
+        links::check_source_links(&sources, &links)?;
 
         Ok(Config {
             vehicle_id,
@@ -575,6 +586,7 @@ impl Config {
             disk,
             metrics,
             log,
+            links,
             requests_poll,
         })
     }
@@ -596,6 +608,7 @@ impl Config {
                     "compress": s.compress.as_ref().map(|_| "zstd"),
                     "compress_level": s.compress.as_ref().map(|r| r.level),
                     "compress_skip": s.compress.as_ref().map(|r| r.skip.iter().map(|p| p.as_str()).collect::<Vec<_>>()),
+                    "links": s.links,
                 })
             })
             .collect();
@@ -642,6 +655,11 @@ impl Config {
             "requests": {
                 "poll_seconds": self.requests_poll.map_or(0.0, |d| d.as_secs_f64()),
             },
+            "links": self.links.iter().map(|l| serde_json::json!({
+                "name": l.name,
+                "interfaces": l.interfaces.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "daily_bytes": l.daily_bytes, "min_priority": l.min_priority,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -767,6 +785,7 @@ fn sources_config(raw_sources: Vec<Value>) -> Result<Vec<Source>, ConfigError> {
         let compress = compression(&field, raw.compress, raw.compress_level, raw.compress_skip)?;
         sources.push(Source {
             compress,
+            links: raw.links,
             name: raw.name,
             path: raw.path,
             recursive: raw.recursive.unwrap_or(true),

@@ -38,6 +38,7 @@ impl Sample {
             name,
             unit,
             value: Value::Single(v),
+            link: None,
         };
         [
             d("RecordsPerSecond", "Count/Second", self.rows_per_second),

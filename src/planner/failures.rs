@@ -74,6 +74,10 @@ impl Planner {
                 Next::LookAgain
             }
             Outcome::Interrupted | Outcome::Paused => Next::Requeue,
+            Outcome::Held(hold) => {
+                self.held(&file, hold);
+                Next::Requeue
+            }
             Outcome::Failed(f) => self.failed(&file, &f, attempts, now),
         };
         // Seen changing while it was sent: whatever happened, look at it again.
@@ -135,7 +139,11 @@ impl Planner {
                 self.totals.failed_attempts += 1;
                 self.last_error = Some((now.unix(), format!("{}: {}", job.file, f.message)));
             }
-            Outcome::Gone | Outcome::Changed | Outcome::Interrupted | Outcome::Paused => {}
+            Outcome::Gone
+            | Outcome::Changed
+            | Outcome::Interrupted
+            | Outcome::Paused
+            | Outcome::Held(_) => {}
         }
     }
 

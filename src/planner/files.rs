@@ -273,18 +273,23 @@ impl Files {
 
     /// The next file to send: highest priority, then oldest mtime; only a file below
     /// the multipart threshold when `large_allowed` is false.
-    pub fn next_ready(&self, large_allowed: bool) -> Option<FileRef> {
-        let mut candidates = self.ready.iter();
-        let key = if large_allowed {
-            candidates.next()
-        } else {
-            candidates.find(|k| {
-                self.map
-                    .get(&k.3)
-                    .is_some_and(|t| t.phase.version().size < self.multipart_threshold)
+    /// Of those, only one `may_go` allows (given whether an open request asks for it).
+    pub fn next_ready(
+        &self,
+        large_allowed: bool,
+        may_go: impl Fn(&FileRef, bool) -> bool,
+    ) -> Option<FileRef> {
+        self.ready
+            .iter()
+            .find(|k| {
+                (large_allowed
+                    || self
+                        .map
+                        .get(&k.3)
+                        .is_some_and(|t| t.phase.version().size < self.multipart_threshold))
+                    && may_go(&k.3, k.0.0)
             })
-        };
-        key.map(|k| k.3.clone())
+            .map(|k| k.3.clone())
     }
 
     /// Whether a file is on its way into the queue at `now`: settled and not yet
@@ -510,8 +515,11 @@ mod tests {
                 prio: 5,
             },
         );
-        assert_eq!(files.next_ready(true), Some(f("old-high-large")));
-        assert_eq!(files.next_ready(false), Some(f("new-high")));
+        assert_eq!(
+            files.next_ready(true, |_, _| true),
+            Some(f("old-high-large"))
+        );
+        assert_eq!(files.next_ready(false, |_, _| true), Some(f("new-high")));
         let c = files.counts();
         assert_eq!((c.queued, c.queued_bytes, c.queued_small), (3, 502, 2));
         files.set_phase(
@@ -547,7 +555,7 @@ mod tests {
                 prio: 0,
             },
         );
-        assert_eq!(files.next_ready(true), None);
+        assert_eq!(files.next_ready(true, |_, _| true), None);
         assert!(files.retries_due(t0).is_empty());
         assert_eq!(files.retries_due(at), vec![f("a")]);
         assert_eq!(files.next_deadline(), Some(at));

@@ -27,11 +27,12 @@ use std::time::{Duration, Instant};
 pub use failures::{QUARANTINE_AFTER, UNREACHABLE_PROBE_MAX};
 pub use files::{Counts, Files, Phase, Tracked};
 pub use health::{Allowance, Health, Trouble};
-pub use outcome::{Failure, FailureKind, Outcome};
+pub use outcome::{Failure, FailureKind, Hold, Outcome};
 
 use crate::file::{FileRef, Version, split};
 use crate::journal::record::Record;
 use crate::journal::state::State;
+use crate::link_rules::LinkRules;
 use crate::retry::Jitter;
 use crate::schedule::{Schedule, allowed};
 use crate::slice::Slice;
@@ -108,6 +109,19 @@ pub enum Input {
     /// The open requests' slices (all of them, each time the set changes): the files
     /// they cover go first, inside or outside the upload window.
     Requests(Vec<Slice>),
+    /// The link uploads go over now, the local day, and whether its budget is spent
+    /// (each time one of them changes).
+    Link(LinkNow),
+}
+
+/// The link uploads go over now (SPEC.md, "Links, byte budgets and on-demand requests").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkNow {
+    pub name: String,
+    /// The local day (days since 1970-01-01 at `schedule.utc_offset`).
+    pub day: i64,
+    /// Its daily budget is spent: only requested files go over it.
+    pub spent: bool,
 }
 
 /// A stable file to upload, as the planner queued it.
@@ -227,6 +241,8 @@ pub struct Settings {
     pub schedule: Option<Schedule>,
     /// [`MAX_TRACKED_FILES`]; smaller in the model tests, to reach the flood path.
     pub max_tracked_files: usize,
+    /// Which source may use which link (empty: no links configured).
+    pub link_rules: LinkRules,
 }
 
 /// An upload that ended: of which version, after how many failed attempts.
@@ -307,6 +323,8 @@ pub struct Planner {
     quota: outage::Quota,
     last_success: Option<Instant>,
     gave_up_logged: bool,
+    /// The link now, as last told (`None`: not told, or no links configured).
+    link: Option<LinkNow>,
 }
 
 impl Planner {
@@ -366,6 +384,7 @@ impl Planner {
             quota: outage::Quota::default(),
             last_success: None,
             gave_up_logged: false,
+            link: None,
         }
     }
 
@@ -411,6 +430,10 @@ impl Planner {
             Input::Finished(report) => self.finished(report, now, journal, out),
             Input::Requests(slices) => {
                 self.files.set_slices(slices);
+                self.dispatch(now, journal, out);
+            }
+            Input::Link(link) => {
+                self.link = Some(link);
                 self.dispatch(now, journal, out);
             }
         }
@@ -1010,9 +1033,11 @@ impl Planner {
             self.give_up_queued();
             return;
         }
-        // A closed window lets only what a request asks for go.
+        // A closed window, or a link no file may use, lets only what a request asks
+        // for go.
         let open = self.window(now, out);
-        if !open && self.files.slices().is_empty() {
+        let link_open = self.link.as_ref().is_none_or(|l| !l.spent);
+        if !(open && link_open) && self.files.slices().is_empty() {
             return;
         }
         let allowance = self.health.allowance(now.mono, self.cfg.concurrency);
@@ -1024,12 +1049,12 @@ impl Planner {
         let max_large = self.cfg.concurrency.saturating_sub(1).max(1);
         while self.files.counts().uploading < allowance.max_in_flight {
             let large_ok = self.files.counts().uploading_large < max_large;
-            let Some(file) = self.files.next_ready(large_ok) else {
+            let may_go = |file: &FileRef, requested: bool| {
+                requested || (open && self.link_allows(file.source()))
+            };
+            let Some(file) = self.files.next_ready(large_ok, may_go) else {
                 break;
             };
-            if !open && !self.is_requested(&file) {
-                break;
-            }
             if self.maybe_renamed(&file, journal) {
                 continue;
             }
@@ -1037,10 +1062,26 @@ impl Planner {
         }
     }
 
-    fn is_requested(&self, file: &FileRef) -> bool {
-        self.files
-            .phase(file)
-            .is_some_and(|p| self.files.requested(file, &p.version()))
+    /// Whether the link now lets `source`'s files go (not counting requests).
+    fn link_allows(&self, source: &str) -> bool {
+        match &self.link {
+            None => true,
+            Some(l) => !l.spent && self.cfg.link_rules.may_use(source, &l.name),
+        }
+    }
+
+    /// An uploader found the link may not take `file`'s next body: a spent budget
+    /// holds every file back until the link or the day changes.
+    fn held(&mut self, file: &FileRef, hold: Hold) {
+        if let (Hold::Budget, Some(link)) = (hold, self.link.as_mut()) {
+            if !link.spent {
+                log::info!(
+                    "{file}: its next bytes would take {} past its daily budget: it waits",
+                    link.name
+                );
+            }
+            link.spent = true;
+        }
     }
 
     /// How far a request for `slice` has come: its files not yet in S3 (tracked and not

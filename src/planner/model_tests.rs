@@ -92,6 +92,7 @@ fn settings(mode: Mode, max_tracked_files: usize, max_wait: Option<Duration>) ->
         sources,
         schedule: None,
         max_tracked_files,
+        link_rules: crate::link_rules::LinkRules::default(),
     }
 }
 
@@ -1010,19 +1011,19 @@ fn a_slice_overtakes_priority_and_age_in_the_queue() {
     );
     files.set(file("mid"), queued(v(50, 2)));
     files.set(file("new"), queued(v(100, 3)));
-    assert_eq!(files.next_ready(true), Some(file("old")));
+    assert_eq!(files.next_ready(true, |_, _| true), Some(file("old")));
     files.set_slices(vec![Slice {
         since_ns: 90,
         until_ns: 200,
         sources: vec!["s".into()],
     }]);
-    assert_eq!(files.next_ready(true), Some(file("new")));
+    assert_eq!(files.next_ready(true, |_, _| true), Some(file("new")));
     files.check().expect("indexes");
     files.set_slices(vec![Slice {
         since_ns: 90,
         until_ns: 200,
         sources: vec!["other".into()],
     }]);
-    assert_eq!(files.next_ready(true), Some(file("old")));
+    assert_eq!(files.next_ready(true, |_, _| true), Some(file("old")));
     files.check().expect("indexes");
 }

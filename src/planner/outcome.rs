@@ -19,8 +19,20 @@ pub enum Outcome {
     Interrupted,
     /// The upload window closed: stopped at a part boundary.
     Paused,
+    /// The link now carrying uploads may not take it: stopped before a body (its parts
+    /// stored so far kept).
+    Held(Hold),
     /// Ended without the file in S3, for a reason to act on.
     Failed(Failure),
+}
+
+/// Why a link may not take a file's next body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The link is not one the file's source may use (`links`, `min_priority`).
+    Link,
+    /// The body would take the link past its daily budget.
+    Budget,
 }
 
 /// Why a job failed, and how to say so.

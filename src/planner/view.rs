@@ -160,6 +160,10 @@ impl Planner {
                     _ if self.gate.is_some_and(|g| !g.0) => {
                         ("outside the upload window", since, next_open())
                     }
+                    _ if self.link.as_ref().is_some_and(|l| l.spent) => {
+                        ("link budget spent", since, None)
+                    }
+                    _ if !self.link_allows(file.source()) => ("link not allowed", since, None),
                     (_, h) if h.trouble().is_some() => (
                         h.trouble().map_or("queued", Trouble::describe),
                         since,

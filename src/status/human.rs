@@ -45,6 +45,7 @@ pub fn human_view(r: &Report) -> String {
     waiting(&mut out, r);
     quarantined(&mut out, r);
     requests(&mut out, r);
+    link(&mut out, r);
     if let Some(note) = &r.multipart_uploads_unlisted {
         out.push_str(&wrap(&format!("note       {note}"), 11));
     }
@@ -121,6 +122,27 @@ fn trouble(out: &mut String, r: &Report) {
     }
     out.push('\n');
     out.push_str(&wrap(&format!("           {}", t.last_error), 11));
+}
+
+/// The link now, and each link's bytes today and what is left of its budget.
+fn link(out: &mut String, r: &Report) {
+    let Some(l) = &r.link else {
+        return;
+    };
+    let iface = l.interface.as_deref().unwrap_or("no default route");
+    out.push_str(&format!("link       {} ({iface})\n", l.current));
+    for u in &l.links {
+        let budget = match (u.daily_bytes, u.left_today) {
+            (Some(d), Some(0)) => format!(" of {}: budget spent until midnight", human(d)),
+            (Some(d), Some(left)) => format!(" of {}, {} left", human(d), human(left)),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  {:<12} {:>11} today{budget}\n",
+            u.name,
+            human(u.used_today)
+        ));
+    }
 }
 
 /// Open on-demand requests, each with its slice and how far it has come.

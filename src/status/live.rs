@@ -168,6 +168,32 @@ pub struct Live {
     /// Open on-demand requests (`tvm-upload request`, the fleet's), oldest first.
     #[serde(default)]
     pub requests: Vec<RequestView>,
+    /// The link uploads go over and each link's bytes today (with `links` configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkView>,
+}
+
+/// The link now, and what each link carried today.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The link's name (`other` for an interface no link names, or no default route).
+    pub current: String,
+    /// The interface carrying the default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    pub links: Vec<LinkUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkUsage {
+    pub name: String,
+    /// Bytes on the wire today (local day at `schedule.utc_offset`).
+    pub used_today: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_bytes: Option<u64>,
+    /// What is left of the budget today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_today: Option<u64>,
 }
 
 /// An open on-demand request and how far it has come.

@@ -27,8 +27,8 @@ pub mod live;
 pub use crate::human::{duration, human};
 pub use human::{human_view, wrap};
 pub use live::{
-    Count, LastError, Live, LiveQueue, MAX_WAITING_LISTED, RequestView, Totals, Transfer,
-    TroubleView, Waiting, Window, by_source, eta_seconds, percent,
+    Count, LastError, LinkUsage, LinkView, Live, LiveQueue, MAX_WAITING_LISTED, RequestView,
+    Totals, Transfer, TroubleView, Waiting, Window, by_source, eta_seconds, percent,
 };
 
 pub const STATUS_FILE: &str = "status.json";
@@ -127,6 +127,10 @@ pub struct Report {
     /// progress), else from the state dir.
     #[serde(default)]
     pub requests: Vec<RequestView>,
+    /// The link now and each link's bytes today (with `links` configured): the
+    /// daemon's view while it runs, else read from the route and the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkView>,
 }
 
 /// A quarantined file as the journal has it.
@@ -228,6 +232,7 @@ pub fn report(config: &Config) -> Result<Report, String> {
             .filter(|_| running)
             .map(|t| t.lines().map(str::to_string).collect())
             .unwrap_or_default(),
+        link: live_now.and_then(|l| l.link.clone()),
         requests: match live_now {
             Some(l) => l.requests.clone(),
             None => crate::requests::read_open(&config.state_dir)
@@ -302,8 +307,17 @@ fn window(config: &Config) -> Window {
 }
 
 /// What `status` prints: the human view, or with `as_json` the [`Report`] as JSON.
-pub fn show(config: &Config, as_json: bool) -> Result<String, String> {
-    let r = report(config)?;
+/// `status`: the report as JSON or for a person. `idle_link`: the link view to show
+/// when no daemon runs (read by the caller from the route and the ledger).
+pub fn show(
+    config: &Config,
+    as_json: bool,
+    idle_link: impl FnOnce() -> Option<LinkView>,
+) -> Result<String, String> {
+    let mut r = report(config)?;
+    if !r.daemon_running {
+        r.link = idle_link();
+    }
     if as_json {
         let mut text = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
         text.push('\n');

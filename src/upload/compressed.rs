@@ -65,6 +65,7 @@ fn put(object: &Object, frame: &Frame, permit: Permit) -> Result<Uploaded> {
     let sha: [u8; 32] = Sha256::digest(&frame.bytes).into();
     let mut body = Body::new(&frame.bytes, ctx);
     let len = frame.bytes.len() as u64;
+    ctx.admit(object.job, len)?;
     let sent = ctx.s3.put(
         object.key,
         &mut body,
@@ -302,6 +303,7 @@ fn send_one(upload: &Upload, shared: &Shared, ready: &Ready) -> Result<()> {
         len: ready.input.len,
         checksum: PartChecksum::Md5(&md5),
     };
+    ctx.admit(upload.object.job, ready.input.len)?;
     let mut body = Body::new(&ready.frame.bytes, ctx);
     let etag = ctx.s3.upload_part(&part, &mut body)?;
     ctx.journal(&[upload.part_record(ready.n, &etag, Some(ready.input))])?;

@@ -34,7 +34,7 @@ use crate::file::FileRef;
 use crate::journal::{Journal, JournalError, Record};
 use crate::key::KeyScheme;
 use crate::limits::MAX_PARTS;
-use crate::planner::{Failure, FailureKind, Job, Outcome};
+use crate::planner::{Failure, FailureKind, Hold, Job, Outcome};
 use crate::probe::stat;
 use crate::s3::{Attributes, Class, S3, S3Error};
 use crate::throttle::Gate;
@@ -62,6 +62,9 @@ pub enum UploadError {
     Interrupted,
     /// The upload window closed: stopped at a part boundary, resumed in the next one.
     Paused,
+    /// The link now may not take the next body (the source may not use it, or its
+    /// budget would be passed): stopped before it, the parts stored so far kept.
+    Held(Hold),
     /// S3 refused or could not be reached.
     S3(S3Error),
     /// Reading the file failed (permission denied, an IO error).
@@ -82,6 +85,10 @@ impl fmt::Display for UploadError {
             UploadError::Changed => write!(f, "changed during its upload"),
             UploadError::Interrupted => write!(f, "interrupted by shutdown"),
             UploadError::Paused => write!(f, "paused: the upload window closed"),
+            UploadError::Held(Hold::Link) => write!(f, "paused: the link now may not carry it"),
+            UploadError::Held(Hold::Budget) => {
+                write!(f, "paused: the link's daily budget would be passed")
+            }
             UploadError::S3(e) => write!(f, "{e}"),
             UploadError::Read { path, source } => {
                 write!(f, "reading {}: {source}", path.display())
@@ -120,6 +127,7 @@ pub fn outcome(result: Result<Uploaded>) -> Outcome {
         UploadError::Changed => return Outcome::Changed,
         UploadError::Interrupted => return Outcome::Interrupted,
         UploadError::Paused => return Outcome::Paused,
+        UploadError::Held(h) => return Outcome::Held(*h),
         UploadError::S3(s3) => (s3_failure(s3), s3.advice()),
         UploadError::Read { .. } => (FailureKind::Read, ""),
         UploadError::Journal(_) => (FailureKind::StateDir, ""),
@@ -196,6 +204,18 @@ pub struct Context {
     /// that would only fail too (an offline vehicle probes with one request, not two).
     /// Cleared by any answer.
     pub link_down: AtomicBool,
+    /// The link now, and each link's bytes today: asked before each body.
+    pub links: Arc<crate::links::Links>,
+}
+
+impl Context {
+    /// May a body of `len` bytes of `job`'s file go over the link now? Its bytes are
+    /// counted to the link if so.
+    pub fn admit(&self, job: &Job, len: u64) -> Result<()> {
+        self.links
+            .admit(job.file.source(), job.requested, len)
+            .map_err(UploadError::Held)
+    }
 }
 
 /// Contents uploaded lately (SHA-256 and encoding → key), so that a copy of a file
@@ -596,6 +616,7 @@ impl<'a> Object<'a> {
         };
         let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
         let sha = base64(&self.digests.sha256);
+        ctx.admit(job, size)?;
         let sent = {
             let _permit = ctx.permits.acquire(false);
             ctx.s3

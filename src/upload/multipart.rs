@@ -347,6 +347,7 @@ impl<'a> Upload<'a> {
                 PartChecksum::Md5(&sum)
             },
         };
+        ctx.admit(job, len)?;
         let etag = {
             let _permit = ctx.permits.acquire(true);
             match ctx.s3.upload_part(&part, &mut reader) {
@@ -412,6 +413,14 @@ impl<'a> Upload<'a> {
                     self.object.job.file
                 );
                 Err(UploadError::S3(e))
+            }
+            Some(UploadError::Held(hold)) => {
+                log::info!(
+                    "{}: {}; its stored parts are kept",
+                    self.object.job.file,
+                    UploadError::Held(hold)
+                );
+                Err(UploadError::Held(hold))
             }
             Some(UploadError::Changed) => {
                 log::info!(
