@@ -1,7 +1,8 @@
 //! `tvm-upload dashboard`: the fleet's CloudWatch dashboard, made with one PutDashboard
 //! whose body is built here from the config (pure). Each graph draws one metric the
 //! daemons publish (SPEC.md, "Metrics") for every vehicle named, and each configured
-//! alarm gets a graph of its metric with its threshold drawn in. PutDashboard replaces a
+//! alarm gets a graph of its metric with its threshold drawn in; with `links`, each link
+//! gets a graph of its bytes a day with its budget. PutDashboard replaces a
 //! dashboard of the same name, so running it again updates it.
 
 use serde_json::{Value, json};
@@ -10,7 +11,7 @@ use crate::config::{Alarm, Config, MetricsConfig};
 use crate::sigv4::uri_encode;
 
 /// Most vehicles on one dashboard: CloudWatch draws at most 500 metrics in a graph, and
-/// the busiest graph here has two a vehicle.
+/// the busiest graph here has two a vehicle (a link's graph has one).
 pub const MAX_VEHICLES: usize = 250;
 
 /// Graph period, seconds: five publishes at the default interval.
@@ -141,10 +142,38 @@ pub fn body(config: &Config, m: &MetricsConfig, vehicles: &[String]) -> Value {
         };
         widgets.push(graph(widgets.len(), title, &m.region, drawn, more));
     }
+    link_graphs(config, m, vehicles, &mut widgets);
     for a in &m.alarms {
         widgets.push(alarm_graph(widgets.len(), m, a, vehicles));
     }
     json!({ "widgets": widgets })
+}
+
+/// With `links`: a graph of each link's bytes a day (its budget drawn in), and one of
+/// the links whose budget is spent.
+fn link_graphs(config: &Config, m: &MetricsConfig, vehicles: &[String], widgets: &mut Vec<Value>) {
+    if config.links.is_empty() {
+        return;
+    }
+    for link in &config.links {
+        let drawn = vehicles
+            .iter()
+            .map(|v| {
+                json!([m.namespace, "LinkBytes", "VehicleId", v, "Link", link.name,
+                       {"stat": "Sum", "label": format!("{v} {}", link.name)}])
+            })
+            .collect();
+        let more = match link.daily_bytes {
+            Some(d) => json!({"period": 86_400, "annotations": {"horizontal": [
+                {"label": "daily budget", "value": d, "fill": "above"}]}}),
+            None => json!({"period": 86_400}),
+        };
+        let title = format!("Bytes a day over {}", link.name);
+        widgets.push(graph(widgets.len(), &title, &m.region, drawn, more));
+    }
+    let spent = lines(&m.namespace, "BudgetExhausted", "Maximum", vehicles);
+    let title = "Links whose daily budget is spent";
+    widgets.push(graph(widgets.len(), title, &m.region, spent, json!({})));
 }
 
 /// The PutDashboard form.
@@ -201,6 +230,42 @@ mod tests {
         assert!(form.starts_with(
             "Action=PutDashboard&Version=2010-08-01&DashboardName=TVM-Upload&DashboardBody=%7B"
         ));
+    }
+
+    #[test]
+    fn each_link_gets_its_bytes_a_day_with_its_budget() {
+        let c = config(
+            r#","links":[{"name":"depot","interfaces":["wlan*"]},
+                {"name":"cellular","interfaces":["wwan*"],"daily_bytes":1000}]"#,
+        );
+        let m = c.metrics.as_ref().expect("metrics");
+        let v = vehicles(Some("v001,v002"), "v001").expect("vehicles");
+        let b = body(&c, m, &v);
+        let widgets = b["widgets"].as_array().expect("widgets");
+        assert_eq!(
+            widgets.len(),
+            GRAPHS.len() + 3 + 1,
+            "two links, the spent graph, an alarm"
+        );
+        let cell = &widgets[GRAPHS.len() + 1]["properties"];
+        assert_eq!(cell["title"], "Bytes a day over cellular");
+        assert_eq!(cell["period"], 86_400);
+        assert_eq!(cell["annotations"]["horizontal"][0]["value"], 1000);
+        let line = &cell["metrics"][1];
+        assert_eq!(line[1], "LinkBytes");
+        assert_eq!(
+            (&line[2], &line[3], &line[4], &line[5]),
+            (
+                &json!("VehicleId"),
+                &json!("v002"),
+                &json!("Link"),
+                &json!("cellular")
+            )
+        );
+        let depot = &widgets[GRAPHS.len()]["properties"];
+        assert!(depot.get("annotations").is_none(), "no budget, no line");
+        let spent = &widgets[GRAPHS.len() + 2]["properties"];
+        assert_eq!(spent["metrics"][0][1], "BudgetExhausted");
     }
 
     #[test]

@@ -195,11 +195,13 @@ fn the_dashboard_draws_metrics_that_exist_for_each_vehicle() {
     let s3 = Server::start(Kind::S3sFs);
     let cw = Server::start(Kind::Moto);
     let alarm = r#","alarms":[{"name":"failing","metric":"FailedUploads","comparison":">=","threshold":3}]"#;
+    // A link every interface is (and `other` when there is no default route).
+    let links = r#","links":[{"name":"any","interfaces":["*"],"daily_bytes":"1GiB"}]"#;
     let setup = Setup::new(
         &s3.endpoint(),
         &[("logs", "")],
         "",
-        &metrics(&cw.endpoint(), alarm),
+        &format!("{}{links}", metrics(&cw.endpoint(), alarm)),
     );
     files(&setup, 2, 1000);
     let out = setup.once();
@@ -220,11 +222,17 @@ fn the_dashboard_draws_metrics_that_exist_for_each_vehicle() {
         .map(|m| m.to_string())
         .collect();
     let widgets = got["body"]["widgets"].as_array().expect("widgets");
-    assert_eq!(widgets.len(), 9, "eight graphs and the alarm's: {got}");
+    assert_eq!(
+        widgets.len(),
+        11,
+        "eight graphs, the link's, the spent budgets' and the alarm's: {got}"
+    );
     let mut v002 = 0;
     for w in widgets {
         for line in w["properties"]["metrics"].as_array().expect("lines") {
-            let id = serde_json::json!([line[0], line[1], line[2], line[3]]).to_string();
+            // Namespace, name and dimensions: all but the drawing options.
+            let parts = line.as_array().expect("line");
+            let id = serde_json::json!(parts[..parts.len() - 1]).to_string();
             match line[3].as_str() {
                 Some("v001") => assert!(listed.contains(&id), "{id} is not in CloudWatch"),
                 Some("v002") => v002 += 1,
@@ -232,8 +240,10 @@ fn the_dashboard_draws_metrics_that_exist_for_each_vehicle() {
             }
         }
     }
-    assert_eq!(v002, 12, "v002 has a line wherever v001 has one");
-    let alarm = &widgets[8]["properties"];
+    assert_eq!(v002, 14, "v002 has a line wherever v001 has one");
+    let link = &widgets[8]["properties"];
+    assert_eq!(link["metrics"][0][5], "any", "{link}");
+    let alarm = &widgets[10]["properties"];
     assert_eq!(alarm["metrics"][0][1], "FailedUploads");
     assert_eq!(alarm["annotations"]["horizontal"][0]["value"], 3.0);
 

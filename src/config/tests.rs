@@ -34,6 +34,36 @@ fn minimal_config_gets_spec_defaults() {
 }
 
 #[test]
+fn links_parse_with_their_budgets_and_sources_name_them() {
+    let c = Config::parse(
+        &base(
+            r#","links":[{"name":"depot","interfaces":["wlan*","eth0"]},
+                {"name":"cellular","interfaces":["wwan*"],"daily_bytes":"200MiB","min_priority":1}]"#,
+        )
+        .replace(r#""name":"terminal","#, r#""name":"terminal","links":["depot","other"],"#),
+        &no_env,
+    )
+    .expect("valid");
+    assert_eq!(c.links.len(), 2);
+    assert_eq!(c.links[1].daily_bytes, Some(200 << 20));
+    assert_eq!(c.links[1].min_priority, Some(1));
+    assert!(c.links[0].interfaces[0].matches("wlan0"));
+    assert!(!c.links[0].interfaces[0].matches("wwan0"));
+    assert_eq!(
+        c.sources[0].links.as_deref(),
+        Some(&["depot".to_string(), "other".to_string()][..])
+    );
+    let j = c.to_json(serde_json::Value::Null);
+    assert_eq!(j["links"][1]["daily_bytes"], 200 << 20, "{j}");
+    assert!(
+        Config::parse(&base(""), &no_env)
+            .expect("valid")
+            .links
+            .is_empty()
+    );
+}
+
+#[test]
 fn fleet_requests_are_polled_as_asked_or_never() {
     let poll = |v: &str| {
         Config::parse(
@@ -306,6 +336,54 @@ fn every_section_names_the_field_it_refuses() {
             "`requests.poll_seconds`",
         ),
         (base(r#","requests":{"poll":5}"#), "`requests.poll`"),
+        (
+            base(r#","links":[{"name":"other","interfaces":["x"]}]"#),
+            "`links[0].name`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"]},{"name":"a","interfaces":["y"]}]"#),
+            "`links[1].name`",
+        ),
+        (
+            base(r#","links":[{"name":"a b","interfaces":["x"]}]"#),
+            "`links[0].name`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":[]}]"#),
+            "`links[0].interfaces`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":[""]}]"#),
+            "`links[0].interfaces[0]`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"],"daily_bytes":0}]"#),
+            "`links[0].daily_bytes`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"],"daily_bytes":"lots"}]"#),
+            "`links[0].daily_bytes`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"],"min_priority":"high"}]"#),
+            "`links[0].min_priority`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"],"budget":1}]"#),
+            "`links[0]",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"]}]"#).replace(
+                r#""name":"terminal","#,
+                r#""name":"terminal","links":["b"],"#,
+            ),
+            "`sources[0].links`",
+        ),
+        (
+            base(r#","links":[{"name":"a","interfaces":["x"]}]"#)
+                .replace(r#""name":"terminal","#, r#""name":"terminal","links":[],"#),
+            "`sources[0].links`",
+        ),
         (
             alarm(r#","statistic":"Median""#),
             "`metrics.alarms[0].statistic`",
