@@ -53,6 +53,9 @@ debian() {
   command -v socat >/dev/null 2>&1 || need+=(socat)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
   command -v flock >/dev/null 2>&1 || need+=(util-linux)
+  # tests/links.rs: network namespaces, veth pairs and tbf (ip, tc, ss), and the route
+  # tables' oracle.
+  { command -v ip && command -v tc && command -v ss; } >/dev/null 2>&1 || need+=(iproute2)
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
   command -v dpkg-query >/dev/null 2>&1 || return 0
   local name version have
