@@ -14,7 +14,7 @@ UNIT_TESTS := --lib --bins
 # The real binary against real local servers.
 E2E_TESTS := --test cli --test e2e --test lifecycles --test operations --test monitoring \
              --test operator --test faults --test hostile --test tls --test busybox --test tooling \
-             --test compression --test servers --test links --test requests
+             --test compression --test servers --test links --test requests --test permissions
 # Those of E2E_TESTS that run the aarch64 binary under qemu too: the others measure
 # timing against injected faults or need the host's busybox and setpriv, which qemu's
 # slower start-up and a foreign binary do not change.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use sha2::{Digest, Sha256};
 
 use super::{MAX_REQUEST_BYTES, Origin};
@@ -31,18 +31,26 @@ pub struct Settings {
     pub sources: Vec<String>,
 }
 
+/// How long shutdown waits for the poller to finish what it is doing: a request to a
+/// server that does not answer cannot be interrupted, and must not hold up the exit.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// The poller's thread; dropping it stops it.
 pub struct Fleet {
     stop: Option<Sender<()>>,
+    /// Closed when the thread ends.
+    ended: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Fleet {
     pub fn spawn(s3: Arc<S3>, settings: Settings) -> std::io::Result<Fleet> {
         let (tx, rx) = bounded::<()>(1);
+        let (ended_tx, ended) = bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("requests".into())
             .spawn(move || {
+                let _ended = ended_tx;
                 let mut poller = Poller {
                     s3,
                     settings,
@@ -64,6 +72,7 @@ impl Fleet {
             })?;
         Ok(Fleet {
             stop: Some(tx),
+            ended,
             thread: Some(thread),
         })
     }
@@ -72,8 +81,16 @@ impl Fleet {
 impl Drop for Fleet {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.ended.recv_timeout(STOP_GRACE) {
+            Err(RecvTimeoutError::Timeout) => log::warn!(
+                "requests: still waiting on S3 after {STOP_GRACE:?}; exiting without it \
+                 (a request taken is kept in the state dir)"
+            ),
+            _ => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
     }
 }
