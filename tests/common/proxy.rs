@@ -64,6 +64,15 @@ impl Request {
         })
     }
 
+    /// The listing of the fleet's on-demand requests (`{vehicle}/.requests/`), which goes
+    /// on outside the upload windows.
+    pub fn is_requests_listing(&self) -> bool {
+        self.method == "GET"
+            && self
+                .query("prefix")
+                .is_some_and(|p| p.ends_with("/.requests/"))
+    }
+
     /// A PUT of a whole object (not a part).
     pub fn is_put_object(&self) -> bool {
         self.method == "PUT" && self.query("partNumber").is_none() && !self.key().is_empty()
