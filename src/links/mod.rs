@@ -395,3 +395,94 @@ fn report(links: &Links, before: Option<&LinkNow>, now: &LinkNow) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> Config {
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).expect("src");
+        let text = format!(
+            r#"{{"vehicle_id":"v","state_dir":{:?},
+                "sources":[{{"name":"hi","path":{:?},"priority":1}},
+                           {{"name":"lo","path":{:?},"recursive":false,"include":["*.x"]}}],
+                "s3":{{"bucket":"bkt01","region":"us-east-1"}},
+                "links":[{{"name":"any","interfaces":["*"],"daily_bytes":1000,"min_priority":1}}]}}"#,
+            dir.join("state"),
+            src,
+            dir.join("src2"),
+        );
+        std::fs::create_dir_all(dir.join("src2")).expect("src2");
+        Config::parse(&text, &|_| None).expect("config")
+    }
+
+    #[test]
+    fn admit_counts_bodies_and_refuses_as_the_rules_and_the_budget_say() {
+        let dir = std::env::temp_dir().join(format!("tvm-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state")).expect("dir");
+        let c = config(&dir);
+        let links = Links::from_config(&c).expect("links");
+        assert!(links.enabled());
+        // Whatever this machine's route is, the link is `any` from here.
+        links.lock().current = "any".into();
+        assert_eq!(
+            links.admit("lo", false, 10),
+            Err(Hold::Link),
+            "min_priority"
+        );
+        assert_eq!(links.admit("hi", false, 600), Ok(()));
+        assert_eq!(links.admit("hi", false, 600), Err(Hold::Budget));
+        assert_eq!(links.admit("hi", true, 600), Ok(()), "a request goes");
+        assert!(links.now().spent);
+        assert_eq!(links.exhausted(), 1);
+        assert_eq!(
+            links.take_unpublished(),
+            BTreeMap::from([("any".into(), 1200)])
+        );
+        assert!(links.take_unpublished().is_empty(), "taken");
+        links.lock().current = OTHER_LINK.into();
+        assert_eq!(
+            links.admit("lo", false, 5),
+            Ok(()),
+            "other: no rule, no budget"
+        );
+        let usage = links.usage();
+        assert_eq!(usage.len(), 2, "{usage:?}");
+        assert_eq!((usage[1].name.as_str(), usage[1].used), (OTHER_LINK, 5));
+        let v = view(&links);
+        assert_eq!(v.current, OTHER_LINK);
+        assert_eq!(v.links[0].left_today, Some(0));
+        drop(links);
+        // Read back as `status` does while no daemon runs.
+        let again = Links::read_only(&c).expect("links");
+        assert_eq!(again.usage()[0].used, 1200);
+        assert_eq!(again.names(), ["any"]);
+        assert_eq!(again.link_of(Some("wlan0")), "any");
+        assert_eq!(again.link_of(None), OTHER_LINK);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_links_every_body_goes_uncounted() {
+        let links = Links::none();
+        assert!(!links.enabled());
+        assert_eq!(links.admit("anything", false, u64::MAX), Ok(()));
+        assert!(links.usage().is_empty() && links.take_unpublished().is_empty());
+        assert_eq!(links.update(true).name, OTHER_LINK);
+    }
+
+    #[test]
+    fn a_state_dir_that_cannot_hold_the_ledger_is_named() {
+        let dir = std::env::temp_dir().join(format!("tvm-links-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let c = config(&dir);
+        // The state dir is a file: the ledger cannot be opened there.
+        std::fs::write(dir.join("state"), b"").expect("file");
+        let e = Links::from_config(&c).expect_err("no ledger");
+        assert!(e.contains("links.jsonl"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

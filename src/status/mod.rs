@@ -373,6 +373,71 @@ mod tests {
     }
 
     #[test]
+    fn links_and_requests_read_in_the_human_view() {
+        let mut r = sample();
+        r.link = Some(LinkView {
+            current: "cellular".into(),
+            interface: Some("wwan0".into()),
+            links: vec![
+                LinkUsage {
+                    name: "depot".into(),
+                    used_today: 5 << 20,
+                    daily_bytes: None,
+                    left_today: None,
+                },
+                LinkUsage {
+                    name: "cellular".into(),
+                    used_today: 200 << 20,
+                    daily_bytes: Some(200 << 20),
+                    left_today: Some(0),
+                },
+                LinkUsage {
+                    name: "other".into(),
+                    used_today: 1 << 20,
+                    daily_bytes: Some(4 << 20),
+                    left_today: Some(3 << 20),
+                },
+            ],
+        });
+        r.requests = vec![
+            RequestView {
+                id: "inc-7".into(),
+                origin: "fleet".into(),
+                since: "2026-12-06T06:00:00Z".into(),
+                until: "2026-12-06T07:00:00Z".into(),
+                sources: vec!["bags".into(), "logs".into()],
+                note: Some("hard brake".into()),
+                uploaded: Some(2),
+                pending: Some(3),
+            },
+            RequestView {
+                id: "local-1".into(),
+                origin: "local".into(),
+                ..RequestView::default()
+            },
+        ];
+        let text = human_view(&r);
+        assert!(text.contains("link       cellular (wwan0)"), "{text}");
+        assert!(text.contains("budget spent until midnight"), "{text}");
+        assert!(text.contains("3.0 MiB left"), "{text}");
+        assert!(text.contains("2 open (their files go first)"), "{text}");
+        let whole = text.replace(
+            "
+    ", "",
+        );
+        assert!(
+            whole.contains("in bags, logs: 2 uploaded, 3 to go (hard brake)"),
+            "{text}"
+        );
+        assert!(
+            whole.contains("in every source: taken at the daemon's next start"),
+            "{text}"
+        );
+        r.link.as_mut().map(|l| l.interface = None);
+        assert!(human_view(&r).contains("(no default route)"));
+    }
+
+    #[test]
     fn human_view_fits_eighty_columns() {
         let mut r = sample();
         r.waiting = vec![Waiting {

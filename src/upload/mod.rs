@@ -872,6 +872,68 @@ mod tests {
         assert_eq!(outcome(Err(UploadError::Changed)), Outcome::Changed);
         assert_eq!(outcome(Err(UploadError::Interrupted)), Outcome::Interrupted);
         assert_eq!(outcome(Err(UploadError::Paused)), Outcome::Paused);
+        for hold in [Hold::Link, Hold::Budget] {
+            assert_eq!(outcome(Err(UploadError::Held(hold))), Outcome::Held(hold));
+        }
+    }
+
+    #[test]
+    fn each_stop_says_why_in_the_log() {
+        for (e, says) in [
+            (UploadError::Gone, "deleted before its upload"),
+            (UploadError::Changed, "changed during its upload"),
+            (UploadError::Interrupted, "interrupted by shutdown"),
+            (UploadError::Paused, "the upload window closed"),
+            (
+                UploadError::Held(Hold::Link),
+                "the link now may not carry it",
+            ),
+            (
+                UploadError::Held(Hold::Budget),
+                "the link's daily budget would be passed",
+            ),
+            (UploadError::KeyTaken, "the key holds another content"),
+        ] {
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_reads_as_gone_and_a_changed_one_as_not_current() {
+        let dir = std::env::temp_dir().join(format!("tvm-upload-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        std::fs::write(&path, b"abc").expect("write");
+        let version = stat(&path).expect("stat").expect("a file");
+        let job = Job {
+            file: FileRef::new("s", "f"),
+            path: path.clone(),
+            version,
+            snapshot: false,
+            origin: None,
+            progress: Default::default(),
+            requested: false,
+        };
+        assert!(unchanged(&job).expect("stat"));
+        std::fs::write(&path, b"abcd").expect("grow");
+        assert!(!unchanged(&job).expect("stat"));
+        std::fs::remove_file(&path).expect("rm");
+        assert!(!unchanged(&job).expect("stat"));
+        let gone = read_error(&job, io::Error::from(io::ErrorKind::NotFound));
+        assert!(matches!(gone, UploadError::Gone));
+        let denied = read_error(&job, io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(matches!(denied, UploadError::Read { .. }));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_content_copied_from_is_forgotten_when_its_copy_fails() {
+        let recent = Recent::default();
+        let content = ([7u8; 32], false);
+        recent.note(content, "v/k");
+        assert_eq!(recent.find(&content).as_deref(), Some("v/k"));
+        recent.forget(&content);
+        assert_eq!(recent.find(&content), None);
     }
 
     #[test]
