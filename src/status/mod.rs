@@ -433,7 +433,9 @@ mod tests {
             whole.contains("in every source: taken at the daemon's next start"),
             "{text}"
         );
-        r.link.as_mut().map(|l| l.interface = None);
+        if let Some(l) = r.link.as_mut() {
+            l.interface = None;
+        }
         assert!(human_view(&r).contains("(no default route)"));
     }
 
