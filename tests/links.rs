@@ -235,15 +235,6 @@ fn spawn_daemon(net: &Net, setup: &Setup, log: &str, extra_env: &[(&str, String)
     Daemon(child)
 }
 
-fn status(setup: &Setup) -> serde_json::Value {
-    let out = setup
-        .command("status", SECRET_KEY)
-        .arg("--json")
-        .output()
-        .expect("status");
-    serde_json::from_slice(&out.stdout).expect("status json")
-}
-
 fn usage<'a>(s: &'a serde_json::Value, link: &str) -> &'a serde_json::Value {
     s["link"]["links"]
         .as_array()
@@ -307,7 +298,7 @@ fn a_daily_budget_holds_on_the_wire_across_a_kill_and_depot_wifi_takes_the_rest(
         (3 * MIB..3 * MIB + 3 * MIB / 10).contains(&over_cellular),
         "{over_cellular} bytes came over wwan0"
     );
-    let s = status(&setup);
+    let s = setup.status_json();
     assert_eq!(s["link"]["current"], "cellular", "{s}");
     assert_eq!(s["link"]["interface"], "wwan0", "{s}");
     assert_eq!(usage(&s, "cellular")["used_today"], 3 * MIB, "{s}");
@@ -349,7 +340,7 @@ fn a_daily_budget_holds_on_the_wire_across_a_kill_and_depot_wifi_takes_the_rest(
     });
     assert_eq!(server.names().len(), 4);
     wait_until(10, "the status to count it", || {
-        usage(&status(&setup), "cellular")["used_today"] == 4 * MIB
+        usage(&setup.status_json(), "cellular")["used_today"] == 4 * MIB
     });
 
     // Depot Wi-Fi: the rest, video included.
@@ -357,7 +348,7 @@ fn a_daily_budget_holds_on_the_wire_across_a_kill_and_depot_wifi_takes_the_rest(
     net.route_via("wlan0");
     wait_until(60, "every file over depot", || server.names().len() == 11);
     assert!(net.rx_bytes("wl-s") - before >= 7 * MIB);
-    let s = status(&setup);
+    let s = setup.status_json();
     assert_eq!(s["link"]["current"], "depot", "{s}");
     sigterm_and_wait(&mut daemon.0, Duration::from_secs(10));
     for (name, body) in server.objects() {
@@ -418,7 +409,7 @@ fn a_multipart_upload_pauses_off_its_link_and_resumes_without_resending_a_part()
         net.rx_bytes("ww-s") - parked < 64 * 1024,
         "nothing more over cellular"
     );
-    let s = status(&setup);
+    let s = setup.status_json();
     assert_eq!(s["link"]["current"], "cellular", "{s}");
     assert_eq!(
         s["incomplete_multipart"].as_array().map(Vec::len),

@@ -21,15 +21,6 @@ fn small_files(setup: &Setup, source: &str, n: usize) {
     }
 }
 
-fn status_json(setup: &Setup) -> serde_json::Value {
-    let out = setup
-        .command("status", SECRET_KEY)
-        .arg("--json")
-        .output()
-        .expect("status");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)))
-}
-
 fn status_text(setup: &Setup) -> String {
     let out = setup
         .command("status", SECRET_KEY)
@@ -55,7 +46,7 @@ fn an_offline_vehicle_logs_little_probes_little_and_catches_up_at_once() {
     let down_at = Instant::now();
     // Meanwhile the status says so.
     wait_until(10, "the trouble in the status", || {
-        status_json(&setup)["trouble"]["what"] == "S3 unreachable"
+        setup.status_json()["trouble"]["what"] == "S3 unreachable"
     });
     let text = status_text(&setup);
     assert!(text.contains("TROUBLE    S3 unreachable"), "{text}");
@@ -132,7 +123,7 @@ fn a_failing_state_dir_pauses_with_one_line_and_resumes_by_itself() {
         setup.run_log().contains("state dir failing")
     });
     wait_until(10, "the trouble in the status", || {
-        status_json(&setup)["trouble"]["what"] == "state dir failing"
+        setup.status_json()["trouble"]["what"] == "state dir failing"
     });
     std::thread::sleep(Duration::from_secs(20));
     let lines = setup.run_log().lines().count();
@@ -204,7 +195,7 @@ fn files_refused_for_good_are_quarantined_and_tried_again_after_a_restart() {
         2,
         "{journal}"
     );
-    let status = status_json(&setup);
+    let status = setup.status_json();
     let q = status["quarantined"].as_array().expect("list");
     assert_eq!(q.len(), 2, "{status}");
     assert!(
@@ -226,7 +217,7 @@ fn files_refused_for_good_are_quarantined_and_tried_again_after_a_restart() {
     );
     assert_eq!(server.client().list().len(), 22);
     assert!(
-        status_json(&setup)["quarantined"]
+        setup.status_json()["quarantined"]
             .as_array()
             .expect("list")
             .is_empty()
@@ -298,7 +289,7 @@ fn status_of_a_daemon_gone_idle_is_true_at_once() {
     let client = server.client();
     wait_until(60, "the uploads", || client.list().len() == 300);
     wait_until(5, "the idle status", || {
-        let s = status_json(&setup);
+        let s = setup.status_json();
         s["totals_since_start"]["files_uploaded"] == 300
             && s["in_flight"].as_array().is_some_and(|a| a.is_empty())
             && s["eta_seconds"].is_null()
@@ -337,7 +328,7 @@ fn status_shows_the_next_window_in_local_time_and_errors_whole() {
     // A window that is closed now, at +08:00.
     let closed = r#","schedule":{"utc_offset":"+08:00","windows":[{"days":["mon"],"start":"00:00","end":"00:01"}]}"#;
     let setup = Setup::new(&server.endpoint(), &[("ros", "")], "", closed);
-    let s = status_json(&setup);
+    let s = setup.status_json();
     let local = s["window"]["next_open_local"].as_str().expect("local");
     assert!(
         local.ends_with("+08:00") && local.contains("T00:00:00"),

@@ -79,15 +79,6 @@ fn answers(setup: &Setup) -> Vec<serde_json::Value> {
     out
 }
 
-fn status_json(setup: &Setup) -> serde_json::Value {
-    let out = setup
-        .command("status", SECRET_KEY)
-        .arg("--json")
-        .output()
-        .expect("status");
-    serde_json::from_slice(&out.stdout).expect("status json")
-}
-
 fn spawn(setup: &Setup, log: &str) -> Child {
     let log = std::fs::File::create(setup.dir.path().join(log)).expect("log");
     setup
@@ -176,7 +167,7 @@ fn a_request_sends_exactly_its_slice_through_a_closed_window() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(uploaded(&server).len(), 2, "the rest waits for the window");
     assert_eq!(puts(), 2);
-    let s = status_json(&setup);
+    let s = setup.status_json();
     assert_eq!(s["requests"], serde_json::json!([]), "{s}");
     assert_eq!(s["pending"]["files"], 4, "{s}");
     sigterm_and_wait(&mut child, Duration::from_secs(10));
@@ -202,7 +193,7 @@ fn a_request_made_while_down_survives_a_kill_mid_way() {
     make_files(&setup);
     let out = request(&setup, &["--since", "-4h", "--until", "-1h"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let s = status_json(&setup);
+    let s = setup.status_json();
     assert_eq!(s["requests"][0]["origin"], "local", "{s}");
     assert!(s["requests"][0].get("pending").is_none(), "{s}");
     let human = setup

@@ -12,17 +12,19 @@ Answers pass back as they come (status, headers, body). With `lose-first-create`
 answer to the first CreateMultipartUpload is lost (the upload made, the connection closed
 with no answer), as a dropped link would. Prints "ready" once listening.
 """
-import datetime
 import http.client
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from unittest import mock
 from urllib.parse import parse_qsl, urlsplit
 
 import botocore.auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sigv4_oracle  # noqa: E402  (the suite's SigV4 oracle, beside this file)
 
 PORT, UPSTREAM, KEY_ID, SECRET = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 UP = urlsplit(UPSTREAM)
@@ -32,24 +34,17 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"
 
 
 def presigned_ok(method, host, target, headers):
-    """Whether the query signature is the one botocore makes for this request."""
+    """Whether the query signature is the one botocore makes for this request (the SigV4
+    oracle's check); with the region, the request's own query and its path."""
     path, _, query = target.partition("?")
     amz = {k: v for k, v in parse_qsl(query, keep_blank_values=True) if k.startswith("X-Amz-")}
     if "X-Amz-Signature" not in amz or amz.get("X-Amz-Credential", "").split("/")[0] != KEY_ID:
         return False
+    r = {"method": method, "host": host, "target": target, "headers": headers}
+    checked = sigv4_oracle.resign(KEY_ID, SECRET, r)
     own = "&".join(p for p in query.split("&") if not p.startswith("X-Amz-"))
-    signed = amz["X-Amz-SignedHeaders"].split(";")
-    hdrs = {k: v for k, v in headers.items() if k in signed and k != "host"}
-    url = f"http://{host}{path}" + (f"?{own}" if own else "")
-    request = AWSRequest(method=method, url=url, headers=hdrs)
-    creds = Credentials(KEY_ID, SECRET, amz.get("X-Amz-Security-Token"))
     region = amz["X-Amz-Credential"].split("/")[2]
-    auth = botocore.auth.S3SigV4QueryAuth(creds, "s3", region, expires=int(amz["X-Amz-Expires"]))
-    when = datetime.datetime.strptime(amz["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=when):
-        auth.add_auth(request)
-    mine = dict(parse_qsl(urlsplit(request.url).query, keep_blank_values=True))
-    return mine["X-Amz-Signature"] == amz["X-Amz-Signature"], region, own, path
+    return checked["sent"] == checked["botocore"], region, own, path
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -703,6 +703,16 @@ impl Setup {
             .expect("spawn run")
     }
 
+    /// `status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self
+            .command("status", SECRET_KEY)
+            .arg("--json")
+            .output()
+            .expect("status");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)))
+    }
+
     pub fn run_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("run.log")).unwrap_or_default()
     }
