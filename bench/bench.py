@@ -598,11 +598,19 @@ fig.savefig(sys.argv[2], dpi=100)
     os.remove(tmp)
 
 
+def build_static():
+    """The binary as it ships: static, musl's libc and allocator, built like the vehicle's
+    (cross/build.sh), for this machine. A glibc build of the same code peaks 2-3 MiB
+    higher (glibc's per-thread malloc arenas, the shared libc's pages)."""
+    target = "x86_64-unknown-linux-musl"
+    sh(["bash", "cross/build.sh", target], cwd=ROOT, stdout=subprocess.DEVNULL)
+    return os.path.join(ROOT, f"target/{target}/release/tvm-upload")
+
+
 def main():
     ensure_peers()
     tools = tools_dir()
-    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    bin_ = os.path.join(ROOT, "target/release/tvm-upload")
+    bin_ = build_static()
     seed = int(os.environ.get("BENCH_SEED", str(int(time.time()))))
     rng = random.Random(seed)
     work = tempfile.mkdtemp(prefix="tvm-bench-")

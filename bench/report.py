@@ -95,7 +95,8 @@ def main():
       "tool (s5cmd `--numworkers/--concurrency/--part-size`, rclone `--transfers/--s3-upload-concurrency/"
       "--s3-chunk-size/--s3-upload-cutoff`, AWS CLI `max_concurrent_requests/multipart_chunksize/"
       "multipart_threshold`, tvm-upload `s3.concurrency/part_size/multipart_threshold`); on the large files "
-      "tvm-upload, s5cmd and rclone 1.75 also run as one PUT. tvm-upload runs `once` with a fresh state "
+      "tvm-upload, s5cmd and rclone 1.75 also run as one PUT. tvm-upload is the static musl build the "
+      "vehicles run (cross/build.sh, for x86_64 here), as s5cmd is a static Go binary. It runs `once` with a fresh state "
       "dir each time, so it hashes every file (SHA-256, and a CRC-32 per part, in one pass) before it "
       "sends, and sends each with `If-None-Match: *`, `x-amz-meta-sha256`, and `x-amz-checksum-sha256` "
       "(one PUT) or a CRC-32 per part, journaling every step with fsync.")

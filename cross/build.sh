@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the static release binary for a vehicle target (default aarch64 musl) and
+# Builds the static release binary for a vehicle target (default aarch64 musl; x86_64 musl
+# is the same build for the machine itself, what make bench measures) and
 # prints its path and size. The C parts (ring) are compiled by the GNU cross gcc; the
 # final link uses the same gcc with Rust's self-contained musl startup files and libc,
 # so the result is fully static and runs under busybox with no libraries.
@@ -17,6 +18,11 @@ case $target in
   armv7-unknown-linux-musleabihf)
     export CC_armv7_unknown_linux_musleabihf=arm-linux-gnueabihf-gcc
     export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_LINKER=arm-linux-gnueabihf-gcc ;;
+  x86_64-unknown-linux-musl)
+    # The vehicle's shape on the build machine, for make bench: the host gcc builds the
+    # C parts and links with Rust's self-contained musl, as for the vehicles.
+    export CC_x86_64_unknown_linux_musl=gcc
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=gcc ;;
   *) echo "cross/build.sh: unknown target $target" >&2; exit 2 ;;
 esac
 bin=target/$target/release/tvm-upload

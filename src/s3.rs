@@ -331,8 +331,44 @@ pub struct S3 {
     storage_class: Option<String>,
 }
 
+/// How big a connection's buffers are: [`Buffers::SENDING`] for the daemon, whose
+/// connections carry bodies out and small answers back, [`Buffers::READING`] for a
+/// client that streams objects in (csv2kafka).
+#[derive(Debug, Clone, Copy)]
+pub struct Buffers {
+    /// Answers' heads and bodies are read through it.
+    pub input: usize,
+    /// Request bodies are copied through it, a write call each.
+    pub output: usize,
+}
+
+impl Buffers {
+    /// 16 + 32 KiB: at concurrency 16 these were 2.5 MiB of a multipart upload's peak
+    /// RSS at ureq's 128 + 128 KiB, and 1.7 MiB at 32 + 128 KiB. 32 KiB write calls
+    /// send as fast on loopback as 128 KiB ones (docs/BENCHMARKS.md).
+    pub const SENDING: Buffers = Buffers {
+        input: 16 * 1024,
+        output: 32 * 1024,
+    };
+    /// 32 KiB reads for GETs of whole objects (what csv2kafka's figures were measured
+    /// with); its requests carry no large bodies.
+    pub const READING: Buffers = Buffers {
+        input: 32 * 1024,
+        output: 16 * 1024,
+    };
+}
+
 impl S3 {
+    /// The daemon's client: connections sized for sending ([`Buffers::SENDING`]).
     pub fn new(cfg: &S3Config, credentials: Arc<Provider>) -> Result<S3, String> {
+        S3::with_buffers(cfg, credentials, Buffers::SENDING)
+    }
+
+    pub fn with_buffers(
+        cfg: &S3Config,
+        credentials: Arc<Provider>,
+        buffers: Buffers,
+    ) -> Result<S3, String> {
         let endpoint = cfg
             .endpoint
             .parse()
@@ -349,7 +385,7 @@ impl S3 {
                     cfg.endpoint, cfg.bucket
                 )
             })?;
-        let agent = build_agent(cfg.ca_bundle.as_deref(), cfg.concurrency)?;
+        let agent = build_agent(cfg.ca_bundle.as_deref(), cfg.concurrency, buffers)?;
         Ok(S3 {
             agent,
             bucket,
@@ -881,7 +917,11 @@ impl S3 {
     }
 }
 
-fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Result<Agent, String> {
+fn build_agent(
+    ca_bundle: Option<&std::path::Path>,
+    concurrency: usize,
+    buffers: Buffers,
+) -> Result<Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(path) = ca_bundle {
         let certs = crate::tls::pem_certificates("s3.ca_bundle", path)?;
@@ -890,6 +930,8 @@ fn build_agent(ca_bundle: Option<&std::path::Path>, concurrency: usize) -> Resul
     // Shorter in test builds only: the fault tests blackhole connections (crate::knobs).
     let short = crate::knobs::stall_seconds().map(Duration::from_secs_f64);
     let config = with_timeouts(Agent::config_builder(), short)
+        .input_buffer_size(buffers.input)
+        .output_buffer_size(buffers.output)
         .http_status_as_error(false)
         .tls_config(tls.build())
         .proxy(ureq::Proxy::try_from_env())
@@ -925,17 +967,7 @@ fn with_timeouts(
         .timeout_per_read(Some(stall))
         .timeout_recv_response(Some(short.unwrap_or(RECV_RESPONSE_TIMEOUT)))
         .timeout_recv_body(None)
-        // One pair of buffers per connection, up to `concurrency + 4` of them: ureq's
-        // 128 KiB each made half the peak RSS of a 16-part upload. A body is still
-        // written in 64 KiB calls; answers' heads are a few KiB.
-        .input_buffer_size(IN_BUFFER_BYTES)
-        .output_buffer_size(OUT_BUFFER_BYTES)
 }
-
-/// Read buffer per connection (answers' heads and bodies).
-const IN_BUFFER_BYTES: usize = 32 * 1024;
-/// Write buffer per connection (request bodies are copied through it).
-const OUT_BUFFER_BYTES: usize = 128 * 1024;
 
 fn transport(op: &'static str, key: &str, e: ureq::Error) -> S3Error {
     S3Error::Transport {

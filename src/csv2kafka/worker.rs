@@ -38,7 +38,7 @@ pub fn s3_client(config: &Config, bucket: &str, creds: &Arc<Provider>) -> Result
         storage_class: None,
         ca_bundle: config.s3.ca_bundle.clone(),
     };
-    S3::new(&cfg, Arc::clone(creds))
+    S3::with_buffers(&cfg, Arc::clone(creds), crate::s3::Buffers::READING)
 }
 
 /// A worker's name in the lease: host, process and a random part.
