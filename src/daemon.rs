@@ -436,7 +436,7 @@ impl Shell {
         let no_link = never::<planner::LinkNow>();
         let mut link = link;
         loop {
-            let now = self.tick();
+            let (now, more) = self.tick();
             if self.mode == Mode::Once && self.planner.idle(now.mono) {
                 let changing = self.planner.still_changing();
                 if !changing.is_empty() {
@@ -458,11 +458,14 @@ impl Shell {
                 }
                 break;
             }
-            let timeout = self
-                .planner
-                .next_wake(now)
-                .saturating_duration_since(now.mono)
-                .min(REQUESTS_CHECK);
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                self.planner
+                    .next_wake(now)
+                    .saturating_duration_since(now.mono)
+                    .min(REQUESTS_CHECK)
+            };
             // With no room for more files the watcher waits (and a flood stays on disk).
             let watch = if self.planner.wants_events() {
                 watch
@@ -509,14 +512,19 @@ impl Shell {
         false
     }
 
-    /// Lets time move the planner on, and refreshes what is derived from it.
-    fn tick(&mut self) -> Now {
+    /// Lets time move the planner on, and refreshes what is derived from it. Returns
+    /// whether the planner may have more to do at once: every tick of the step had
+    /// effects (a backlog of settled files larger than the step takes, say), so the
+    /// loop must not wait for an event or its next deadline before the next step.
+    fn tick(&mut self) -> (Now, bool) {
         let mut now = read_now();
+        let mut more = true;
         for _ in 0..TICKS_PER_STEP {
             now = read_now();
             let mut effects = Vec::new();
             self.planner.tick(now, &self.journal.read(), &mut effects);
             if effects.is_empty() {
+                more = false;
                 break;
             }
             self.carry_out(now, effects);
@@ -530,7 +538,7 @@ impl Shell {
             (now, &self.requests.views),
             false,
         );
-        now
+        (now, more)
     }
 
     /// Takes requests new in the state dir to the planner, and answers those done.

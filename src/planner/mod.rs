@@ -443,7 +443,14 @@ impl Planner {
     /// trouble's summary line.
     pub fn tick(&mut self, now: Now, journal: &State, out: &mut Vec<Effect>) {
         self.outage_summary(now.mono);
-        let stable = self.files.settled(now.mono, READY_BATCH);
+        // Until the start-up scan ends nothing is dispatched, so what has settled waits
+        // for it too: then it is confirmed and journaled in batches, one fsync each,
+        // instead of one a file as the scan finds them.
+        let stable = if self.may_dispatch() {
+            self.files.settled(now.mono, READY_BATCH)
+        } else {
+            Vec::new()
+        };
         if !stable.is_empty() {
             let mut ask = Vec::with_capacity(stable.len());
             for file in stable {
@@ -1276,13 +1283,14 @@ impl Planner {
                 now.mono + Duration::from_secs(secs)
             })
         });
-        for t in [
-            self.files.next_deadline(),
-            self.health.until(),
-            schedule_change,
-        ]
-        .into_iter()
-        .flatten()
+        // Settled files wait for the scan's end (see `tick`), which comes as an input.
+        let files = self
+            .may_dispatch()
+            .then(|| self.files.next_deadline())
+            .flatten();
+        for t in [files, self.health.until(), schedule_change]
+            .into_iter()
+            .flatten()
         {
             wake = wake.min(t);
         }

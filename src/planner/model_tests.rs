@@ -836,6 +836,101 @@ fn the_start_up_backlog_goes_out_in_order_whatever_the_steps() {
     assert_eq!(last.first().map(String::as_str), Some("old"), "{last:?}");
 }
 
+/// The start-up scan's files wait for its end (nothing is dispatched before it anyway),
+/// then are confirmed and journaled together: one batch of stats and one append (one
+/// fsync) for the backlog, not one a file as the scan finds them. Meanwhile the
+/// planner does not ask to be woken for them, so the shell does not spin.
+#[test]
+fn the_start_up_backlog_is_journaled_in_one_append_when_the_scan_ends() {
+    let cfg = settings(Mode::Once, MAX_TRACKED_FILES, None);
+    let base = Instant::now();
+    let now = Now {
+        mono: base + Duration::from_secs(1),
+        wall_ns: WALL0_NS,
+        schedule: WALL0_NS / 1_000_000_000,
+    };
+    let mut state = State::new(scheme());
+    let mut planner = Planner::new(cfg, Jitter::new(1), &state, base);
+    let files = 40_u64;
+    for ino in 0..files {
+        let mut out = Vec::new();
+        let version = Version {
+            size: 10,
+            mtime_ns: WALL0_NS - 900_000_000_000,
+            ino,
+        };
+        planner.handle(
+            Input::Seen {
+                file: file(&format!("f{ino}")),
+                version,
+            },
+            now,
+            &state,
+            &mut out,
+        );
+        planner.tick(now, &state, &mut out);
+        assert!(
+            !out.iter().any(|e| matches!(
+                e,
+                Effect::Confirm(_) | Effect::Journal { .. } | Effect::Dispatch(_)
+            )),
+            "during the scan: {out:?}"
+        );
+        assert!(
+            planner.next_wake(now) > now.mono,
+            "a wake-up for settled files"
+        );
+    }
+    let mut out = Vec::new();
+    planner.handle(Input::ScanDone, now, &state, &mut out);
+    planner.tick(now, &state, &mut out);
+    let asked: Vec<_> = out
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Confirm(files) => Some(files),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "one batch of stats");
+    let answers = asked[0].iter().map(|(f, v)| (f.clone(), Ok(Some(*v))));
+    let mut out = Vec::new();
+    planner.handle(Input::Confirmed(answers.collect()), now, &state, &mut out);
+    let appends: Vec<usize> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Journal { records, .. } => Some(records.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(appends, vec![files as usize], "one append for the backlog");
+    for r in out.iter().flat_map(|e| match e {
+        Effect::Journal { records, .. } => records.clone(),
+        _ => Vec::new(),
+    }) {
+        state.apply(&r);
+    }
+    let journaled = out.into_iter().find_map(|e| match e {
+        Effect::Journal { files, .. } => Some(files),
+        _ => None,
+    });
+    let mut out = Vec::new();
+    planner.handle(
+        Input::Journaled {
+            files: journaled.unwrap_or_default(),
+            result: Ok(()),
+        },
+        now,
+        &state,
+        &mut out,
+    );
+    planner.tick(now, &state, &mut out);
+    let sent = out
+        .iter()
+        .filter(|e| matches!(e, Effect::Dispatch(_)))
+        .count();
+    assert_eq!(sent, 2, "the backlog goes, at the concurrency: {out:?}");
+}
+
 /// Carries out effects as the daemon's shell does, and ticks as it does (up to four
 /// ticks a step); returns the jobs dispatched, in order.
 fn drive(planner: &mut Planner, state: &mut State, now: Now, inputs: Vec<Input>) -> Vec<Job> {
