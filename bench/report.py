@@ -2,6 +2,7 @@
 """Writes docs/BENCHMARKS.md from bench/results.json (make bench runs it last)."""
 import json
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (workloads, measure, limit against the best peer, label). The issue's targets.
@@ -83,7 +84,9 @@ def main():
     w = out.append
     w("# Benchmarks\n")
     w("Written by `make bench` (`bench/bench.py`, then `bench/report.py`). Re-run it to refresh.\n")
+    short = meta.get("short_repeats", meta["repeats"])
     w(f"- **Date:** {meta['date']}; seed {meta['seed']}; {meta['repeats']} interleaved repeats per tool "
+      f"on the large files, {short} on the small and medium ones (runs of a second or less vary most) "
       f"(A, B, C, A, B, C, ...){'; QUICK mode' if meta.get('quick') else ''}.")
     w(f"- **Machine:** {meta['machine']}. Server: s3s-fs {meta['versions']['s3s-fs']} on loopback "
       "(the same one for every tool, storing to the same disk).")
@@ -170,7 +173,12 @@ def main():
     w("Before this design (2026-11-22, first measurement): start-up 2.18 s and 52 MiB with 100,000 "
       "entries (~400 bytes an entry: hex SHA-256, key and ETag as heap strings); `once` with nothing "
       "to do after 100,000 uploads 97 MB, and the run that uploaded them ~100 MB.\n")
-    open(os.path.join(ROOT, "docs/BENCHMARKS.md"), "w").write("\n".join(out) + "\n")
+    path = os.path.join(ROOT, "docs/BENCHMARKS.md")
+    # The csv2kafka and compression sections are written by their own benches
+    # (bench.write_section): kept as they are, so each bench can be run alone.
+    old = open(path).read() if os.path.exists(path) else ""
+    kept = [m.group(0) for m in re.finditer(r"<!-- (\S+) bench start -->.*?<!-- \1 bench end -->", old, re.S)]
+    open(path, "w").write("\n".join(out) + "\n" + "".join("\n" + k + "\n" for k in kept))
     print("wrote docs/BENCHMARKS.md")
 
 
