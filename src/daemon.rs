@@ -44,8 +44,10 @@ use crate::throttle::Gate;
 use crate::upload::{self, Context, Permits, Recent, Settings};
 use crate::watch::{SourceSpec, WatchEvent, Watcher};
 
-/// Watch events buffered before the watcher waits for the planner.
-const WATCH_CHANNEL_CAPACITY: usize = 4096;
+/// Watch events buffered before the watcher waits for the planner: as many as the loop
+/// takes at once ([`WATCH_BATCH`]). A bounded channel allocates and writes all its
+/// slots up front; 4096 of them were a quarter MiB of a small upload's peak RSS.
+const WATCH_CHANNEL_CAPACITY: usize = 1024;
 /// Reports buffered before an uploader waits for the planner.
 const DONE_CHANNEL_CAPACITY: usize = 64;
 /// How long uploaders get at shutdown to notice the stop flag; a request blocked waiting
