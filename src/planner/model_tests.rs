@@ -797,14 +797,7 @@ fn model_once_mode_keeps_the_same_promises() {
 fn the_start_up_backlog_goes_out_in_order_whatever_the_steps() {
     let mut cfg = settings(Mode::Once, MAX_TRACKED_FILES, None);
     cfg.concurrency = 1;
-    let base = Instant::now();
-    let now = Now {
-        mono: base + Duration::from_secs(1),
-        wall_ns: WALL0_NS,
-        schedule: WALL0_NS / 1_000_000_000,
-    };
-    let mut state = State::new(scheme());
-    let mut planner = Planner::new(cfg, Jitter::new(1), &state, base);
+    let (now, mut state, mut planner) = started(cfg);
     let version = |age_s: i64, ino| Version {
         size: 10,
         mtime_ns: WALL0_NS - age_s * 1_000_000_000,
@@ -843,14 +836,7 @@ fn the_start_up_backlog_goes_out_in_order_whatever_the_steps() {
 #[test]
 fn the_start_up_backlog_is_journaled_in_one_append_when_the_scan_ends() {
     let cfg = settings(Mode::Once, MAX_TRACKED_FILES, None);
-    let base = Instant::now();
-    let now = Now {
-        mono: base + Duration::from_secs(1),
-        wall_ns: WALL0_NS,
-        schedule: WALL0_NS / 1_000_000_000,
-    };
-    let mut state = State::new(scheme());
-    let mut planner = Planner::new(cfg, Jitter::new(1), &state, base);
+    let (now, mut state, mut planner) = started(cfg);
     let files = 40_u64;
     for ino in 0..files {
         let mut out = Vec::new();
@@ -929,6 +915,19 @@ fn the_start_up_backlog_is_journaled_in_one_append_when_the_scan_ends() {
         .filter(|e| matches!(e, Effect::Dispatch(_)))
         .count();
     assert_eq!(sent, 2, "the backlog goes, at the concurrency: {out:?}");
+}
+
+/// A planner just started with `cfg` and an empty journal, and the moment one second in.
+fn started(cfg: Settings) -> (Now, State, Planner) {
+    let base = Instant::now();
+    let now = Now {
+        mono: base + Duration::from_secs(1),
+        wall_ns: WALL0_NS,
+        schedule: WALL0_NS / 1_000_000_000,
+    };
+    let state = State::new(scheme());
+    let planner = Planner::new(cfg, Jitter::new(1), &state, base);
+    (now, state, planner)
 }
 
 /// Carries out effects as the daemon's shell does, and ticks as it does (up to four
