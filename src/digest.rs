@@ -113,6 +113,42 @@ pub fn hash_open(
     })
 }
 
+/// Files up to this size are read once, whole, into memory ([`read_small`]): hashed, then
+/// sent from there, one open and one pass where a larger file takes two. The buffer is
+/// what [`hash_open`] would have taken for them anyway.
+pub const SMALL_FILE_BYTES: u64 = READ_BUFFER_BYTES as u64 - 1;
+
+/// Reads a file of `size` bytes (at most [`SMALL_FILE_BYTES`]) whole, with its digests as
+/// one body: the bytes a single PUT then sends are exactly the bytes hashed. A file of
+/// another length has changed, unless `prefix` and it is longer (a growing file's
+/// snapshot: its first `size` bytes).
+pub fn read_small(
+    path: &Path,
+    size: u64,
+    prefix: bool,
+    stop: &AtomicBool,
+) -> Result<(Digests, Vec<u8>), HashError> {
+    debug_assert!(size <= SMALL_FILE_BYTES);
+    let file = File::open(path).map_err(HashError::Io)?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(HashError::Stopped);
+    }
+    // One byte more than expected, to see that it grew.
+    let limit = if prefix { size } else { size + 1 };
+    let mut bytes = Vec::with_capacity(limit as usize);
+    file.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(HashError::Io)?;
+    if bytes.len() as u64 != size {
+        return Err(HashError::Changed);
+    }
+    let digests = Digests {
+        sha256: Sha256::digest(&bytes).into(),
+        body_crc: vec![crc32fast::hash(&bytes)],
+    };
+    Ok((digests, bytes))
+}
+
 /// CRC-32s of consecutive fixed-size bodies of a stream; one body, the whole stream,
 /// for [`Bodies::Whole`].
 struct PartHasher {
@@ -322,6 +358,43 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         assert!(matches!(
             hash_file(&path, 0, Bodies::Whole, false, &stop),
+            Err(HashError::Stopped)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_small_file_read_whole_has_the_digests_of_the_hashing_pass_and_its_bytes() {
+        let dir = std::env::temp_dir().join(format!("tvm-small-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        let stop = AtomicBool::new(false);
+        for len in [0, 1, 4096, SMALL_FILE_BYTES as usize] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            std::fs::write(&path, &bytes).expect("write");
+            let (d, read) = read_small(&path, len as u64, false, &stop).expect("read");
+            let hashed = hash_file(&path, len as u64, Bodies::Whole, false, &stop).expect("hash");
+            assert_eq!((d, read), (hashed, bytes), "{len} bytes");
+        }
+        std::fs::write(&path, b"abcd").expect("write");
+        for (size, prefix) in [(3, false), (5, false), (5, true)] {
+            assert!(
+                matches!(
+                    read_small(&path, size, prefix, &stop),
+                    Err(HashError::Changed)
+                ),
+                "{size} bytes expected of 4, prefix {prefix}"
+            );
+        }
+        let (d, read) = read_small(&path, 3, true, &stop).expect("a prefix");
+        assert_eq!((d.sha256, read), (hash_file_bytes(b"abc"), b"abc".to_vec()));
+        assert!(matches!(
+            read_small(&dir.join("gone"), 1, false, &stop),
+            Err(HashError::Io(e)) if e.kind() == io::ErrorKind::NotFound
+        ));
+        stop.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            read_small(&path, 4, false, &stop),
             Err(HashError::Stopped)
         ));
         let _ = std::fs::remove_dir_all(&dir);

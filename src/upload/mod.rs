@@ -11,7 +11,8 @@
 //! metadata; a single PUT carries `x-amz-checksum-sha256` and every part `Content-MD5`,
 //! so the server refuses bytes that differ from what was hashed. An object therefore
 //! never mixes two versions of a file: a change during the upload fails a checksum or is
-//! seen by the stat after it, and the upload is abandoned and retried once stable.
+//! seen by the stat after it, and the upload is abandoned and retried once stable. A
+//! small file sent in one PUT is read once, whole: the bytes sent are those hashed.
 
 mod compressed;
 mod multipart;
@@ -29,7 +30,7 @@ pub use permits::{Permit, Permits};
 
 use crate::calendar::rfc3339_utc;
 use crate::compress::{self, Rule};
-use crate::digest::{Bodies, Digests, HashError, base64, hash_file};
+use crate::digest::{Bodies, Digests, HashError, SMALL_FILE_BYTES, base64, hash_file, read_small};
 use crate::file::FileRef;
 use crate::journal::{Journal, JournalError, Record};
 use crate::key::KeyScheme;
@@ -317,7 +318,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
         (None, true) => Bodies::Parts(part_size),
         (None, false) => Bodies::Whole,
     };
-    let digests = hash(job, ctx, bodies)?;
+    let (digests, small) = hash(job, ctx, bodies)?;
     still_there(job, ctx)?;
     // The window may have closed while this file was hashed.
     if !ctx.gate.is_open() && !job.requested {
@@ -364,7 +365,7 @@ pub fn upload(job: &Job, ctx: &Context) -> Result<Uploaded> {
             .map_err(|why| UploadError::Unkeyable {
                 why: format!("{}: {why}", job.path.display()),
             })?;
-        let object = Object::new(job, ctx, &key, &digests, zstd);
+        let object = Object::new(job, ctx, &key, &digests, zstd).holding(small.as_deref());
         match object.send(multipart, part_size) {
             Err(UploadError::KeyTaken) => {
                 log::debug!("{}: {key} holds another content; trying the next", job.file);
@@ -448,6 +449,8 @@ struct Object<'a> {
     digests: &'a Digests,
     /// The zstd level, when compressed.
     zstd: Option<i32>,
+    /// A small file's bytes, read whole when it was hashed: a single PUT sends them.
+    bytes: Option<&'a [u8]>,
 }
 
 impl<'a> Object<'a> {
@@ -464,7 +467,13 @@ impl<'a> Object<'a> {
             key,
             digests,
             zstd,
+            bytes: None,
         }
+    }
+
+    /// This object with the file's bytes in memory (a small file, read whole).
+    fn holding(self, bytes: Option<&'a [u8]>) -> Object<'a> {
+        Object { bytes, ..self }
     }
 
     /// What [`Recent`] knows this content by.
@@ -614,13 +623,16 @@ impl<'a> Object<'a> {
             expect: Expect(self.digests.body_crc.first().copied().unwrap_or(0)),
             changed: &rewritten,
         };
-        let mut reader = body(job, span, ctx).map_err(|e| read_error(job, e))?;
+        let mut reader: Box<dyn Read> = match self.bytes {
+            Some(bytes) => Box::new(span.reader(io::Cursor::new(bytes), job, ctx)),
+            None => Box::new(body(job, span, ctx).map_err(|e| read_error(job, e))?),
+        };
         let sha = base64(&self.digests.sha256);
         ctx.admit(job, size)?;
         let sent = {
             let _permit = ctx.permits.acquire(false);
             ctx.s3
-                .put(self.key, &mut reader, size, &sha, &self.attributes())
+                .put(self.key, &mut *reader, size, &sha, &self.attributes())
         };
         self.put_answer(sent, rewritten.load(Ordering::Relaxed), size)
     }
@@ -691,8 +703,15 @@ fn parts_sender(zstd: Option<i32>) -> impl Fn(&mut multipart::Upload) -> Result<
     }
 }
 
-fn hash(job: &Job, ctx: &Context, bodies: Bodies) -> Result<Digests> {
-    match hash_file(&job.path, job.version.size, bodies, job.snapshot, &ctx.stop) {
+/// The file's digests and, a small file sent in one PUT, its bytes (read whole).
+fn hash(job: &Job, ctx: &Context, bodies: Bodies) -> Result<(Digests, Option<Vec<u8>>)> {
+    let (path, size) = (&job.path, job.version.size);
+    let read = if bodies == Bodies::Whole && size <= SMALL_FILE_BYTES {
+        read_small(path, size, job.snapshot, &ctx.stop).map(|(d, bytes)| (d, Some(bytes)))
+    } else {
+        hash_file(path, size, bodies, job.snapshot, &ctx.stop).map(|d| (d, None))
+    };
+    match read {
         Ok(d) => Ok(d),
         Err(HashError::Changed) => Err(UploadError::Changed),
         Err(HashError::Stopped) => Err(UploadError::Interrupted),
@@ -731,8 +750,8 @@ impl Hasher {
 /// before sending. Otherwise the file was rewritten meanwhile (its mtime maybe put
 /// back): the read fails, so the request never completes and no server, checking or
 /// not, stores a mix of two versions; `changed` tells the caller why.
-struct BodyReader<'a> {
-    inner: io::Take<File>,
+struct BodyReader<'a, R> {
+    inner: io::Take<R>,
     stop: &'a AtomicBool,
     sent: &'a AtomicU64,
     progress: &'a AtomicU64,
@@ -741,7 +760,7 @@ struct BodyReader<'a> {
     changed: &'a AtomicBool,
 }
 
-impl Read for BodyReader<'_> {
+impl<R: Read> Read for BodyReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(io::Error::other("shutting down"));
@@ -783,18 +802,27 @@ struct Span<'a> {
     changed: &'a AtomicBool,
 }
 
-fn body<'a>(job: &'a Job, span: Span<'a>, ctx: &'a Context) -> io::Result<BodyReader<'a>> {
+impl<'a> Span<'a> {
+    /// The span's bytes read from `source`, which is at its start.
+    fn reader<R: Read>(self, source: R, job: &'a Job, ctx: &'a Context) -> BodyReader<'a, R> {
+        BodyReader {
+            inner: source.take(self.len),
+            stop: &ctx.stop,
+            sent: &ctx.sent_bytes,
+            progress: &job.progress,
+            gate: &ctx.gate,
+            hasher: Hasher::new(self.expect),
+            changed: self.changed,
+        }
+    }
+}
+
+fn body<'a>(job: &'a Job, span: Span<'a>, ctx: &'a Context) -> io::Result<BodyReader<'a, File>> {
     let mut f = File::open(&job.path)?;
-    f.seek(SeekFrom::Start(span.offset))?;
-    Ok(BodyReader {
-        inner: f.take(span.len),
-        stop: &ctx.stop,
-        sent: &ctx.sent_bytes,
-        progress: &job.progress,
-        gate: &ctx.gate,
-        hasher: Hasher::new(span.expect),
-        changed: span.changed,
-    })
+    if span.offset > 0 {
+        f.seek(SeekFrom::Start(span.offset))?;
+    }
+    Ok(span.reader(f, job, ctx))
 }
 
 fn read_error(job: &Job, e: io::Error) -> UploadError {
