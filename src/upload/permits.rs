@@ -23,6 +23,9 @@ pub struct Permits {
 struct PermitState {
     free: usize,
     parts_in_use: usize,
+    /// Threads waiting for a permit: a permit given back wakes them only if any (a
+    /// wake-up is a system call, one a file on a run of small ones).
+    waiting: usize,
 }
 
 impl Permits {
@@ -31,6 +34,7 @@ impl Permits {
             state: Mutex::new(PermitState {
                 free: n,
                 parts_in_use: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             total: n,
@@ -54,11 +58,13 @@ impl Permits {
                 break;
             }
             // Bounded wait: the reservation flag can change without a permit freeing.
+            s.waiting += 1;
             s = self
                 .freed
                 .wait_timeout(s, Duration::from_millis(250))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            s.waiting -= 1;
         }
         s.free -= 1;
         if part {
@@ -84,7 +90,9 @@ impl Drop for Permit {
         if self.part {
             s.parts_in_use -= 1;
         }
-        self.permits.freed.notify_all();
+        if s.waiting > 0 {
+            self.permits.freed.notify_all();
+        }
     }
 }
 
@@ -115,6 +123,6 @@ mod tests {
         t.join().expect("join");
         drop(a);
         let s = p.state.lock().expect("state");
-        assert_eq!((s.free, s.parts_in_use), (2, 0));
+        assert_eq!((s.free, s.parts_in_use, s.waiting), (2, 0, 0));
     }
 }
