@@ -190,11 +190,13 @@ def main():
         return
     bench.ensure_peers()
     tools = bench.tools_dir()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    bin_ = os.path.join(ROOT, "target/release/tvm-upload")
+    # The binary as it ships (static, musl), the server storing into a tmpfs when it has
+    # room: as bench.py measures (see its build_static and server_storage).
+    bin_ = bench.build_static()
     work = tempfile.mkdtemp(prefix="tvm-zstd-bench-")
-    s3 = bench.S3s(tools, work)
-    results = {"corpus_mib": CORPUS_MIB, "cap_mib": CAP_MIB, "cap_bytes_per_second": CAP}
+    s3 = bench.S3s(tools, work, root=bench.server_storage())
+    results = {"corpus_mib": CORPUS_MIB, "cap_mib": CAP_MIB, "cap_bytes_per_second": CAP,
+               "server_storage": "tmpfs" if s3.root.startswith("/dev/shm") else "disk"}
     try:
         src = os.path.join(work, "corpus")
         files = corpus.generate(src, CORPUS_MIB, seed=1)
@@ -257,6 +259,7 @@ def main():
     except BaseException:
         s3.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(s3.root, ignore_errors=True)
         raise
     return finish(results, s3, work)
 
@@ -264,6 +267,7 @@ def main():
 def finish(results, s3, work):
     s3.stop()
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(s3.root, ignore_errors=True)
     json.dump(results, open(os.path.join(ROOT, "bench/compression.json"), "w"), indent=1)
     report(results)
 
@@ -276,7 +280,8 @@ def report(r):
     mib = r["corpus_bytes"] / MIB
     lines = [START, "## Compression", "",
              f"{r['date']}. A generated text-log corpus (`bench/corpus.py`, seed 1: syslog, rosout and "
-             f"CSV lines, files of 64 MiB) of {mib:.0f} MiB, uploaded to s3s-fs on loopback; "
+             f"CSV lines, files of 64 MiB) of {mib:.0f} MiB, uploaded by the static musl build to s3s-fs on "
+             f"loopback (storing into {r.get('server_storage', 'disk')}); "
              f"concurrency {CONCURRENCY}, {PART_MIB} MiB parts. The peers are the scripts a user "
              "would otherwise write, one file after another: `zstd -3 -c FILE | s5cmd pipe "
              "s3://B/P/FILE.zst` (s5cmd " + r['versions'].get('s5cmd', '') + ", same concurrency and part "
