@@ -623,16 +623,23 @@ impl<'a> Object<'a> {
             expect: Expect(self.digests.body_crc.first().copied().unwrap_or(0)),
             changed: &rewritten,
         };
-        let mut reader: Box<dyn Read> = match self.bytes {
-            Some(bytes) => Box::new(span.reader(io::Cursor::new(bytes), job, ctx)),
-            None => Box::new(body(job, span, ctx).map_err(|e| read_error(job, e))?),
+        // The bytes in memory, or the file: on the stack, not boxed (one file a request).
+        let (mut in_memory, mut from_file);
+        let reader: &mut dyn Read = match self.bytes {
+            Some(bytes) => {
+                in_memory = span.reader(io::Cursor::new(bytes), job, ctx);
+                &mut in_memory
+            }
+            None => {
+                from_file = body(job, span, ctx).map_err(|e| read_error(job, e))?;
+                &mut from_file
+            }
         };
         let sha = base64(&self.digests.sha256);
         ctx.admit(job, size)?;
         let sent = {
             let _permit = ctx.permits.acquire(false);
-            ctx.s3
-                .put(self.key, &mut *reader, size, &sha, &self.attributes())
+            ctx.s3.put(self.key, reader, size, &sha, &self.attributes())
         };
         self.put_answer(sent, rewritten.load(Ordering::Relaxed), size)
     }
